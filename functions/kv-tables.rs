@@ -1,0 +1,22 @@
+//! `make tables`: creates both KV tables (idempotently) at the endpoint the environment names.
+
+use kv::config::Settings;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let settings = Settings::from_env();
+    let client = kv::dynamo::client::from_env().await;
+    match kv::dynamo::schema::ensure_tables(&client, &settings).await {
+        Ok(()) => {
+            println!(
+                "tables ready: {} (buckets), {} (items)",
+                settings.buckets_table, settings.items_table
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("could not create the tables: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The item layout of both tables, and conversions between items and the KV model.
+//!
+//! Buckets table, one item per bucket: `bucket` (key), `cfg` (the configuration as JSON),
+//! `created` (ms), `seq` (the bucket's last handed-out revision).
+//!
+//! Items table, key `pk` + `rev`:
+//! - a revision of a key: `pk` = `BUCKET/KEY`, `rev` = its revision (>= 1), `v` (the stored
+//!   bytes), `z` (compressed), `c` (created ms), `x` (exact expiry, ns), `ttl` (expiry in epoch
+//!   seconds for DynamoDB's TTL sweep), `op` (absent for a value, `DEL`/`PURGE` for markers),
+//!   `mem` (bucket is `memory`), and `gb` = `BUCKET` only while it is the key's latest value,
+//!   which puts it in the `by-sequence` index that kv-key-list pages through;
+//! - the key's head: `pk` = `BUCKET/KEY`, `rev` = 0, `cur` (latest revision) and `h`, the
+//!   retained revisions as `[rev, size, expiry ns or 0, op]`; every write is conditional on `cur`;
+//! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes` and `keys`.
+
+use crate::error::KvError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub const BUCKET: &str = "bucket";
+pub const CONFIG: &str = "cfg";
+pub const CREATED: &str = "created";
+pub const SEQ: &str = "seq";
+
+pub const PK: &str = "pk";
+pub const REV: &str = "rev";
+pub const VALUE: &str = "v";
+pub const COMPRESSED: &str = "z";
+pub const CREATED_MS: &str = "c";
+pub const EXPIRY_NS: &str = "x";
+pub const TTL: &str = "ttl";
+pub const OP: &str = "op";
+pub const MEMORY: &str = "mem";
+pub const LATEST_IN_BUCKET: &str = "gb";
+pub const HEAD_REVISION: &str = "cur";
+pub const HEAD_ENTRIES: &str = "h";
+pub const USED_BYTES: &str = "bytes";
+pub const LIVE_KEYS: &str = "keys";
+
+pub const BY_SEQUENCE_INDEX: &str = "by-sequence";
+
+/// DynamoDB's item size limit, which every revision item must fit in.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+pub fn key_pk(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{key}")
+}
+
+pub fn usage_pk(bucket: &str) -> String {
+    bucket.to_string()
+}
+
+pub fn key_from_pk<'a>(bucket: &str, pk: &'a str) -> Option<&'a str> {
+    pk.strip_prefix(bucket)?.strip_prefix('/')
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Put,
+    Del,
+    Purge,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Put => "PUT",
+            Op::Del => "DEL",
+            Op::Purge => "PURGE",
+        }
+    }
+
+    fn parse(text: &str) -> Op {
+        match text {
+            "DEL" => Op::Del,
+            "PURGE" => Op::Purge,
+            _ => Op::Put,
+        }
+    }
+}
+
+/// One retained revision as the head remembers it, enough to trim and account without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadEntry {
+    pub rev: u64,
+    pub size: u64,
+    pub expiry_ns: Option<u64>,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    /// None when the key has never been written.
+    pub cur: Option<u64>,
+    pub entries: Vec<HeadEntry>,
+}
+
+impl Head {
+    pub fn latest(&self) -> Option<&HeadEntry> {
+        self.entries.last()
+    }
+
+    pub fn current_revision(&self) -> u64 {
+        self.cur.unwrap_or(0)
+    }
+}
+
+/// A revision as read back, value decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub key: String,
+    pub rev: u64,
+    pub text: String,
+    pub created_ms: u64,
+    pub expiry_ns: Option<u64>,
+    pub op: Op,
+    pub memory: bool,
+}
+
+pub fn s(text: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(text.into())
+}
+
+pub fn n(number: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(number.to_string())
+}
+
+pub fn get_u64(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+pub fn get_i64(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+pub fn get_str<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}
+
+fn get_bool(item: &Item, name: &str) -> bool {
+    item.get(name)
+        .and_then(|value| value.as_bool().ok())
+        .copied()
+        .unwrap_or(false)
+}
+
+fn corrupt(what: &str) -> KvError {
+    KvError::Unavailable(format!("Stored item is malformed: {what}"))
+}
+
+pub fn decode_head(item: Option<&Item>) -> Result<Head, KvError> {
+    let Some(item) = item else {
+        return Ok(Head::default());
+    };
+    let cur = get_u64(item, HEAD_REVISION).ok_or_else(|| corrupt("head without 'cur'"))?;
+    let list = match item.get(HEAD_ENTRIES) {
+        Some(AttributeValue::L(list)) => list.as_slice(),
+        _ => &[],
+    };
+    let entries = list
+        .iter()
+        .map(|entry| {
+            let AttributeValue::L(fields) = entry else {
+                return Err(corrupt("head entry is not a list"));
+            };
+            let number = |index: usize| -> Result<u64, KvError> {
+                fields
+                    .get(index)
+                    .and_then(|field| field.as_n().ok())
+                    .and_then(|text| text.parse().ok())
+                    .ok_or_else(|| corrupt("head entry field"))
+            };
+            let op = fields
+                .get(3)
+                .and_then(|field| field.as_s().ok())
+                .map(|text| Op::parse(text))
+                .unwrap_or(Op::Put);
+            Ok(HeadEntry {
+                rev: number(0)?,
+                size: number(1)?,
+                expiry_ns: Some(number(2)?).filter(|expiry| *expiry > 0),
+                op,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Head {
+        cur: Some(cur),
+        entries,
+    })
+}
+
+pub fn encode_head_entries(entries: &[HeadEntry]) -> AttributeValue {
+    AttributeValue::L(
+        entries
+            .iter()
+            .map(|entry| {
+                AttributeValue::L(vec![
+                    n(entry.rev),
+                    n(entry.size),
+                    n(entry.expiry_ns.unwrap_or(0)),
+                    s(entry.op.as_str()),
+                ])
+            })
+            .collect(),
+    )
+}
+
+pub fn decode_revision(bucket: &str, item: &Item) -> Result<Revision, KvError> {
+    let pk = get_str(item, PK).ok_or_else(|| corrupt("item without 'pk'"))?;
+    let key = key_from_pk(bucket, pk).ok_or_else(|| corrupt("item of another bucket"))?;
+    let bytes = match item.get(VALUE) {
+        Some(AttributeValue::B(blob)) => blob.as_ref(),
+        _ => &[],
+    };
+    Ok(Revision {
+        key: key.to_string(),
+        rev: get_u64(item, REV).ok_or_else(|| corrupt("item without 'rev'"))?,
+        text: crate::codec::decode(bytes, get_bool(item, COMPRESSED))?,
+        created_ms: get_u64(item, CREATED_MS).unwrap_or(0),
+        expiry_ns: get_u64(item, EXPIRY_NS),
+        op: get_str(item, OP).map(Op::parse).unwrap_or(Op::Put),
+        memory: get_bool(item, MEMORY),
+    })
+}
+
+/// A generous upper bound of a revision item's size without its value, in DynamoDB's
+/// accounting (attribute names plus values; numbers at most 21 bytes).
+pub fn revision_overhead(bucket: &str, key: &str) -> usize {
+    let names: usize = [
+        PK,
+        REV,
+        VALUE,
+        COMPRESSED,
+        CREATED_MS,
+        EXPIRY_NS,
+        TTL,
+        OP,
+        MEMORY,
+        LATEST_IN_BUCKET,
+    ]
+    .iter()
+    .map(|name| name.len())
+    .sum();
+    names + key_pk(bucket, key).len() + bucket.len() + 6 * 21 + 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_round_trips() {
+        let entries = vec![
+            HeadEntry {
+                rev: 3,
+                size: 10,
+                expiry_ns: None,
+                op: Op::Put,
+            },
+            HeadEntry {
+                rev: 9,
+                size: 0,
+                expiry_ns: Some(123),
+                op: Op::Del,
+            },
+        ];
+        let item: Item = [
+            (HEAD_REVISION.to_string(), n(9)),
+            (HEAD_ENTRIES.to_string(), encode_head_entries(&entries)),
+        ]
+        .into();
+        let head = decode_head(Some(&item)).unwrap();
+        assert_eq!(head.cur, Some(9));
+        assert_eq!(head.entries, entries);
+        assert_eq!(decode_head(None).unwrap(), Head::default());
+    }
+
+    #[test]
+    fn keys_come_back_from_partition_keys() {
+        assert_eq!(key_from_pk("b", "b/a/b.c"), Some("a/b.c"));
+        assert_eq!(key_from_pk("b", "bb/x"), None);
+    }
+}

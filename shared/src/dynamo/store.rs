@@ -1,0 +1,543 @@
+//! The DynamoDB requests behind every KV operation. Each method is one request (or one page of
+//! them); the semantics that combine them live in `ops`.
+
+use super::errors::{is_condition_failure, unavailable};
+use super::items::*;
+use crate::config::{BucketConfig, Settings};
+use crate::error::KvError;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: Client,
+    buckets: String,
+    items: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BucketRecord {
+    pub config: BucketConfig,
+    pub created_ms: u64,
+    /// The last revision handed out in this bucket.
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: i64,
+    pub keys: i64,
+}
+
+/// A new revision of one key, committed atomically with its head, the index marker of the
+/// revision it replaces, the revisions it pushes out of history, and the bucket's usage.
+#[derive(Debug)]
+pub struct Commit<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    /// The head's `cur` the plan was made from; None when the key has no head yet.
+    pub expected_cur: Option<u64>,
+    pub entries: &'a [HeadEntry],
+    pub rev: u64,
+    pub stored: &'a [u8],
+    pub compressed: bool,
+    pub created_ms: u64,
+    pub expiry_ns: Option<u64>,
+    pub op: Op,
+    pub memory: bool,
+    /// The previous latest value, kept in history but no longer the key's latest.
+    pub unmark: Option<u64>,
+    pub trimmed: Vec<u64>,
+    pub bytes_delta: i64,
+    pub keys_delta: i64,
+    /// The bucket's `bytes` must be at most this before the write (max_bytes minus the growth).
+    pub bytes_ceiling: Option<i64>,
+}
+
+#[derive(Debug)]
+pub enum CommitError {
+    /// Another writer changed the key since its head was read.
+    HeadChanged,
+    /// DynamoDB refused because another transaction held one of the items; try again.
+    Contention,
+    BucketFull {
+        used: i64,
+    },
+    BucketGone,
+    Failed(KvError),
+}
+
+fn build_failed(error: aws_sdk_dynamodb::error::BuildError) -> KvError {
+    KvError::Unavailable(format!("Could not build a DynamoDB request: {error}"))
+}
+
+impl Store {
+    pub fn new(client: Client, settings: &Settings) -> Store {
+        Store {
+            client,
+            buckets: settings.buckets_table.clone(),
+            items: settings.items_table.clone(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the bucket and its usage counter together; false when the bucket already exists.
+    pub async fn create_bucket(
+        &self,
+        config: &BucketConfig,
+        created_ms: u64,
+    ) -> Result<bool, KvError> {
+        let config_json = serde_json::to_string(config).map_err(|error| {
+            KvError::Unavailable(format!("Could not encode the configuration: {error}"))
+        })?;
+        let bucket_item = Put::builder()
+            .table_name(&self.buckets)
+            .item(BUCKET, s(&config.bucket))
+            .item(CONFIG, s(config_json))
+            .item(CREATED, n(created_ms))
+            .item(SEQ, n(0))
+            .condition_expression("attribute_not_exists(#bucket)")
+            .expression_attribute_names("#bucket", BUCKET)
+            .build()
+            .map_err(build_failed)?;
+        let usage_item = Put::builder()
+            .table_name(&self.items)
+            .item(PK, s(usage_pk(&config.bucket)))
+            .item(REV, n(0))
+            .item(USED_BYTES, n(0))
+            .item(LIVE_KEYS, n(0))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(build_failed)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(bucket_item).build())
+            .transact_items(TransactWriteItem::builder().put(usage_item).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) => match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
+                    if cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|reason| reason.code() == Some("ConditionalCheckFailed")) =>
+                {
+                    Ok(false)
+                }
+                _ => Err(unavailable("TransactWriteItems", error)),
+            },
+        }
+    }
+
+    pub async fn read_bucket(&self, bucket: &str) -> Result<Option<BucketRecord>, KvError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| unavailable("GetItem", error))?;
+        output.item().map(decode_bucket).transpose()
+    }
+
+    /// Hands out the bucket's next revision and returns its configuration in the same request.
+    pub async fn allocate_revision(&self, bucket: &str) -> Result<BucketRecord, KvError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .update_expression("ADD #seq :one")
+            .condition_expression("attribute_exists(#bucket)")
+            .expression_attribute_names("#seq", SEQ)
+            .expression_attribute_names("#bucket", BUCKET)
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output
+                .attributes()
+                .map(decode_bucket)
+                .transpose()?
+                .ok_or_else(|| KvError::Unavailable("UpdateItem returned no attributes".into())),
+            Err(error) if is_condition_failure(&error) => {
+                Err(KvError::BucketNotFound(bucket.to_string()))
+            }
+            Err(error) => Err(unavailable("UpdateItem", error)),
+        }
+    }
+
+    pub async fn read_head(
+        &self,
+        bucket: &str,
+        key: &str,
+        consistent: bool,
+    ) -> Result<Head, KvError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.items)
+            .key(PK, s(key_pk(bucket, key)))
+            .key(REV, n(0))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(|error| unavailable("GetItem", error))?;
+        decode_head(output.item())
+    }
+
+    pub async fn commit(&self, commit: &Commit<'_>) -> Result<(), CommitError> {
+        let failed = |error| CommitError::Failed(build_failed(error));
+        let pk = key_pk(commit.bucket, commit.key);
+        let mut head = Put::builder()
+            .table_name(&self.items)
+            .item(PK, s(&pk))
+            .item(REV, n(0))
+            .item(HEAD_REVISION, n(commit.rev))
+            .item(HEAD_ENTRIES, encode_head_entries(commit.entries))
+            .expression_attribute_names("#pk", PK);
+        head = match commit.expected_cur {
+            None => head.condition_expression("attribute_not_exists(#pk)"),
+            Some(cur) => head
+                .condition_expression("attribute_exists(#pk) AND #cur = :cur")
+                .expression_attribute_names("#cur", HEAD_REVISION)
+                .expression_attribute_values(":cur", n(cur)),
+        };
+        let mut revision = Put::builder()
+            .table_name(&self.items)
+            .item(PK, s(&pk))
+            .item(REV, n(commit.rev))
+            .item(VALUE, AttributeValue::B(Blob::new(commit.stored)))
+            .item(CREATED_MS, n(commit.created_ms));
+        if commit.compressed {
+            revision = revision.item(COMPRESSED, AttributeValue::Bool(true));
+        }
+        if let Some(expiry) = commit.expiry_ns {
+            revision = revision
+                .item(EXPIRY_NS, n(expiry))
+                .item(TTL, n(crate::time::ttl_attribute_secs(expiry)));
+        }
+        if commit.memory {
+            revision = revision.item(MEMORY, AttributeValue::Bool(true));
+        }
+        revision = match commit.op {
+            Op::Put => revision.item(LATEST_IN_BUCKET, s(commit.bucket)),
+            marker => revision.item(OP, s(marker.as_str())),
+        };
+        let mut writes = vec![
+            TransactWriteItem::builder()
+                .put(head.build().map_err(failed)?)
+                .build(),
+            TransactWriteItem::builder()
+                .put(revision.build().map_err(failed)?)
+                .build(),
+        ];
+        if let Some(previous) = commit.unmark {
+            let update = Update::builder()
+                .table_name(&self.items)
+                .key(PK, s(&pk))
+                .key(REV, n(previous))
+                .update_expression("REMOVE #gb")
+                .expression_attribute_names("#gb", LATEST_IN_BUCKET)
+                .build()
+                .map_err(failed)?;
+            writes.push(TransactWriteItem::builder().update(update).build());
+        }
+        for rev in &commit.trimmed {
+            let delete = Delete::builder()
+                .table_name(&self.items)
+                .key(PK, s(&pk))
+                .key(REV, n(rev))
+                .build()
+                .map_err(failed)?;
+            writes.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        let mut usage = Update::builder()
+            .table_name(&self.items)
+            .key(PK, s(usage_pk(commit.bucket)))
+            .key(REV, n(0))
+            .update_expression("ADD #bytes :bytes, #keys :keys")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#bytes", USED_BYTES)
+            .expression_attribute_names("#keys", LIVE_KEYS)
+            .expression_attribute_values(":bytes", n(commit.bytes_delta))
+            .expression_attribute_values(":keys", n(commit.keys_delta))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        usage = match commit.bytes_ceiling {
+            None => usage.condition_expression("attribute_exists(#pk)"),
+            Some(ceiling) => usage
+                .condition_expression("attribute_exists(#pk) AND #bytes <= :ceiling")
+                .expression_attribute_values(":ceiling", n(ceiling)),
+        };
+        writes.push(
+            TransactWriteItem::builder()
+                .update(usage.build().map_err(failed)?)
+                .build(),
+        );
+        let usage_index = writes.len() - 1;
+
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await;
+        let error = match result {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            error.as_service_error()
+        {
+            let reasons = cancelled.cancellation_reasons();
+            let code = |index: usize| reasons.get(index).and_then(|reason| reason.code());
+            if let Some(usage) = reasons
+                .get(usage_index)
+                .filter(|_| code(usage_index) == Some("ConditionalCheckFailed"))
+            {
+                return Err(match usage.item() {
+                    Some(old) if !old.is_empty() => CommitError::BucketFull {
+                        used: get_i64(old, USED_BYTES).unwrap_or(0),
+                    },
+                    _ => CommitError::BucketGone,
+                });
+            }
+            if code(0) == Some("ConditionalCheckFailed") {
+                return Err(CommitError::HeadChanged);
+            }
+            if reasons
+                .iter()
+                .any(|reason| reason.code() == Some("TransactionConflict"))
+            {
+                return Err(CommitError::Contention);
+            }
+        }
+        if matches!(
+            error.code(),
+            Some("TransactionConflictException" | "TransactionInProgressException")
+        ) {
+            return Err(CommitError::Contention);
+        }
+        if error.code() == Some("ValidationException")
+            && error
+                .message()
+                .is_some_and(|message| message.contains("size"))
+        {
+            return Err(CommitError::Failed(KvError::ValueTooLarge(format!(
+                "The value does not fit in one DynamoDB item ({} KB at most, key and metadata included): {}",
+                MAX_ITEM_BYTES / 1024,
+                error.message().unwrap_or("")
+            ))));
+        }
+        Err(CommitError::Failed(unavailable(
+            "TransactWriteItems",
+            error,
+        )))
+    }
+
+    /// The key's newest revision (value or marker), in one strongly consistent request.
+    pub async fn latest_revision(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Revision>, KvError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.items)
+            .key_condition_expression("#pk = :pk AND #rev > :head")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#rev", REV)
+            .expression_attribute_values(":pk", s(key_pk(bucket, key)))
+            .expression_attribute_values(":head", n(0))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| unavailable("Query", error))?;
+        output
+            .items()
+            .first()
+            .map(|item| decode_revision(bucket, item))
+            .transpose()
+    }
+
+    pub async fn revision(
+        &self,
+        bucket: &str,
+        key: &str,
+        rev: u64,
+    ) -> Result<Option<Revision>, KvError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.items)
+            .key(PK, s(key_pk(bucket, key)))
+            .key(REV, n(rev))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| unavailable("GetItem", error))?;
+        output
+            .item()
+            .map(|item| decode_revision(bucket, item))
+            .transpose()
+    }
+
+    pub async fn usage(&self, bucket: &str) -> Result<Option<Usage>, KvError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.items)
+            .key(PK, s(usage_pk(bucket)))
+            .key(REV, n(0))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| unavailable("GetItem", error))?;
+        Ok(output.item().map(decode_usage))
+    }
+
+    /// Usage of many buckets, 100 per BatchGetItem, retrying what DynamoDB leaves unprocessed.
+    pub async fn usages(&self, buckets: &[String]) -> Result<HashMap<String, Usage>, KvError> {
+        let mut found = HashMap::new();
+        for chunk in buckets.chunks(100) {
+            let mut keys = KeysAndAttributes::builder().consistent_read(true);
+            for bucket in chunk {
+                keys = keys.keys(
+                    [
+                        (PK.to_string(), s(usage_pk(bucket))),
+                        (REV.to_string(), n(0)),
+                    ]
+                    .into(),
+                );
+            }
+            let mut request = Some(HashMap::from([(
+                self.items.clone(),
+                keys.build().map_err(build_failed)?,
+            )]));
+            for attempt in 0..10u32 {
+                let Some(pending) = request.take().filter(|pending| !pending.is_empty()) else {
+                    break;
+                };
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5)))
+                        .await;
+                }
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(|error| unavailable("BatchGetItem", error))?;
+                for item in output
+                    .responses()
+                    .and_then(|tables| tables.get(&self.items))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(bucket) = get_str(item, PK) {
+                        found.insert(bucket.to_string(), decode_usage(item));
+                    }
+                }
+                request = output.unprocessed_keys().cloned();
+            }
+        }
+        Ok(found)
+    }
+
+    /// One page of buckets in table order, and the name to continue after when there are more.
+    pub async fn scan_buckets(
+        &self,
+        limit: Option<i32>,
+        start_after: Option<&str>,
+    ) -> Result<(Vec<BucketRecord>, Option<String>), KvError> {
+        let output = self
+            .client
+            .scan()
+            .table_name(&self.buckets)
+            .consistent_read(true)
+            .set_limit(limit)
+            .set_exclusive_start_key(
+                start_after.map(|name| HashMap::from([(BUCKET.to_string(), s(name))])),
+            )
+            .send()
+            .await
+            .map_err(|error| unavailable("Scan", error))?;
+        let records = output
+            .items()
+            .iter()
+            .map(decode_bucket)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = output
+            .last_evaluated_key()
+            .and_then(|key| get_str(key, BUCKET))
+            .map(str::to_string);
+        Ok((records, next))
+    }
+
+    /// Up to `limit` latest values with a revision above `after`, in revision order, in one
+    /// request; the flag says whether the index holds more beyond them.
+    pub async fn latest_page(
+        &self,
+        bucket: &str,
+        after: u64,
+        limit: i32,
+    ) -> Result<(Vec<Item>, bool), KvError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.items)
+            .index_name(BY_SEQUENCE_INDEX)
+            .key_condition_expression("#gb = :bucket AND #rev > :after")
+            .expression_attribute_names("#gb", LATEST_IN_BUCKET)
+            .expression_attribute_names("#rev", REV)
+            .expression_attribute_values(":bucket", s(bucket))
+            .expression_attribute_values(":after", n(after))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|error| unavailable("Query", error))?;
+        let more = output.last_evaluated_key().is_some();
+        Ok((output.items().to_vec(), more))
+    }
+}
+
+fn decode_bucket(item: &Item) -> Result<BucketRecord, KvError> {
+    let config_json = get_str(item, CONFIG)
+        .ok_or_else(|| KvError::Unavailable("Bucket item without configuration".into()))?;
+    let config: BucketConfig = serde_json::from_str(config_json).map_err(|error| {
+        KvError::Unavailable(format!("Bucket configuration is malformed: {error}"))
+    })?;
+    Ok(BucketRecord {
+        config,
+        created_ms: get_u64(item, CREATED).unwrap_or(0),
+        seq: get_u64(item, SEQ).unwrap_or(0),
+    })
+}
+
+fn decode_usage(item: &Item) -> Usage {
+    Usage {
+        bytes: get_i64(item, USED_BYTES).unwrap_or(0),
+        keys: get_i64(item, LIVE_KEYS).unwrap_or(0),
+    }
+}

@@ -1,0 +1,105 @@
+//! One error enum for everything a caller can act on, and one Lambda error for storage failures.
+
+use lambda_runtime::Diagnostic;
+use serde_json::{json, Value};
+
+/// An outcome the caller can branch on: it becomes a status-code envelope, never a Lambda error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    InvalidBucketName(String),
+    #[error("{0}")]
+    InvalidKey(String),
+    #[error("{0}")]
+    InvalidValue(String),
+    #[error("Bucket already exists: {0}")]
+    BucketExists(String),
+    #[error("Bucket not found: {0}")]
+    BucketNotFound(String),
+    #[error("Key not found")]
+    KeyNotFound,
+    #[error("Revision mismatch: expected revision {expected}, but the key's latest revision is {current}")]
+    RevisionMismatch { expected: u64, current: u64 },
+    #[error("Key already exists with a live value at revision {current}")]
+    KeyExists { current: u64 },
+    #[error("{0}")]
+    ValueTooLarge(String),
+    #[error("{0}")]
+    BucketFull(String),
+    #[error("{0}")]
+    ValueNotJson(String),
+    /// DynamoDB failed after the SDK's retries; surfaces as a Lambda error so flows can Retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl KvError {
+    pub fn status_code(&self) -> u16 {
+        match self {
+            KvError::InvalidParameter(_)
+            | KvError::InvalidBucketName(_)
+            | KvError::InvalidKey(_)
+            | KvError::InvalidValue(_)
+            | KvError::BucketExists(_) => 400,
+            KvError::BucketNotFound(_) | KvError::KeyNotFound => 404,
+            KvError::RevisionMismatch { .. } | KvError::KeyExists { .. } => 409,
+            KvError::ValueTooLarge(_) | KvError::BucketFull(_) => 413,
+            KvError::ValueNotJson(_) => 422,
+            KvError::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            KvError::InvalidParameter(_) => "invalid_parameter",
+            KvError::InvalidBucketName(_) => "invalid_bucket_name",
+            KvError::InvalidKey(_) => "invalid_key",
+            KvError::InvalidValue(_) => "invalid_value",
+            KvError::BucketExists(_) => "bucket_exists",
+            KvError::BucketNotFound(_) => "bucket_not_found",
+            KvError::KeyNotFound => "key_not_found",
+            KvError::RevisionMismatch { .. } => "revision_mismatch",
+            KvError::KeyExists { .. } => "key_exists",
+            KvError::ValueTooLarge(_) => "value_too_large",
+            KvError::BucketFull(_) => "bucket_full",
+            KvError::ValueNotJson(_) => "value_not_json",
+            KvError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The envelope body: `error` for people, `code` for machines, and the current revision on
+    /// compare-and-set failures so a flow can retry with it.
+    pub fn body(&self) -> Value {
+        let mut body = json!({"error": self.to_string(), "code": self.code()});
+        match self {
+            KvError::RevisionMismatch { current, .. } | KvError::KeyExists { current } => {
+                body["current_revision"] = json!(current);
+            }
+            _ => {}
+        }
+        body
+    }
+
+    pub fn param(message: impl Into<String>) -> Self {
+        KvError::InvalidParameter(message.into())
+    }
+}
+
+/// The Lambda error a function returns when storage itself failed. Its `errorType` is
+/// `KvUnavailable`, which Step Functions can name in a `Retry`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+pub const UNAVAILABLE_ERROR_TYPE: &str = "KvUnavailable";
+
+impl From<Unavailable> for Diagnostic {
+    fn from(error: Unavailable) -> Self {
+        Diagnostic {
+            error_type: UNAVAILABLE_ERROR_TYPE.to_string(),
+            error_message: error.0,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The names of the KV functions, as Lambda, cargo-lambda and flows know them.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Function {
+    BucketCreate,
+    KeyPut,
+    KeyGet,
+    BucketList,
+    KeyList,
+}
+
+impl Function {
+    pub const ALL: [Function; 5] = [
+        Function::BucketCreate,
+        Function::KeyPut,
+        Function::KeyGet,
+        Function::BucketList,
+        Function::KeyList,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::BucketCreate => "kv-bucket-create",
+            Function::KeyPut => "kv-key-put",
+            Function::KeyGet => "kv-key-get",
+            Function::BucketList => "kv-bucket-list",
+            Function::KeyList => "kv-key-list",
+        }
+    }
+
+    /// The parameters each function accepts; anything else is rejected by name.
+    pub fn accepted_params(self) -> &'static [&'static str] {
+        match self {
+            Function::BucketCreate => &[
+                "bucket",
+                "description",
+                "ttl",
+                "history",
+                "max_bytes",
+                "max_value_size",
+                "storage",
+                "num_replicas",
+                "compression",
+                "metadata",
+                "placement",
+                "mirror",
+                "republish",
+                "sources",
+            ],
+            Function::KeyPut => &["bucket", "key", "value", "revision", "ttl"],
+            Function::KeyGet => &["bucket", "key", "json", "revision"],
+            Function::BucketList => &["limit", "start_after"],
+            Function::KeyList => &["bucket", "last_sequence", "limit", "filter"],
+        }
+    }
+}

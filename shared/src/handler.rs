@@ -1,0 +1,76 @@
+//! From an event to a result: parse the parameters, run the operation, wrap the envelope.
+
+use crate::cache::MemoryCache;
+use crate::config::Settings;
+use crate::dynamo::Store;
+use crate::envelope;
+use crate::error::{KvError, Unavailable};
+use crate::function::Function;
+use crate::ops;
+use crate::params::Params;
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// What a container keeps between invocations: the DynamoDB client (and its connection pool)
+/// and the `memory` bucket cache.
+pub struct Kv {
+    pub store: Store,
+    pub cache: MemoryCache,
+}
+
+impl Kv {
+    pub fn new(client: aws_sdk_dynamodb::Client, settings: &Settings) -> Kv {
+        Kv {
+            store: Store::new(client, settings),
+            cache: MemoryCache::new(
+                Duration::from_millis(settings.memory_cache_staleness_ms),
+                settings.memory_cache_max_bytes,
+            ),
+        }
+    }
+}
+
+pub async fn handle(kv: &Kv, function: Function, event: Value) -> Result<Value, Unavailable> {
+    let outcome = match Params::from_event(function, event) {
+        Ok(params) => run(kv, function, params).await,
+        Err(error) => Err(error),
+    };
+    match &outcome {
+        Ok(_) => tracing::info!(function = function.name(), status_code = 200, "done"),
+        Err(KvError::Unavailable(message)) => {
+            tracing::error!(function = function.name(), error = %message, "storage unavailable")
+        }
+        Err(error) => tracing::info!(
+            function = function.name(),
+            status_code = error.status_code(),
+            code = error.code(),
+            "refused"
+        ),
+    }
+    envelope::respond(outcome)
+}
+
+/// The Lambda entry point: what `service_fn` calls and what tests call with a `LambdaEvent`.
+pub async fn handle_event(
+    kv: &Kv,
+    function: Function,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Unavailable> {
+    handle(kv, function, event.payload).await
+}
+
+type OpFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, KvError>> + Send + 'a>>;
+
+/// Boxed so each binary's future stays small and its type shallow, whichever op it runs.
+fn run(kv: &Kv, function: Function, params: Params) -> OpFuture<'_> {
+    match function {
+        Function::BucketCreate => Box::pin(ops::bucket_create::run(kv, params)),
+        Function::KeyPut => Box::pin(ops::key_put::run(kv, params)),
+        Function::KeyGet => Box::pin(ops::key_get::run(kv, params)),
+        Function::BucketList => Box::pin(ops::bucket_list::run(kv, params)),
+        Function::KeyList => Box::pin(ops::key_list::run(kv, params)),
+    }
+}

@@ -1,0 +1,33 @@
+//! kv-bucket-create: a retry with the same configuration succeeds, a different one is refused.
+
+use crate::config::BucketConfig;
+use crate::error::KvError;
+use crate::handler::Kv;
+use crate::params::Params;
+use serde_json::{json, Value};
+
+pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
+    let config = BucketConfig::from_params(&params)?;
+    let created = kv
+        .store
+        .create_bucket(&config, crate::time::ns_to_ms(crate::time::now_ns()))
+        .await?;
+    if !created {
+        match kv.store.read_bucket(&config.bucket).await? {
+            Some(existing) if existing.config == config => {}
+            Some(_) => {
+                return Err(KvError::BucketExists(format!(
+                    "'{}' exists with a different configuration (bucket configurations cannot be changed)",
+                    config.bucket
+                )))
+            }
+            None => {
+                return Err(KvError::BucketExists(format!(
+                    "'{}' is still being removed; create it again shortly",
+                    config.bucket
+                )))
+            }
+        }
+    }
+    Ok(json!({"message": "Bucket created successfully", "config": config.to_json()}))
+}

@@ -1,0 +1,47 @@
+//! kv-key-put: store a string, object or array as a new revision of the key.
+
+use super::write::{write, WriteRequest};
+use crate::cache::CachedValue;
+use crate::dynamo::items::Op;
+use crate::error::KvError;
+use crate::handler::Kv;
+use crate::params::Params;
+use crate::validate;
+use serde_json::{json, Value};
+
+pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
+    let bucket = params.required_str("bucket")?;
+    validate::bucket_name(bucket)?;
+    let key = params.required_str("key")?;
+    validate::key(key)?;
+    let text = validate::value_text(params.raw_with_null("value"))?;
+    let expected = params
+        .opt_int("revision", 0, i64::MAX)?
+        .map(|revision| revision.unsigned_abs());
+    let ttl_ns = params.opt_int("ttl", 0, i64::MAX)?;
+    let written = write(
+        kv,
+        WriteRequest {
+            bucket,
+            key,
+            op: Op::Put,
+            text: &text,
+            expected,
+            ttl_ns,
+        },
+    )
+    .await?;
+    if written.memory {
+        kv.cache.put(
+            bucket,
+            key,
+            CachedValue {
+                revision: written.revision,
+                text,
+                created_ms: written.created_ms,
+                expiry_ns: written.expiry_ns,
+            },
+        );
+    }
+    Ok(json!({"message": "Key written successfully", "revision": written.revision}))
+}

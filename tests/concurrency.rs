@@ -1,0 +1,252 @@
+//! Many Lambda containers writing at once: each writer has its own SDK client, as separate
+//! containers would, all against one DynamoDB Local.
+
+mod support;
+
+use kv::dynamo::items;
+use kv::Function::{BucketCreate, BucketList, KeyGet, KeyPut};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use support::*;
+
+const WRITERS: usize = 16;
+const PUTS_EACH: usize = 50;
+
+async fn create(bucket: &str, history: u64) {
+    let response = call(
+        &container(),
+        BucketCreate,
+        json!({"bucket": bucket, "history": history}),
+    )
+    .await;
+    assert_eq!(status(&response), 200, "{response}");
+}
+
+/// Runs WRITERS writers, each in its own container, each doing PUTS_EACH puts; returns every
+/// (writer, index, key, revision) in the order each writer saw its commits.
+async fn run_writers(
+    bucket: &str,
+    key_of: fn(usize, usize) -> String,
+) -> Vec<(usize, usize, String, u64)> {
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let bucket = bucket.to_string();
+        tasks.push(tokio::spawn(async move {
+            let kv = container();
+            let mut written = Vec::new();
+            for index in 0..PUTS_EACH {
+                let key = key_of(writer, index);
+                let value = format!("w{writer:02}-i{index:02}");
+                let response = call(
+                    &kv,
+                    KeyPut,
+                    json!({"bucket": bucket, "key": key, "value": value}),
+                )
+                .await;
+                assert_eq!(status(&response), 200, "{response}");
+                written.push((
+                    writer,
+                    index,
+                    key,
+                    response["body"]["revision"].as_u64().unwrap(),
+                ));
+            }
+            written
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("writer"));
+    }
+    all
+}
+
+fn assert_unique_and_ordered(written: &[(usize, usize, String, u64)]) {
+    let revisions: HashSet<u64> = written.iter().map(|entry| entry.3).collect();
+    assert_eq!(
+        revisions.len(),
+        WRITERS * PUTS_EACH,
+        "a revision was handed out twice"
+    );
+    for writer in 0..WRITERS {
+        let own: Vec<u64> = written
+            .iter()
+            .filter(|entry| entry.0 == writer)
+            .map(|entry| entry.3)
+            .collect();
+        assert!(
+            own.windows(2).all(|pair| pair[0] < pair[1]),
+            "writer {writer} saw revisions go back: {own:?}"
+        );
+    }
+}
+
+async fn stored_revisions(bucket: &str, key: &str) -> Vec<(u64, String)> {
+    let output = client()
+        .query()
+        .table_name(ITEMS_TABLE)
+        .key_condition_expression("#pk = :pk AND #rev > :zero")
+        .expression_attribute_names("#pk", items::PK)
+        .expression_attribute_names("#rev", items::REV)
+        .expression_attribute_values(":pk", items::s(items::key_pk(bucket, key)))
+        .expression_attribute_values(":zero", items::n(0))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    output
+        .items()
+        .iter()
+        .map(|item| {
+            let revision = items::decode_revision(bucket, item).unwrap();
+            (revision.rev, revision.text)
+        })
+        .collect()
+}
+
+async fn usage(bucket: &str) -> (u64, u64) {
+    let listed = call(&container(), BucketList, json!({})).await;
+    let entry: Value = listed["body"]["body"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["name"] == bucket)
+        .cloned()
+        .unwrap();
+    (
+        entry["entry_total"].as_u64().unwrap(),
+        entry["bytes"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_on_one_key() {
+    let bucket = unique("one-key");
+    let history = 5;
+    create(&bucket, history).await;
+    let written = run_writers(&bucket, |_, _| "hot".to_string()).await;
+    assert_unique_and_ordered(&written);
+
+    // Exactly `history` revisions remain, and they are the highest ones handed out: no write
+    // that committed later carries a smaller revision.
+    let mut revisions: Vec<u64> = written.iter().map(|entry| entry.3).collect();
+    revisions.sort_unstable();
+    let newest: Vec<u64> = revisions[revisions.len() - history as usize..].to_vec();
+    let stored = stored_revisions(&bucket, "hot").await;
+    assert_eq!(
+        stored.iter().map(|entry| entry.0).collect::<Vec<_>>(),
+        newest
+    );
+    let by_revision: BTreeMap<u64, String> = written
+        .iter()
+        .map(|(writer, index, _, rev)| (*rev, format!("w{writer:02}-i{index:02}")))
+        .collect();
+    for (rev, text) in &stored {
+        assert_eq!(
+            &by_revision[rev], text,
+            "revision {rev} holds another write's value"
+        );
+    }
+    let latest = call(
+        &container(),
+        KeyGet,
+        json!({"bucket": bucket, "key": "hot"}),
+    )
+    .await;
+    assert_eq!(
+        latest["body"]["metadata"]["revision"],
+        *newest.last().unwrap()
+    );
+    assert_eq!(usage(&bucket).await, (1, 7 * history));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_on_many_keys() {
+    let bucket = unique("many-keys");
+    let history = 2;
+    create(&bucket, history).await;
+    // 20 keys shared by all writers, so keys see contention and history trimming.
+    let written = run_writers(&bucket, |writer, index| {
+        format!("k{:02}", (writer * 7 + index) % 20)
+    })
+    .await;
+    assert_unique_and_ordered(&written);
+    let mut expected_bytes = 0;
+    for key in (0..20).map(|index| format!("k{index:02}")) {
+        let mut revisions: Vec<u64> = written
+            .iter()
+            .filter(|entry| entry.2 == key)
+            .map(|entry| entry.3)
+            .collect();
+        revisions.sort_unstable();
+        let keep = revisions.len().min(history as usize);
+        let stored: Vec<u64> = stored_revisions(&bucket, &key)
+            .await
+            .iter()
+            .map(|entry| entry.0)
+            .collect();
+        assert_eq!(
+            stored,
+            revisions[revisions.len() - keep..].to_vec(),
+            "key {key}"
+        );
+        expected_bytes += 7 * keep as u64;
+    }
+    assert_eq!(usage(&bucket).await, (20, expected_bytes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compare_and_set_has_exactly_one_winner() {
+    let bucket = unique("cas-race");
+    create(&bucket, 10).await;
+    let kv = container();
+    let first = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": bucket, "key": "counter", "value": "0", "revision": 0}),
+    )
+    .await;
+    let mut expected = first["body"]["revision"].as_u64().unwrap();
+    for round in 0..10 {
+        let mut tasks = Vec::new();
+        for writer in 0..WRITERS {
+            let bucket = bucket.clone();
+            tasks.push(tokio::spawn(async move {
+                let kv = container();
+                call(&kv, KeyPut, json!({"bucket": bucket, "key": "counter", "value": format!("{round}-{writer}"), "revision": expected})).await
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let response = task.await.unwrap();
+            match status(&response) {
+                200 => winners.push(response["body"]["revision"].as_u64().unwrap()),
+                409 => {
+                    assert_eq!(code(&response), "revision_mismatch", "{response}");
+                    assert!(response["body"]["current_revision"].as_u64().unwrap() > expected);
+                }
+                _ => panic!("unexpected {response}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        expected = winners[0];
+    }
+    // Only one writer can create a key with revision 0.
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let bucket = bucket.clone();
+        tasks.push(tokio::spawn(async move {
+            call(&container(), KeyPut, json!({"bucket": bucket, "key": "lock", "value": format!("{writer}"), "revision": 0})).await
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        let response = task.await.unwrap();
+        match status(&response) {
+            200 => created += 1,
+            409 => assert_eq!(code(&response), "key_exists"),
+            _ => panic!("unexpected {response}"),
+        }
+    }
+    assert_eq!(created, 1);
+}

