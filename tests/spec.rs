@@ -823,6 +823,58 @@ async fn memory_buckets_serve_reads_from_the_container_cache() {
     );
 }
 
+#[tokio::test]
+async fn request_counts_per_operation() {
+    let (kv, meter) = metered_container();
+    let name = bucket(&kv, "metered", json!({"history": 3})).await;
+    let memory = bucket(&kv, "metered-memory", json!({"storage": "memory"})).await;
+    put(&kv, &name, "k", json!("v")).await;
+    put(&kv, &memory, "k", json!("v")).await;
+    meter.take();
+
+    put(&kv, &name, "k", json!("v2")).await;
+    let reading = meter.take();
+    let operations: Vec<&str> = reading
+        .requests
+        .iter()
+        .map(|request| request.operation.as_str())
+        .collect();
+    assert_eq!(operations.len(), 3, "{operations:?}");
+    assert!(operations.contains(&"UpdateItem") && operations.contains(&"GetItem"));
+    assert_eq!(operations[2], "TransactWriteItems");
+
+    assert_eq!(
+        status(&get(&kv, json!({"bucket": name, "key": "k"})).await),
+        200
+    );
+    let reading = meter.take();
+    assert_eq!(reading.requests.len(), 1, "{reading:?}");
+    assert_eq!(reading.requests[0].operation, "Query");
+    assert_eq!(reading.read_units, 1.0);
+
+    assert_eq!(
+        status(&get(&kv, json!({"bucket": memory, "key": "k"})).await),
+        200
+    );
+    assert!(
+        meter.take().requests.is_empty(),
+        "a memory-bucket cache hit sends no request"
+    );
+
+    assert_eq!(
+        status(&call(&kv, KeyList, json!({"bucket": name})).await),
+        200
+    );
+    let reading = meter.take();
+    let mut operations: Vec<&str> = reading
+        .requests
+        .iter()
+        .map(|request| request.operation.as_str())
+        .collect();
+    operations.sort_unstable();
+    assert_eq!(operations, vec!["GetItem", "Query"]);
+}
+
 // ---------------------------------------------------------------- kv-key-list
 
 #[tokio::test]

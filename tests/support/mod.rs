@@ -126,14 +126,25 @@ pub fn endpoint() -> &'static str {
 }
 
 pub fn client_for(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::Config::builder()
+    aws_sdk_dynamodb::Client::from_conf(config_for(endpoint).build())
+}
+
+pub fn config_for(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
         .endpoint_url(endpoint)
         .http_client(kv::dynamo::client::http_client())
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// A container whose client records every request it sends.
+pub fn metered_container() -> (Kv, kv::dynamo::meter::Meter) {
+    let meter = kv::dynamo::meter::Meter::new();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        config_for(endpoint()).interceptor(meter.clone()).build(),
+    );
+    (Kv::new(client, &settings()), meter)
 }
 
 /// A fresh SDK client against this binary's DynamoDB Local: one per simulated container.

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod errors;
 pub mod items;
+pub mod meter;
 pub mod schema;
 pub mod store;
 
