@@ -317,6 +317,9 @@ pub struct Settings {
     pub items_table: String,
     pub memory_cache_staleness_ms: u64,
     pub memory_cache_max_bytes: usize,
+    /// How long one kv-bucket-delete or purger invocation keeps purging before it hands the
+    /// rest on (always also bounded by the Lambda deadline).
+    pub purge_budget_ms: u64,
 }
 
 pub const DEFAULT_BUCKETS_TABLE: &str = "kv-buckets";
@@ -334,6 +337,9 @@ impl Settings {
             memory_cache_max_bytes: var("KV_MEMORY_CACHE_MAX_BYTES")
                 .and_then(|bytes| bytes.parse().ok())
                 .unwrap_or(64 * 1024 * 1024),
+            purge_budget_ms: var("KV_PURGE_BUDGET_MS")
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(60_000),
         }
     }
 

@@ -7,15 +7,26 @@ pub enum Function {
     KeyGet,
     BucketList,
     KeyList,
+    KeyDelete,
+    KeyHistory,
+    BucketInfo,
+    BucketDelete,
+    /// Internal: finishes bucket deletions, invoked by the buckets table's stream.
+    BucketPurge,
 }
 
 impl Function {
-    pub const ALL: [Function; 5] = [
+    pub const ALL: [Function; 10] = [
         Function::BucketCreate,
         Function::KeyPut,
         Function::KeyGet,
         Function::BucketList,
         Function::KeyList,
+        Function::KeyDelete,
+        Function::KeyHistory,
+        Function::BucketInfo,
+        Function::BucketDelete,
+        Function::BucketPurge,
     ];
 
     pub fn name(self) -> &'static str {
@@ -25,6 +36,11 @@ impl Function {
             Function::KeyGet => "kv-key-get",
             Function::BucketList => "kv-bucket-list",
             Function::KeyList => "kv-key-list",
+            Function::KeyDelete => "kv-key-delete",
+            Function::KeyHistory => "kv-key-history",
+            Function::BucketInfo => "kv-bucket-info",
+            Function::BucketDelete => "kv-bucket-delete",
+            Function::BucketPurge => "kv-bucket-purge",
         }
     }
 
@@ -51,6 +67,11 @@ impl Function {
             Function::KeyGet => &["bucket", "key", "json", "revision"],
             Function::BucketList => &["limit", "start_after"],
             Function::KeyList => &["bucket", "last_sequence", "limit", "filter"],
+            Function::KeyDelete => &["bucket", "key", "purge", "revision"],
+            Function::KeyHistory => &["bucket", "key", "json"],
+            Function::BucketInfo => &["bucket"],
+            Function::BucketDelete => &["bucket"],
+            Function::BucketPurge => &["Records"],
         }
     }
 }

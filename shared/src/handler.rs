@@ -12,13 +12,14 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a container keeps between invocations: the DynamoDB client (and its connection pool)
 /// and the `memory` bucket cache.
 pub struct Kv {
     pub store: Store,
     pub cache: MemoryCache,
+    pub purge_budget: Duration,
 }
 
 impl Kv {
@@ -29,13 +30,24 @@ impl Kv {
                 Duration::from_millis(settings.memory_cache_staleness_ms),
                 settings.memory_cache_max_bytes,
             ),
+            purge_budget: Duration::from_millis(settings.purge_budget_ms),
         }
     }
 }
 
 pub async fn handle(kv: &Kv, function: Function, event: Value) -> Result<Value, Unavailable> {
+    handle_until(kv, function, event, Instant::now() + kv.purge_budget).await
+}
+
+/// `deadline` bounds work that can be handed on (purging a deleted bucket).
+pub async fn handle_until(
+    kv: &Kv,
+    function: Function,
+    event: Value,
+    deadline: Instant,
+) -> Result<Value, Unavailable> {
     let outcome = match Params::from_event(function, event) {
-        Ok(params) => run(kv, function, params).await,
+        Ok(params) => run(kv, function, params, deadline).await,
         Err(error) => Err(error),
     };
     match &outcome {
@@ -65,12 +77,17 @@ pub async fn handle_event(
 type OpFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, KvError>> + Send + 'a>>;
 
 /// Boxed so each binary's future stays small and its type shallow, whichever op it runs.
-fn run(kv: &Kv, function: Function, params: Params) -> OpFuture<'_> {
+fn run(kv: &Kv, function: Function, params: Params, deadline: Instant) -> OpFuture<'_> {
     match function {
         Function::BucketCreate => Box::pin(ops::bucket_create::run(kv, params)),
         Function::KeyPut => Box::pin(ops::key_put::run(kv, params)),
         Function::KeyGet => Box::pin(ops::key_get::run(kv, params)),
         Function::BucketList => Box::pin(ops::bucket_list::run(kv, params)),
         Function::KeyList => Box::pin(ops::key_list::run(kv, params)),
+        Function::KeyDelete => Box::pin(ops::key_delete::run(kv, params)),
+        Function::KeyHistory => Box::pin(ops::key_history::run(kv, params)),
+        Function::BucketInfo => Box::pin(ops::bucket_info::run(kv, params)),
+        Function::BucketDelete => Box::pin(ops::bucket_delete::run(kv, params, deadline)),
+        Function::BucketPurge => Box::pin(ops::bucket_delete::run_purger(kv, params, deadline)),
     }
 }

@@ -10,7 +10,9 @@
 //!   `mem` (bucket is `memory`), and `gb` = `BUCKET` only while it is the key's latest value,
 //!   which puts it in the `by-sequence` index that kv-key-list pages through;
 //! - the key's head: `pk` = `BUCKET/KEY`, `rev` = 0, `cur` (latest revision) and `h`, the
-//!   retained revisions as `[rev, size, expiry ns or 0, op]`; every write is conditional on `cur`;
+//!   retained revisions as `[rev, size, expiry ns or 0, op]`; every write is conditional on `cur`.
+//!   `hb` = `BUCKET` puts every head in the keys-only `by-bucket` index, which is how
+//!   kv-bucket-delete finds every key of a bucket without scanning the table;
 //! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes` and `keys`.
 
 use crate::error::KvError;
@@ -23,6 +25,11 @@ pub const BUCKET: &str = "bucket";
 pub const CONFIG: &str = "cfg";
 pub const CREATED: &str = "created";
 pub const SEQ: &str = "seq";
+/// Set (epoch ms) when kv-bucket-delete starts; the bucket is gone for every operation from
+/// then on, and the item itself is deleted once every key item is purged.
+pub const DELETING: &str = "deleting";
+/// Bumped by the purger after each slice of work, so the buckets table's stream invokes it again.
+pub const PURGE_ROUND: &str = "purge_round";
 
 pub const PK: &str = "pk";
 pub const REV: &str = "rev";
@@ -36,10 +43,12 @@ pub const MEMORY: &str = "mem";
 pub const LATEST_IN_BUCKET: &str = "gb";
 pub const HEAD_REVISION: &str = "cur";
 pub const HEAD_ENTRIES: &str = "h";
+pub const HEAD_BUCKET: &str = "hb";
 pub const USED_BYTES: &str = "bytes";
 pub const LIVE_KEYS: &str = "keys";
 
 pub const BY_SEQUENCE_INDEX: &str = "by-sequence";
+pub const BY_BUCKET_INDEX: &str = "by-bucket";
 
 /// DynamoDB's item size limit, which every revision item must fit in.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;

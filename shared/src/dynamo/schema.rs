@@ -2,7 +2,9 @@
 //! checks that the two agree).
 
 use super::errors::unavailable;
-use super::items::{BUCKET, BY_SEQUENCE_INDEX, LATEST_IN_BUCKET, PK, REV, TTL};
+use super::items::{
+    BUCKET, BY_BUCKET_INDEX, BY_SEQUENCE_INDEX, HEAD_BUCKET, LATEST_IN_BUCKET, PK, REV, TTL,
+};
 use crate::config::Settings;
 use crate::error::KvError;
 use aws_sdk_dynamodb::types::{
@@ -21,6 +23,7 @@ pub struct IndexSpec {
     pub name: &'static str,
     pub hash: KeyAttr,
     pub range: KeyAttr,
+    pub projection: ProjectionType,
 }
 
 #[derive(Debug, Clone)]
@@ -38,7 +41,8 @@ pub fn buckets_table() -> TableSpec {
         range: None,
         indexes: Vec::new(),
         ttl_attribute: None,
-        stream: None,
+        // kv-bucket-delete's purger is invoked from this stream until a deleted bucket is empty.
+        stream: Some(StreamViewType::NewImage),
     }
 }
 
@@ -48,11 +52,22 @@ pub fn items_table() -> TableSpec {
         range: Some((REV, ScalarAttributeType::N)),
         // Only a key's latest value carries `gb`, so the index holds one item per live key,
         // ordered by revision: kv-key-list pages it without reading old revisions.
-        indexes: vec![IndexSpec {
-            name: BY_SEQUENCE_INDEX,
-            hash: (LATEST_IN_BUCKET, ScalarAttributeType::S),
-            range: (REV, ScalarAttributeType::N),
-        }],
+        indexes: vec![
+            IndexSpec {
+                name: BY_SEQUENCE_INDEX,
+                hash: (LATEST_IN_BUCKET, ScalarAttributeType::S),
+                range: (REV, ScalarAttributeType::N),
+                projection: ProjectionType::All,
+            },
+            // Heads only, keys only: written once per key (a head's keys never change), read
+            // only when a bucket is deleted.
+            IndexSpec {
+                name: BY_BUCKET_INDEX,
+                hash: (HEAD_BUCKET, ScalarAttributeType::S),
+                range: (PK, ScalarAttributeType::S),
+                projection: ProjectionType::KeysOnly,
+            },
+        ],
         ttl_attribute: Some(TTL),
         // Reserved for mirrors, sources and republish, which replay the items table's changes.
         stream: Some(StreamViewType::NewAndOldImages),

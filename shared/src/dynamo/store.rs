@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, Delete, DeleteRequest, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
@@ -28,6 +28,8 @@ pub struct BucketRecord {
     pub created_ms: u64,
     /// The last revision handed out in this bucket.
     pub seq: u64,
+    /// When kv-bucket-delete started, if it has: such a bucket no longer exists for callers.
+    pub deleting_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -164,9 +166,10 @@ impl Store {
             .table_name(&self.buckets)
             .key(BUCKET, s(bucket))
             .update_expression("ADD #seq :one")
-            .condition_expression("attribute_exists(#bucket)")
+            .condition_expression("attribute_exists(#bucket) AND attribute_not_exists(#deleting)")
             .expression_attribute_names("#seq", SEQ)
             .expression_attribute_names("#bucket", BUCKET)
+            .expression_attribute_names("#deleting", DELETING)
             .expression_attribute_values(":one", n(1))
             .return_values(ReturnValue::AllNew)
             .send()
@@ -212,6 +215,7 @@ impl Store {
             .item(REV, n(0))
             .item(HEAD_REVISION, n(commit.rev))
             .item(HEAD_ENTRIES, encode_head_entries(commit.entries))
+            .item(HEAD_BUCKET, s(commit.bucket))
             .expression_attribute_names("#pk", PK);
         head = match commit.expected_cur {
             None => head.condition_expression("attribute_not_exists(#pk)"),
@@ -520,6 +524,239 @@ impl Store {
         let more = output.last_evaluated_key().is_some();
         Ok((output.items().to_vec(), more))
     }
+
+    /// Every retained revision of a key, oldest first (markers and not yet swept expired
+    /// revisions included), in as many pages as the values need.
+    pub async fn revisions(&self, bucket: &str, key: &str) -> Result<Vec<Revision>, KvError> {
+        let mut revisions = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.items)
+                .key_condition_expression("#pk = :pk AND #rev > :head")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#rev", REV)
+                .expression_attribute_values(":pk", s(key_pk(bucket, key)))
+                .expression_attribute_values(":head", n(0))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|error| unavailable("Query", error))?;
+            for item in output.items() {
+                revisions.push(decode_revision(bucket, item)?);
+            }
+            match output.last_evaluated_key() {
+                Some(next) => start = Some(next.clone()),
+                None => return Ok(revisions),
+            }
+        }
+    }
+
+    /// The lowest revision among the bucket's live values, from the `by-sequence` index.
+    pub async fn first_live_revision(&self, bucket: &str) -> Result<Option<u64>, KvError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.items)
+            .index_name(BY_SEQUENCE_INDEX)
+            .key_condition_expression("#gb = :bucket")
+            .expression_attribute_names("#gb", LATEST_IN_BUCKET)
+            .expression_attribute_values(":bucket", s(bucket))
+            .projection_expression("#rev")
+            .expression_attribute_names("#rev", REV)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|error| unavailable("Query", error))?;
+        Ok(output.items().first().and_then(|item| get_u64(item, REV)))
+    }
+
+    /// Marks the bucket as being deleted (idempotently) and returns it; None if it never existed.
+    pub async fn mark_deleting(
+        &self,
+        bucket: &str,
+        now_ms: u64,
+    ) -> Result<Option<BucketRecord>, KvError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .update_expression("SET #deleting = if_not_exists(#deleting, :now)")
+            .condition_expression("attribute_exists(#bucket)")
+            .expression_attribute_names("#deleting", DELETING)
+            .expression_attribute_names("#bucket", BUCKET)
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output.attributes().map(decode_bucket).transpose(),
+            Err(error) if is_condition_failure(&error) => Ok(None),
+            Err(error) => Err(unavailable("UpdateItem", error)),
+        }
+    }
+
+    /// Removing the usage item makes every in-flight write's transaction fail its condition,
+    /// so no write that started before the delete can land after it.
+    pub async fn delete_usage(&self, bucket: &str) -> Result<(), KvError> {
+        self.client
+            .delete_item()
+            .table_name(&self.items)
+            .key(PK, s(usage_pk(bucket)))
+            .key(REV, n(0))
+            .send()
+            .await
+            .map_err(|error| unavailable("DeleteItem", error))?;
+        Ok(())
+    }
+
+    /// One page of the bucket's key partitions from the `by-bucket` index.
+    pub async fn key_partitions(
+        &self,
+        bucket: &str,
+        after: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), KvError> {
+        let start = after.map(|pk| {
+            HashMap::from([
+                (HEAD_BUCKET.to_string(), s(bucket)),
+                (PK.to_string(), s(pk)),
+                (REV.to_string(), n(0)),
+            ])
+        });
+        let output = self
+            .client
+            .query()
+            .table_name(&self.items)
+            .index_name(BY_BUCKET_INDEX)
+            .key_condition_expression("#hb = :bucket")
+            .expression_attribute_names("#hb", HEAD_BUCKET)
+            .expression_attribute_values(":bucket", s(bucket))
+            .set_exclusive_start_key(start)
+            .limit(100)
+            .send()
+            .await
+            .map_err(|error| unavailable("Query", error))?;
+        let partitions = output
+            .items()
+            .iter()
+            .filter_map(|item| get_str(item, PK))
+            .map(str::to_string)
+            .collect();
+        let next = output
+            .last_evaluated_key()
+            .and_then(|key| get_str(key, PK))
+            .map(str::to_string);
+        Ok((partitions, next))
+    }
+
+    /// Every item of one key (head, revisions, markers), keys only.
+    pub async fn partition_items(&self, pk: &str) -> Result<Vec<u64>, KvError> {
+        let mut revisions = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.items)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#rev", REV)
+                .expression_attribute_values(":pk", s(pk))
+                .projection_expression("#rev")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|error| unavailable("Query", error))?;
+            revisions.extend(output.items().iter().filter_map(|item| get_u64(item, REV)));
+            match output.last_evaluated_key() {
+                Some(next) => start = Some(next.clone()),
+                None => return Ok(revisions),
+            }
+        }
+    }
+
+    /// Deletes items 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed.
+    pub async fn delete_items(&self, keys: &[(String, u64)]) -> Result<(), KvError> {
+        for chunk in keys.chunks(25) {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for (pk, rev) in chunk {
+                let delete = DeleteRequest::builder()
+                    .key(PK, s(pk))
+                    .key(REV, n(rev))
+                    .build()
+                    .map_err(build_failed)?;
+                writes.push(WriteRequest::builder().delete_request(delete).build());
+            }
+            let mut pending = Some(HashMap::from([(self.items.clone(), writes)]));
+            for attempt in 0..12u32 {
+                let Some(request) = pending.take().filter(|request| !request.is_empty()) else {
+                    break;
+                };
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5)))
+                        .await;
+                }
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(request))
+                    .send()
+                    .await
+                    .map_err(|error| unavailable("BatchWriteItem", error))?;
+                pending = output.unprocessed_items().cloned();
+            }
+            if pending.is_some_and(|request| !request.is_empty()) {
+                return Err(KvError::Unavailable(
+                    "DynamoDB kept items unprocessed while purging a bucket".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the buckets table's stream to invoke the purger again for this bucket.
+    pub async fn bump_purge_round(&self, bucket: &str) -> Result<(), KvError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .update_expression("ADD #round :one")
+            .condition_expression("attribute_exists(#deleting)")
+            .expression_attribute_names("#round", PURGE_ROUND)
+            .expression_attribute_names("#deleting", DELETING)
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(unavailable("UpdateItem", error)),
+        }
+    }
+
+    /// Frees the bucket's name once its items are gone.
+    pub async fn delete_bucket_record(&self, bucket: &str) -> Result<(), KvError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .condition_expression("attribute_exists(#deleting)")
+            .expression_attribute_names("#deleting", DELETING)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(unavailable("DeleteItem", error)),
+        }
+    }
 }
 
 fn decode_bucket(item: &Item) -> Result<BucketRecord, KvError> {
@@ -532,6 +769,7 @@ fn decode_bucket(item: &Item) -> Result<BucketRecord, KvError> {
         config,
         created_ms: get_u64(item, CREATED).unwrap_or(0),
         seq: get_u64(item, SEQ).unwrap_or(0),
+        deleting_ms: get_u64(item, DELETING),
     })
 }
 

@@ -14,6 +14,12 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         .await?;
     if !created {
         match kv.store.read_bucket(&config.bucket).await? {
+            Some(existing) if existing.deleting_ms.is_some() => {
+                return Err(KvError::BucketExists(format!(
+                    "'{}' is being deleted; create it again once its items are removed",
+                    config.bucket
+                )))
+            }
             Some(existing) if existing.config == config => {}
             Some(_) => {
                 return Err(KvError::BucketExists(format!(

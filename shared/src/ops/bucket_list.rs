@@ -21,7 +21,10 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         let remaining = limit.map(|limit| limit - records.len() as i64);
         let page_limit = remaining.map(|remaining| i32::try_from(remaining).unwrap_or(1000));
         let (page, next) = kv.store.scan_buckets(page_limit, cursor.as_deref()).await?;
-        records.extend(page);
+        records.extend(
+            page.into_iter()
+                .filter(|record| record.deleting_ms.is_none()),
+        );
         cursor = next;
         let full = limit.is_some_and(|limit| records.len() as i64 >= limit);
         if cursor.is_none() || full {

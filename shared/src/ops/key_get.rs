@@ -67,8 +67,8 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
 /// A miss costs a second request only to say which of bucket and key is missing.
 async fn missing(kv: &Kv, bucket: &str) -> KvError {
     match kv.store.read_bucket(bucket).await {
-        Ok(Some(_)) => KvError::KeyNotFound,
-        Ok(None) => KvError::BucketNotFound(bucket.to_string()),
+        Ok(Some(record)) if record.deleting_ms.is_none() => KvError::KeyNotFound,
+        Ok(_) => KvError::BucketNotFound(bucket.to_string()),
         Err(error) => error,
     }
 }

@@ -28,6 +28,7 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
             text: &text,
             expected,
             ttl_ns,
+            must_exist: false,
         },
     )
     .await?;

@@ -31,6 +31,8 @@ pub struct WriteRequest<'a> {
     pub expected: Option<u64>,
     /// This revision's own TTL in ns, overriding the bucket's when > 0.
     pub ttl_ns: Option<i64>,
+    /// Refuse with 404 when the key has never been written (deleting a typo should say so).
+    pub must_exist: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +146,11 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             MAX_ITEM_BYTES / 1024
         )));
     }
-    let ttl_ns = request.ttl_ns.filter(|ttl| *ttl > 0).unwrap_or(config.ttl);
+    // Markers never expire: a delete must not be undone by the TTL sweep revealing an older value.
+    let ttl_ns = match request.op {
+        Op::Put => request.ttl_ns.filter(|ttl| *ttl > 0).unwrap_or(config.ttl),
+        Op::Del | Op::Purge => 0,
+    };
     let memory = config.storage == crate::config::Storage::Memory;
     let history = usize::try_from(config.history).unwrap_or(1);
     let mut revision = bucket.seq;
@@ -152,6 +158,14 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
 
     for attempt in 0..MAX_ATTEMPTS {
         let now_ns = time::now_ns();
+        if request.must_exist && head.cur.is_none() {
+            if consistent {
+                return Err(KvError::KeyNotFound);
+            }
+            head = store.read_head(request.bucket, request.key, true).await?;
+            consistent = true;
+            continue;
+        }
         if let Some(expected) = request.expected {
             if let Err(refused) = check_compare_and_set(&head, expected, now_ns) {
                 if consistent {

@@ -1,0 +1,6 @@
+//! The kv-bucket-delete Lambda function: wiring only; the behaviour lives in `shared/`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    kv::runtime::run(kv::Function::BucketDelete).await
+}

@@ -1,0 +1,7 @@
+//! The kv-bucket-purge Lambda function, invoked by the buckets table's stream to finish
+//! bucket deletions: wiring only; the behaviour lives in `shared/`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    kv::runtime::run(kv::Function::BucketPurge).await
+}

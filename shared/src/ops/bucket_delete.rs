@@ -1,0 +1,159 @@
+//! kv-bucket-delete: the bucket disappears at once for every operation, and its items are
+//! purged in the background of the call's time budget, for buckets of any size.
+//!
+//! 1. The bucket item is marked `deleting`: from then on puts, lists and info say 404 and a
+//!    create of the same name is refused, so a re-created bucket can never see old items.
+//! 2. The usage item is deleted: a put that took its revision before the mark fails its
+//!    transaction's condition on it, so no racing write lands after the delete.
+//! 3. Every key is found through the `by-bucket` index of heads and its items deleted
+//!    (revisions first, the head last, so an interrupted purge can always resume).
+//! 4. When the index is empty (and has had time to catch up with the last writes), the bucket
+//!    item is deleted and the name is free again.
+//!
+//! What does not fit in one invocation's budget is handed on: the bucket item's `purge_round`
+//! is bumped, and the buckets table's stream invokes kv-bucket-purge, which does the same
+//! until the bucket is gone. Calling kv-bucket-delete again continues the purge as well.
+
+use crate::error::KvError;
+use crate::handler::Kv;
+use crate::params::{type_name, Params};
+use crate::{time, validate};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// How long the index may lag behind the last write before an empty index is trusted.
+const SETTLE: Duration = Duration::from_secs(1);
+
+pub async fn run(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
+    let bucket = params.required_str("bucket")?;
+    validate::bucket_name(bucket)?;
+    let purged = delete_bucket(kv, bucket, deadline).await?;
+    let message = if purged.done {
+        "Bucket deleted successfully"
+    } else {
+        "Bucket deleted; its items are still being removed"
+    };
+    Ok(json!({"message": message, "purged": purged.done, "keys_removed": purged.keys}))
+}
+
+/// The buckets table's stream: continue every deletion its records mention.
+pub async fn run_purger(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
+    let records = match params.raw("Records") {
+        Some(Value::Array(records)) => records,
+        Some(other) => {
+            return Err(KvError::param(format!(
+                "Parameter 'Records' must be the array of a DynamoDB stream event, got {}",
+                type_name(other)
+            )))
+        }
+        None => {
+            return Err(KvError::param(
+                "Missing required parameter 'Records' (a DynamoDB stream event)",
+            ))
+        }
+    };
+    let mut buckets: Vec<String> = records.iter().filter_map(deleting_bucket).collect();
+    buckets.sort();
+    buckets.dedup();
+    let mut results = Vec::new();
+    for bucket in buckets {
+        let purged = delete_bucket(kv, &bucket, deadline).await?;
+        results.push(json!({"bucket": bucket, "purged": purged.done, "keys_removed": purged.keys}));
+    }
+    Ok(json!({"message": "Purge step done", "results": results}))
+}
+
+/// The bucket named by a stream record whose new image is being deleted.
+fn deleting_bucket(record: &Value) -> Option<String> {
+    let image = record.get("dynamodb")?.get("NewImage")?;
+    image.get(crate::dynamo::items::DELETING)?;
+    let name = image
+        .get(crate::dynamo::items::BUCKET)?
+        .get("S")?
+        .as_str()?;
+    validate::bucket_name(name).ok()?;
+    Some(name.to_string())
+}
+
+pub struct Purged {
+    pub done: bool,
+    pub keys: u64,
+}
+
+pub async fn delete_bucket(kv: &Kv, bucket: &str, deadline: Instant) -> Result<Purged, KvError> {
+    let now_ms = time::ns_to_ms(time::now_ns());
+    let Some(record) = kv.store.mark_deleting(bucket, now_ms).await? else {
+        return Err(KvError::BucketNotFound(bucket.to_string()));
+    };
+    kv.store.delete_usage(bucket).await?;
+    let since_ms = record.deleting_ms.unwrap_or(now_ms);
+    let purged = purge(kv, bucket, since_ms, deadline).await?;
+    if !purged.done {
+        kv.store.bump_purge_round(bucket).await?;
+    }
+    Ok(purged)
+}
+
+async fn purge(kv: &Kv, bucket: &str, since_ms: u64, deadline: Instant) -> Result<Purged, KvError> {
+    let mut keys = 0;
+    loop {
+        let mut cursor = None;
+        let mut found_any = false;
+        loop {
+            if Instant::now() >= deadline {
+                return Ok(Purged { done: false, keys });
+            }
+            let (partitions, next) = kv.store.key_partitions(bucket, cursor).await?;
+            found_any |= !partitions.is_empty();
+            keys += purge_partitions(kv, partitions).await?;
+            cursor = next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        if !found_any {
+            let settled_at = Duration::from_millis(since_ms) + SETTLE;
+            let now = Duration::from_millis(time::ns_to_ms(time::now_ns()));
+            if now >= settled_at {
+                kv.store.delete_bucket_record(bucket).await?;
+                return Ok(Purged { done: true, keys });
+            }
+            let wait = settled_at - now;
+            if Instant::now() + wait >= deadline {
+                return Ok(Purged { done: false, keys });
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Deletes every item of these keys, reading the keys in parallel; returns how many keys had
+/// items (the index may still list keys already purged).
+async fn purge_partitions(kv: &Kv, partitions: Vec<String>) -> Result<u64, KvError> {
+    let mut reads = tokio::task::JoinSet::new();
+    for pk in partitions {
+        let store = kv.store.clone();
+        reads.spawn(async move {
+            store
+                .partition_items(&pk)
+                .await
+                .map(|revisions| (pk, revisions))
+        });
+    }
+    let mut revisions = Vec::new();
+    let mut heads = Vec::new();
+    while let Some(joined) = reads.join_next().await {
+        let (pk, found) = joined
+            .map_err(|error| KvError::Unavailable(format!("Purge task failed: {error}")))??;
+        for rev in found {
+            if rev == 0 {
+                heads.push((pk.clone(), rev));
+            } else {
+                revisions.push((pk.clone(), rev));
+            }
+        }
+    }
+    kv.store.delete_items(&revisions).await?;
+    kv.store.delete_items(&heads).await?;
+    Ok(heads.len() as u64)
+}

@@ -1,0 +1,41 @@
+//! kv-key-delete: a delete (or purge) marker with its own revision, as NATS KV writes it.
+
+use super::write::{write, WriteRequest};
+use crate::dynamo::items::Op;
+use crate::error::KvError;
+use crate::handler::Kv;
+use crate::params::Params;
+use crate::validate;
+use serde_json::{json, Value};
+
+pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
+    let bucket = params.required_str("bucket")?;
+    validate::bucket_name(bucket)?;
+    let key = params.required_str("key")?;
+    validate::key(key)?;
+    let purge = params.opt_bool("purge")?.unwrap_or(false);
+    let expected = params
+        .opt_int("revision", 0, i64::MAX)?
+        .map(|revision| revision.unsigned_abs());
+    let op = if purge { Op::Purge } else { Op::Del };
+    let written = write(
+        kv,
+        WriteRequest {
+            bucket,
+            key,
+            op,
+            text: "",
+            expected,
+            ttl_ns: None,
+            must_exist: true,
+        },
+    )
+    .await?;
+    kv.cache.remove(bucket, key);
+    let message = if purge {
+        "Key purged successfully"
+    } else {
+        "Key deleted successfully"
+    };
+    Ok(json!({"message": message, "revision": written.revision}))
+}

@@ -1,0 +1,50 @@
+//! kv-key-history: every retained revision of a key, oldest first, markers included.
+
+use crate::dynamo::items::Op;
+use crate::error::KvError;
+use crate::handler::Kv;
+use crate::params::Params;
+use crate::{time, validate};
+use serde_json::{json, Value};
+
+pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
+    let bucket = params.required_str("bucket")?;
+    validate::bucket_name(bucket)?;
+    let key = params.required_str("key")?;
+    validate::key(key)?;
+    let as_json = params.opt_bool("json")?.unwrap_or(false);
+    let revisions = kv.store.revisions(bucket, key).await?;
+    if revisions.is_empty() {
+        return Err(match kv.store.read_bucket(bucket).await? {
+            Some(record) if record.deleting_ms.is_none() => KvError::KeyNotFound,
+            _ => KvError::BucketNotFound(bucket.to_string()),
+        });
+    }
+    let now_ns = time::now_ns();
+    let mut results = Vec::with_capacity(revisions.len());
+    for revision in revisions {
+        if time::is_expired(revision.expiry_ns, now_ns) {
+            continue;
+        }
+        let value = match revision.op {
+            Op::Del | Op::Purge => Value::Null,
+            Op::Put if as_json => serde_json::from_str(&revision.text).map_err(|error| {
+                KvError::ValueNotJson(format!(
+                    "Revision {} of key '{key}' is not valid JSON ({error}); read it with json: false",
+                    revision.rev
+                ))
+            })?,
+            Op::Put => Value::String(revision.text),
+        };
+        results.push(json!({
+            "revision": revision.rev,
+            "value": value,
+            "created": revision.created_ms,
+            "operation": revision.op.as_str(),
+        }));
+    }
+    Ok(json!({
+        "body": {"key": key, "results_total": results.len(), "results": results},
+        "metadata": {"Bucket": bucket},
+    }))
+}

@@ -1,0 +1,631 @@
+//! Deleting keys and buckets, key history and bucket info, against DynamoDB Local.
+
+mod support;
+
+use kv::dynamo::items;
+use kv::Function::{
+    BucketCreate, BucketDelete, BucketInfo, BucketList, BucketPurge, KeyDelete, KeyGet, KeyHistory,
+    KeyList, KeyPut,
+};
+use kv::Kv;
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::*;
+
+async fn bucket(kv: &Kv, prefix: &str, extra: Value) -> String {
+    let name = unique(prefix);
+    let mut params = json!({"bucket": name});
+    if let (Some(target), Value::Object(extra)) = (params.as_object_mut(), extra) {
+        target.extend(extra);
+    }
+    let response = call(kv, BucketCreate, params).await;
+    assert_eq!(status(&response), 200, "{response}");
+    name
+}
+
+async fn put(kv: &Kv, bucket: &str, key: &str, value: Value) -> u64 {
+    let response = call(
+        kv,
+        KeyPut,
+        json!({"bucket": bucket, "key": key, "value": value}),
+    )
+    .await;
+    assert_eq!(status(&response), 200, "{response}");
+    response["body"]["revision"].as_u64().unwrap()
+}
+
+async fn info(kv: &Kv, bucket: &str) -> Value {
+    let response = call(kv, BucketInfo, json!({"bucket": bucket})).await;
+    assert_eq!(status(&response), 200, "{response}");
+    response["body"]["body"].clone()
+}
+
+async fn history(kv: &Kv, bucket: &str, key: &str) -> Vec<(u64, String, Value)> {
+    let response = call(kv, KeyHistory, json!({"bucket": bucket, "key": key})).await;
+    assert_eq!(status(&response), 200, "{response}");
+    response["body"]["body"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                entry["revision"].as_u64().unwrap(),
+                entry["operation"].as_str().unwrap().to_string(),
+                entry["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn listed_keys(response: &Value) -> Vec<String> {
+    response["body"]["body"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every item of the bucket still in the items table (keys, heads, usage), by a full scan.
+async fn items_left(bucket: &str) -> usize {
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let output = client()
+            .scan()
+            .table_name(ITEMS_TABLE)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        count += output
+            .items()
+            .iter()
+            .filter(|item| {
+                let pk = items::get_str(item, items::PK).unwrap_or("");
+                pk == bucket || pk.starts_with(&format!("{bucket}/"))
+            })
+            .count();
+        match output.last_evaluated_key() {
+            Some(next) => start = Some(next.clone()),
+            None => return count,
+        }
+    }
+}
+
+#[tokio::test]
+async fn delete_writes_a_marker_and_frees_the_key() {
+    let kv = container();
+    let name = bucket(&kv, "delete", json!({"history": 5})).await;
+    let first = put(&kv, &name, "k", json!("12345")).await;
+    put(&kv, &name, "other", json!("xy")).await;
+    assert_eq!(
+        (
+            info(&kv, &name).await["entry_total"].clone(),
+            info(&kv, &name).await["bytes"].clone()
+        ),
+        (json!(2), json!(7))
+    );
+
+    let deleted = call(&kv, KeyDelete, json!({"bucket": name, "key": "k"})).await;
+    assert_eq!(status(&deleted), 200, "{deleted}");
+    assert_eq!(deleted["body"]["message"], "Key deleted successfully");
+    let marker = deleted["body"]["revision"].as_u64().unwrap();
+    assert!(marker > first);
+
+    assert_error(
+        &call(&kv, KeyGet, json!({"bucket": name, "key": "k"})).await,
+        404,
+        "key_not_found",
+    );
+    assert_eq!(
+        listed_keys(&call(&kv, KeyList, json!({"bucket": name})).await),
+        vec!["other"]
+    );
+    let usage = info(&kv, &name).await;
+    // The marker counts toward history, so the old value's bytes stay until it is trimmed.
+    assert_eq!(
+        (usage["entry_total"].clone(), usage["bytes"].clone()),
+        (json!(1), json!(7))
+    );
+    // The old revision is still readable by number, as history.
+    let old = call(
+        &kv,
+        KeyGet,
+        json!({"bucket": name, "key": "k", "revision": first}),
+    )
+    .await;
+    assert_eq!(old["body"]["body"]["value"], "12345");
+    assert_eq!(
+        history(&kv, &name, "k").await,
+        vec![
+            (first, "PUT".into(), json!("12345")),
+            (marker, "DEL".into(), Value::Null)
+        ]
+    );
+
+    let again = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": "k", "value": "back", "revision": 0}),
+    )
+    .await;
+    assert_eq!(status(&again), 200, "{again}");
+    assert_eq!(info(&kv, &name).await["entry_total"], 2);
+
+    // Compare-and-set on delete.
+    let stale = call(
+        &kv,
+        KeyDelete,
+        json!({"bucket": name, "key": "k", "revision": first}),
+    )
+    .await;
+    assert_error(&stale, 409, "revision_mismatch");
+    let current = stale["body"]["current_revision"].as_u64().unwrap();
+    let ok = call(
+        &kv,
+        KeyDelete,
+        json!({"bucket": name, "key": "k", "revision": current}),
+    )
+    .await;
+    assert_eq!(status(&ok), 200, "{ok}");
+
+    assert_error(
+        &call(&kv, KeyDelete, json!({"bucket": name, "key": "never"})).await,
+        404,
+        "key_not_found",
+    );
+    assert_error(
+        &call(
+            &kv,
+            KeyDelete,
+            json!({"bucket": unique("nope"), "key": "k"}),
+        )
+        .await,
+        404,
+        "bucket_not_found",
+    );
+    for bad in [
+        json!({"bucket": name}),
+        json!({"bucket": name, "key": "k", "purge": "yes"}),
+        json!({"bucket": name, "key": "k", "revision": -1}),
+        json!({"bucket": name, "key": "k", "value": "v"}),
+    ] {
+        assert_error(&call(&kv, KeyDelete, bad).await, 400, "invalid_parameter");
+    }
+    assert_error(
+        &call(&kv, KeyDelete, json!({"bucket": name, "key": "a..b"})).await,
+        400,
+        "invalid_key",
+    );
+}
+
+#[tokio::test]
+async fn purge_leaves_exactly_one_marker() {
+    let kv = container();
+    let name = bucket(&kv, "purge", json!({"history": 10})).await;
+    for index in 0..4 {
+        put(&kv, &name, "k", json!(format!("value-{index}"))).await;
+    }
+    let purged = call(
+        &kv,
+        KeyDelete,
+        json!({"bucket": name, "key": "k", "purge": true}),
+    )
+    .await;
+    assert_eq!(status(&purged), 200, "{purged}");
+    assert_eq!(purged["body"]["message"], "Key purged successfully");
+    let marker = purged["body"]["revision"].as_u64().unwrap();
+    assert_eq!(
+        history(&kv, &name, "k").await,
+        vec![(marker, "PURGE".into(), Value::Null)]
+    );
+    let usage = info(&kv, &name).await;
+    assert_eq!(
+        (usage["entry_total"].clone(), usage["bytes"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_error(
+        &call(&kv, KeyGet, json!({"bucket": name, "key": "k"})).await,
+        404,
+        "key_not_found",
+    );
+    let revision = put(&kv, &name, "k", json!("fresh")).await;
+    assert_eq!(history(&kv, &name, "k").await.len(), 2);
+    assert!(revision > marker);
+}
+
+#[tokio::test]
+async fn history_lists_retained_revisions_oldest_first() {
+    let kv = container();
+    let name = bucket(&kv, "hist", json!({"history": 3})).await;
+    let mut revisions = Vec::new();
+    for index in 0..5 {
+        revisions.push(put(&kv, &name, "cfg", json!({"version": index})).await);
+    }
+    let entries = history(&kv, &name, "cfg").await;
+    assert_eq!(
+        entries.iter().map(|entry| entry.0).collect::<Vec<_>>(),
+        revisions[2..].to_vec()
+    );
+    assert_eq!(entries[0].2, json!(r#"{"version":2}"#));
+    let parsed = call(
+        &kv,
+        KeyHistory,
+        json!({"bucket": name, "key": "cfg", "json": true}),
+    )
+    .await;
+    let results = parsed["body"]["body"]["results"].as_array().unwrap();
+    assert_eq!(results[2]["value"], json!({"version": 4}));
+    assert!(results[0]["created"].as_u64().unwrap() > 0);
+    assert_eq!(parsed["body"]["metadata"]["Bucket"], name);
+    assert_eq!(parsed["body"]["body"]["key"], "cfg");
+
+    put(&kv, &name, "text", json!("not json")).await;
+    assert_error(
+        &call(
+            &kv,
+            KeyHistory,
+            json!({"bucket": name, "key": "text", "json": true}),
+        )
+        .await,
+        422,
+        "value_not_json",
+    );
+    assert_error(
+        &call(&kv, KeyHistory, json!({"bucket": name, "key": "never"})).await,
+        404,
+        "key_not_found",
+    );
+    assert_error(
+        &call(
+            &kv,
+            KeyHistory,
+            json!({"bucket": unique("nope"), "key": "k"}),
+        )
+        .await,
+        404,
+        "bucket_not_found",
+    );
+    assert_error(
+        &call(&kv, KeyHistory, json!({"bucket": name})).await,
+        400,
+        "invalid_parameter",
+    );
+
+    // Expired revisions are left out.
+    let short = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": "session", "value": "a", "ttl": 300_000_000}),
+    )
+    .await;
+    assert_eq!(status(&short), 200);
+    let kept = put(&kv, &name, "session", json!("b")).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        history(&kv, &name, "session").await,
+        vec![(kept, "PUT".into(), json!("b"))]
+    );
+}
+
+#[tokio::test]
+async fn bucket_info_reports_configuration_and_usage() {
+    let kv = container();
+    let name = bucket(
+        &kv,
+        "info",
+        json!({"history": 2, "description": "flags", "metadata": {"team": "a"}}),
+    )
+    .await;
+    let empty = info(&kv, &name).await;
+    assert_eq!(
+        (empty["entry_total"].clone(), empty["bytes"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(
+        (
+            empty["first_sequence"].clone(),
+            empty["last_sequence"].clone()
+        ),
+        (json!(0), json!(0))
+    );
+    let first = put(&kv, &name, "a", json!("123")).await;
+    put(&kv, &name, "b", json!("4567")).await;
+    let last = put(&kv, &name, "b", json!("89")).await;
+    let body = info(&kv, &name).await;
+    assert_eq!(body["name"], name);
+    assert_eq!(body["description"], "flags");
+    assert_eq!(body["metadata"], json!({"team": "a"}));
+    assert_eq!(body["config"]["history"], 2);
+    assert_eq!(body["entry_total"], 2);
+    assert_eq!(body["bytes"], 3 + 4 + 2);
+    assert_eq!(body["first_sequence"], first);
+    assert_eq!(body["last_sequence"], last);
+    assert!(body["created"].as_u64().unwrap() > 0);
+    assert_error(
+        &call(&kv, BucketInfo, json!({"bucket": unique("nope")})).await,
+        404,
+        "bucket_not_found",
+    );
+    assert_error(
+        &call(&kv, BucketInfo, json!({})).await,
+        400,
+        "invalid_parameter",
+    );
+    assert_error(
+        &call(&kv, BucketInfo, json!({"bucket": "a b"})).await,
+        400,
+        "invalid_bucket_name",
+    );
+}
+
+#[tokio::test]
+async fn small_bucket_delete_finishes_in_one_call_and_the_name_can_be_reused() {
+    let kv = container();
+    let name = bucket(&kv, "small", json!({"history": 3})).await;
+    for index in 0..10 {
+        put(&kv, &name, &format!("k{index}"), json!("v")).await;
+    }
+    put(&kv, &name, "k0", json!("v2")).await;
+    call(&kv, KeyDelete, json!({"bucket": name, "key": "k1"})).await;
+    let deleted = call(&kv, BucketDelete, json!({"bucket": name})).await;
+    assert_eq!(status(&deleted), 200, "{deleted}");
+    assert_eq!(deleted["body"]["purged"], true);
+    assert_eq!(deleted["body"]["keys_removed"], 10);
+    assert_eq!(items_left(&name).await, 0);
+    assert_error(
+        &call(&kv, BucketInfo, json!({"bucket": name})).await,
+        404,
+        "bucket_not_found",
+    );
+    assert_error(
+        &call(&kv, BucketDelete, json!({"bucket": name})).await,
+        404,
+        "bucket_not_found",
+    );
+    assert_error(
+        &call(&kv, KeyGet, json!({"bucket": name, "key": "k0"})).await,
+        404,
+        "bucket_not_found",
+    );
+
+    let recreated = call(&kv, BucketCreate, json!({"bucket": name})).await;
+    assert_eq!(status(&recreated), 200, "{recreated}");
+    assert_error(
+        &call(&kv, KeyGet, json!({"bucket": name, "key": "k0"})).await,
+        404,
+        "key_not_found",
+    );
+    assert_eq!(
+        listed_keys(&call(&kv, KeyList, json!({"bucket": name})).await),
+        Vec::<String>::new()
+    );
+    let usage = info(&kv, &name).await;
+    assert_eq!(
+        (usage["entry_total"].clone(), usage["bytes"].clone()),
+        (json!(0), json!(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_bucket_delete_returns_quickly_and_the_purger_finishes() {
+    let kv = container();
+    let name = bucket(&kv, "large", json!({"history": 2})).await;
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move {
+            let kv = container();
+            for index in 0..40 {
+                put(&kv, &name, &format!("w{writer}.k{index}"), json!("value")).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // A container with almost no time budget: the call marks the bucket and hands the rest on.
+    let hurried = Kv::new(
+        client(),
+        &kv::config::Settings {
+            purge_budget_ms: 1,
+            ..settings()
+        },
+    );
+    let deleted = call(&hurried, BucketDelete, json!({"bucket": name})).await;
+    assert_eq!(status(&deleted), 200, "{deleted}");
+    assert_eq!(deleted["body"]["purged"], false);
+
+    // The bucket is gone for callers at once, and its name cannot be taken yet.
+    assert_error(
+        &call(
+            &kv,
+            KeyPut,
+            json!({"bucket": name, "key": "new", "value": "v"}),
+        )
+        .await,
+        404,
+        "bucket_not_found",
+    );
+    assert_error(
+        &call(&kv, KeyList, json!({"bucket": name})).await,
+        404,
+        "bucket_not_found",
+    );
+    assert_error(
+        &call(&kv, BucketInfo, json!({"bucket": name})).await,
+        404,
+        "bucket_not_found",
+    );
+    let listed = call(&kv, BucketList, json!({})).await;
+    assert!(
+        !listed.to_string().contains(&format!("\"{name}\"")),
+        "deleting bucket still listed"
+    );
+    let refused = call(&kv, BucketCreate, json!({"bucket": name})).await;
+    assert_error(&refused, 400, "bucket_exists");
+    assert!(items_left(&name).await > 0);
+
+    // The stream hands the bucket item's new image to the purger until it is done.
+    let stream_event = json!({"Records": [{
+        "eventName": "MODIFY",
+        "dynamodb": {"NewImage": {"bucket": {"S": name}, "deleting": {"N": "1"}, "purge_round": {"N": "1"}}}
+    }]});
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 50, "purger never finished");
+        let step = call(&hurried, BucketPurge, stream_event.clone()).await;
+        assert_eq!(status(&step), 200, "{step}");
+        if step["body"]["results"][0]["purged"] == true {
+            break;
+        }
+        // With a 1 ms budget each round does one page; a real invocation does many.
+        if rounds > 3 {
+            let step = call(&kv, BucketPurge, stream_event.clone()).await;
+            if step["body"]["results"][0]["purged"] == true {
+                break;
+            }
+        }
+    }
+    assert_eq!(items_left(&name).await, 0);
+    assert_error(
+        &call(&kv, BucketPurge, json!({"Records": 5})).await,
+        400,
+        "invalid_parameter",
+    );
+    // A record about another table change (no deletion) is ignored.
+    let ignored = call(
+        &kv,
+        BucketPurge,
+        json!({"Records": [{"dynamodb": {"NewImage": {"bucket": {"S": "x"}}}}]}),
+    )
+    .await;
+    assert_eq!(ignored["body"]["results"], json!([]));
+
+    let recreated = call(&kv, BucketCreate, json!({"bucket": name, "history": 2})).await;
+    assert_eq!(status(&recreated), 200, "{recreated}");
+    assert_error(
+        &call(&kv, KeyGet, json!({"bucket": name, "key": "w0.k0"})).await,
+        404,
+        "key_not_found",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn puts_racing_a_bucket_delete_never_resurrect_it() {
+    let kv = container();
+    let name = bucket(&kv, "race", json!({})).await;
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let name = name.clone();
+        writers.push(tokio::spawn(async move {
+            let kv = container();
+            let mut outcomes = Vec::new();
+            for index in 0..30 {
+                let response = call(
+                    &kv,
+                    KeyPut,
+                    json!({"bucket": name, "key": format!("w{writer}-{index}"), "value": "v"}),
+                )
+                .await;
+                outcomes.push(status(&response));
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let deleted = call(&kv, BucketDelete, json!({"bucket": name})).await;
+    assert_eq!(status(&deleted), 200, "{deleted}");
+    assert_eq!(deleted["body"]["purged"], true);
+    let mut statuses = Vec::new();
+    for writer in writers {
+        statuses.extend(writer.await.unwrap());
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == 200 || *status == 404),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&404),
+        "the delete happened after every put; make the race tighter"
+    );
+    // Let any put that was in flight during the delete finish, then check nothing came back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(items_left(&name).await, 0);
+    assert_error(
+        &call(&kv, BucketInfo, json!({"bucket": name})).await,
+        404,
+        "bucket_not_found",
+    );
+    let record = client()
+        .get_item()
+        .table_name(BUCKETS_TABLE)
+        .key(items::BUCKET, items::s(&name))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(record.item().is_none(), "bucket item resurrected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_racing_puts_keep_history_in_revision_order() {
+    let name = bucket(&container(), "del-race", json!({"history": 64})).await;
+    let seed = put(&container(), &name, "k", json!("seed")).await;
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move {
+            let kv = container();
+            let mut done = Vec::new();
+            for index in 0..6 {
+                let response = if (writer + index) % 3 == 0 {
+                    call(&kv, KeyDelete, json!({"bucket": name, "key": "k"})).await
+                } else {
+                    call(
+                        &kv,
+                        KeyPut,
+                        json!({"bucket": name, "key": "k", "value": format!("{writer}-{index}")}),
+                    )
+                    .await
+                };
+                assert_eq!(status(&response), 200, "{response}");
+                let op = if (writer + index) % 3 == 0 {
+                    "DEL"
+                } else {
+                    "PUT"
+                };
+                done.push((
+                    response["body"]["revision"].as_u64().unwrap(),
+                    op.to_string(),
+                ));
+            }
+            done
+        }));
+    }
+    let mut expected = vec![(seed, "PUT".to_string())];
+    for task in tasks {
+        expected.extend(task.await.unwrap());
+    }
+    expected.sort();
+    let stored: Vec<(u64, String)> = history(&container(), &name, "k")
+        .await
+        .into_iter()
+        .map(|(revision, operation, _)| (revision, operation))
+        .collect();
+    assert_eq!(stored, expected);
+    let latest = expected.last().unwrap();
+    let get = call(&container(), KeyGet, json!({"bucket": name, "key": "k"})).await;
+    if latest.1 == "DEL" {
+        assert_error(&get, 404, "key_not_found");
+    } else {
+        assert_eq!(get["body"]["metadata"]["revision"], latest.0);
+    }
+    let live = u64::from(latest.1 == "PUT");
+    assert_eq!(info(&container(), &name).await["entry_total"], live);
+}
