@@ -629,3 +629,53 @@ async fn deletes_racing_puts_keep_history_in_revision_order() {
     let live = u64::from(latest.1 == "PUT");
     assert_eq!(info(&container(), &name).await["entry_total"], live);
 }
+
+#[tokio::test]
+async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
+    use kv::dynamo::items::{HeadEntry, Op};
+    use kv::dynamo::store::{Commit, CommitError};
+    let kv = container();
+    let name = bucket(&kv, "incarnation", json!({})).await;
+    // A writer takes its revision, then stalls while the bucket is deleted and re-created.
+    let stalled = kv.store.allocate_revision(&name).await.unwrap();
+    let deleted = call(&kv, BucketDelete, json!({"bucket": name})).await;
+    assert_eq!(deleted["body"]["purged"], true, "{deleted}");
+    assert_eq!(
+        status(&call(&kv, BucketCreate, json!({"bucket": name})).await),
+        200
+    );
+    let entries = [HeadEntry {
+        rev: stalled.seq,
+        size: 1,
+        expiry_ns: None,
+        op: Op::Put,
+    }];
+    let late = kv
+        .store
+        .commit(&Commit {
+            bucket: &name,
+            incarnation: stalled.created_ms,
+            key: "late",
+            expected_cur: None,
+            entries: &entries,
+            rev: stalled.seq,
+            stored: b"x",
+            compressed: false,
+            created_ms: 0,
+            expiry_ns: None,
+            op: Op::Put,
+            memory: false,
+            unmark: None,
+            trimmed: Vec::new(),
+            bytes_delta: 1,
+            keys_delta: 1,
+            bytes_ceiling: None,
+        })
+        .await;
+    assert!(matches!(late, Err(CommitError::BucketGone)), "{late:?}");
+    assert_error(
+        &call(&kv, KeyGet, json!({"bucket": name, "key": "late"})).await,
+        404,
+        "key_not_found",
+    );
+}

@@ -13,7 +13,8 @@
 //!   retained revisions as `[rev, size, expiry ns or 0, op]`; every write is conditional on `cur`.
 //!   `hb` = `BUCKET` puts every head in the keys-only `by-bucket` index, which is how
 //!   kv-bucket-delete finds every key of a bucket without scanning the table;
-//! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes` and `keys`.
+//! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes`, `keys`
+//!   and `inc` (the bucket's `created`).
 
 use crate::error::KvError;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -46,6 +47,9 @@ pub const HEAD_ENTRIES: &str = "h";
 pub const HEAD_BUCKET: &str = "hb";
 pub const USED_BYTES: &str = "bytes";
 pub const LIVE_KEYS: &str = "keys";
+/// The bucket's `created` on its usage item: writes are conditional on it, so a write that
+/// started before a delete can never land in a re-created bucket of the same name.
+pub const INCARNATION: &str = "inc";
 
 pub const BY_SEQUENCE_INDEX: &str = "by-sequence";
 pub const BY_BUCKET_INDEX: &str = "by-bucket";

@@ -43,6 +43,8 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct Commit<'a> {
     pub bucket: &'a str,
+    /// The bucket's `created`, as read when the revision was handed out.
+    pub incarnation: u64,
     pub key: &'a str,
     /// The head's `cur` the plan was made from; None when the key has no head yet.
     pub expected_cur: Option<u64>,
@@ -118,6 +120,7 @@ impl Store {
             .item(REV, n(0))
             .item(USED_BYTES, n(0))
             .item(LIVE_KEYS, n(0))
+            .item(INCARNATION, n(created_ms))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .build()
@@ -278,16 +281,17 @@ impl Store {
             .key(PK, s(usage_pk(commit.bucket)))
             .key(REV, n(0))
             .update_expression("ADD #bytes :bytes, #keys :keys")
-            .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#bytes", USED_BYTES)
             .expression_attribute_names("#keys", LIVE_KEYS)
+            .expression_attribute_names("#inc", INCARNATION)
             .expression_attribute_values(":bytes", n(commit.bytes_delta))
             .expression_attribute_values(":keys", n(commit.keys_delta))
+            .expression_attribute_values(":inc", n(commit.incarnation))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         usage = match commit.bytes_ceiling {
-            None => usage.condition_expression("attribute_exists(#pk)"),
+            None => usage.condition_expression("#inc = :inc"),
             Some(ceiling) => usage
-                .condition_expression("attribute_exists(#pk) AND #bytes <= :ceiling")
+                .condition_expression("#inc = :inc AND #bytes <= :ceiling")
                 .expression_attribute_values(":ceiling", n(ceiling)),
         };
         writes.push(
@@ -317,9 +321,11 @@ impl Store {
                 .filter(|_| code(usage_index) == Some("ConditionalCheckFailed"))
             {
                 return Err(match usage.item() {
-                    Some(old) if !old.is_empty() => CommitError::BucketFull {
-                        used: get_i64(old, USED_BYTES).unwrap_or(0),
-                    },
+                    Some(old) if get_u64(old, INCARNATION) == Some(commit.incarnation) => {
+                        CommitError::BucketFull {
+                            used: get_i64(old, USED_BYTES).unwrap_or(0),
+                        }
+                    }
                     _ => CommitError::BucketGone,
                 });
             }

@@ -193,6 +193,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         let created_ms = time::ns_to_ms(now_ns);
         let commit = Commit {
             bucket: request.bucket,
+            incarnation: bucket.created_ms,
             key: request.key,
             expected_cur: head.cur,
             entries: &plan.entries,
