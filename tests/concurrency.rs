@@ -3,9 +3,8 @@
 
 mod support;
 
-use kv::dynamo::items;
-use kv::Function::{BucketCreate, BucketList, KeyGet, KeyPut};
-use serde_json::{json, Value};
+use kv::Function::{BucketCreate, KeyGet, KeyPut};
+use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use support::*;
 
@@ -81,44 +80,6 @@ fn assert_unique_and_ordered(written: &[(usize, usize, String, u64)]) {
     }
 }
 
-async fn stored_revisions(bucket: &str, key: &str) -> Vec<(u64, String)> {
-    let output = client()
-        .query()
-        .table_name(ITEMS_TABLE)
-        .key_condition_expression("#pk = :pk AND #rev > :zero")
-        .expression_attribute_names("#pk", items::PK)
-        .expression_attribute_names("#rev", items::REV)
-        .expression_attribute_values(":pk", items::s(items::key_pk(bucket, key)))
-        .expression_attribute_values(":zero", items::n(0))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    output
-        .items()
-        .iter()
-        .map(|item| {
-            let revision = items::decode_revision(bucket, item).unwrap();
-            (revision.rev, revision.text)
-        })
-        .collect()
-}
-
-async fn usage(bucket: &str) -> (u64, u64) {
-    let listed = call(&container(), BucketList, json!({})).await;
-    let entry: Value = listed["body"]["body"]["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|entry| entry["name"] == bucket)
-        .cloned()
-        .unwrap();
-    (
-        entry["entry_total"].as_u64().unwrap(),
-        entry["bytes"].as_u64().unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_writers_on_one_key() {
     let bucket = unique("one-key");
@@ -132,7 +93,11 @@ async fn sixteen_writers_on_one_key() {
     let mut revisions: Vec<u64> = written.iter().map(|entry| entry.3).collect();
     revisions.sort_unstable();
     let newest: Vec<u64> = revisions[revisions.len() - history as usize..].to_vec();
-    let stored = stored_revisions(&bucket, "hot").await;
+    let stored: Vec<(u64, String)> = stored_revisions(&bucket, "hot")
+        .await
+        .into_iter()
+        .map(|revision| (revision.rev, revision.text))
+        .collect();
     assert_eq!(
         stored.iter().map(|entry| entry.0).collect::<Vec<_>>(),
         newest
@@ -157,7 +122,7 @@ async fn sixteen_writers_on_one_key() {
         latest["body"]["metadata"]["revision"],
         *newest.last().unwrap()
     );
-    assert_eq!(usage(&bucket).await, (1, 7 * history));
+    assert_eq!(usage(&container(), &bucket).await, (1, 7 * history));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -183,7 +148,7 @@ async fn sixteen_writers_on_many_keys() {
         let stored: Vec<u64> = stored_revisions(&bucket, &key)
             .await
             .iter()
-            .map(|entry| entry.0)
+            .map(|revision| revision.rev)
             .collect();
         assert_eq!(
             stored,
@@ -192,7 +157,7 @@ async fn sixteen_writers_on_many_keys() {
         );
         expected_bytes += 7 * keep as u64;
     }
-    assert_eq!(usage(&bucket).await, (20, expected_bytes));
+    assert_eq!(usage(&container(), &bucket).await, (20, expected_bytes));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

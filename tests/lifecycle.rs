@@ -12,28 +12,6 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;
 
-async fn bucket(kv: &Kv, prefix: &str, extra: Value) -> String {
-    let name = unique(prefix);
-    let mut params = json!({"bucket": name});
-    if let (Some(target), Value::Object(extra)) = (params.as_object_mut(), extra) {
-        target.extend(extra);
-    }
-    let response = call(kv, BucketCreate, params).await;
-    assert_eq!(status(&response), 200, "{response}");
-    name
-}
-
-async fn put(kv: &Kv, bucket: &str, key: &str, value: Value) -> u64 {
-    let response = call(
-        kv,
-        KeyPut,
-        json!({"bucket": bucket, "key": key, "value": value}),
-    )
-    .await;
-    assert_eq!(status(&response), 200, "{response}");
-    response["body"]["revision"].as_u64().unwrap()
-}
-
 async fn info(kv: &Kv, bucket: &str) -> Value {
     let response = call(kv, BucketInfo, json!({"bucket": bucket})).await;
     assert_eq!(status(&response), 200, "{response}");

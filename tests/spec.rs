@@ -15,28 +15,6 @@ async fn create(kv: &Kv, params: Value) -> Value {
     response
 }
 
-async fn bucket(kv: &Kv, prefix: &str, extra: Value) -> String {
-    let name = unique(prefix);
-    let mut params = json!({"bucket": name});
-    if let (Some(target), Value::Object(extra)) = (params.as_object_mut(), extra) {
-        target.extend(extra);
-    }
-    create(kv, params).await;
-    name
-}
-
-async fn put(kv: &Kv, bucket: &str, key: &str, value: Value) -> u64 {
-    let response = call(
-        kv,
-        KeyPut,
-        json!({"bucket": bucket, "key": key, "value": value}),
-    )
-    .await;
-    assert_eq!(status(&response), 200, "{response}");
-    assert_eq!(response["body"]["message"], "Key written successfully");
-    response["body"]["revision"].as_u64().expect("revision")
-}
-
 async fn get(kv: &Kv, params: Value) -> Value {
     call(kv, KeyGet, params).await
 }
@@ -565,46 +543,14 @@ async fn history_keeps_exactly_the_last_revisions() {
     let latest = get(&kv, json!({"bucket": name, "key": "flag"})).await;
     assert_eq!(latest["body"]["body"]["value"], "v5");
 
-    let stored = raw_revisions(&name, "flag").await;
+    let stored = stored_revisions(&name, "flag")
+        .await
+        .iter()
+        .map(|revision| revision.rev)
+        .collect::<Vec<_>>();
     assert_eq!(stored, revisions[3..].to_vec());
     let usage = usage(&kv, &name).await;
     assert_eq!(usage, (2, 2 * 3 + 1));
-}
-
-async fn raw_revisions(bucket: &str, key: &str) -> Vec<u64> {
-    let output = client()
-        .query()
-        .table_name(ITEMS_TABLE)
-        .key_condition_expression("#pk = :pk AND #rev > :zero")
-        .expression_attribute_names("#pk", items::PK)
-        .expression_attribute_names("#rev", items::REV)
-        .expression_attribute_values(":pk", items::s(items::key_pk(bucket, key)))
-        .expression_attribute_values(":zero", items::n(0))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    output
-        .items()
-        .iter()
-        .filter_map(|item| items::get_u64(item, items::REV))
-        .collect()
-}
-
-/// (entry_total, bytes) as kv-bucket-list reports them.
-async fn usage(kv: &Kv, bucket: &str) -> (u64, u64) {
-    let listed = call(kv, BucketList, json!({})).await;
-    let entry = listed["body"]["body"]["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|entry| entry["name"] == bucket)
-        .cloned()
-        .unwrap_or_else(|| panic!("{bucket} not listed"));
-    (
-        entry["entry_total"].as_u64().unwrap(),
-        entry["bytes"].as_u64().unwrap(),
-    )
 }
 
 #[tokio::test]

@@ -76,6 +76,21 @@ impl Params {
         }
     }
 
+    /// The required `bucket`, checked against the naming rules.
+    pub fn bucket(&self) -> Result<&str, KvError> {
+        let bucket = self.required_str("bucket")?;
+        crate::validate::bucket_name(bucket)?;
+        Ok(bucket)
+    }
+
+    /// The required `bucket` and `key`, both checked against the naming rules.
+    pub fn bucket_and_key(&self) -> Result<(&str, &str), KvError> {
+        let bucket = self.bucket()?;
+        let key = self.required_str("key")?;
+        crate::validate::key(key)?;
+        Ok((bucket, key))
+    }
+
     pub fn opt_str(&self, name: &str) -> Result<Option<&str>, KvError> {
         self.get(name).map(|value| as_str(name, value)).transpose()
     }

@@ -11,7 +11,10 @@ pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
     // AWS_LAMBDA_LOG_LEVEL, then RUST_LOG.
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env();
-    let kv = Kv::new(crate::dynamo::client::from_env().await, &settings);
+    let client = crate::dynamo::client::from_env().await;
+    // During init, so the first invocation costs what a warm one does (no network call).
+    crate::dynamo::client::warm_up(&client, &settings.items_table).await;
+    let kv = Kv::new(client, &settings);
     let kv = &kv;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle_event(kv, function, event).await

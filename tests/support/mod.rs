@@ -204,3 +204,64 @@ pub fn assert_error(response: &Value, status_code: u64, error_code: &str) {
     let message = response["body"]["error"].as_str().unwrap_or("");
     assert!(!message.is_empty(), "error without a message: {response}");
 }
+
+/// Creates a bucket with a unique name from `prefix` and the extra parameters; returns its name.
+pub async fn bucket(kv: &Kv, prefix: &str, extra: Value) -> String {
+    let name = unique(prefix);
+    let mut params = serde_json::json!({"bucket": name});
+    if let (Some(target), Value::Object(extra)) = (params.as_object_mut(), extra) {
+        target.extend(extra);
+    }
+    let response = call(kv, Function::BucketCreate, params).await;
+    assert_eq!(status(&response), 200, "{response}");
+    name
+}
+
+/// Puts a value and returns its revision.
+pub async fn put(kv: &Kv, bucket: &str, key: &str, value: Value) -> u64 {
+    let response = call(
+        kv,
+        Function::KeyPut,
+        serde_json::json!({"bucket": bucket, "key": key, "value": value}),
+    )
+    .await;
+    assert_eq!(status(&response), 200, "{response}");
+    assert_eq!(response["body"]["message"], "Key written successfully");
+    response["body"]["revision"].as_u64().expect("revision")
+}
+
+/// (entry_total, bytes) as kv-bucket-list reports them.
+pub async fn usage(kv: &Kv, bucket: &str) -> (u64, u64) {
+    let listed = call(kv, Function::BucketList, serde_json::json!({})).await;
+    let entry = listed["body"]["body"]["results"]
+        .as_array()
+        .and_then(|results| results.iter().find(|entry| entry["name"] == bucket))
+        .cloned()
+        .unwrap_or_else(|| panic!("{bucket} not listed"));
+    (
+        entry["entry_total"].as_u64().unwrap(),
+        entry["bytes"].as_u64().unwrap(),
+    )
+}
+
+/// The key's revision items as stored, read straight from the table.
+pub async fn stored_revisions(bucket: &str, key: &str) -> Vec<kv::dynamo::items::Revision> {
+    use kv::dynamo::items;
+    let output = client()
+        .query()
+        .table_name(ITEMS_TABLE)
+        .key_condition_expression("#pk = :pk AND #rev > :zero")
+        .expression_attribute_names("#pk", items::PK)
+        .expression_attribute_names("#rev", items::REV)
+        .expression_attribute_values(":pk", items::s(items::key_pk(bucket, key)))
+        .expression_attribute_values(":zero", items::n(0))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    output
+        .items()
+        .iter()
+        .map(|item| items::decode_revision(bucket, item).unwrap())
+        .collect()
+}

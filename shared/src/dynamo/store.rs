@@ -65,6 +65,15 @@ pub struct Commit<'a> {
     pub bytes_ceiling: Option<i64>,
 }
 
+/// Which items of a key's partition a query returns.
+#[derive(Debug, Clone, Copy)]
+enum Partition {
+    /// Revisions and markers, whole.
+    Revisions,
+    /// Every item including the head, keys only.
+    KeysOnly,
+}
+
 #[derive(Debug)]
 pub enum CommitError {
     /// Another writer changed the key since its head was read.
@@ -440,18 +449,9 @@ impl Store {
                     .into(),
                 );
             }
-            let mut request = Some(HashMap::from([(
-                self.items.clone(),
-                keys.build().map_err(build_failed)?,
-            )]));
-            for attempt in 0..10u32 {
-                let Some(pending) = request.take().filter(|pending| !pending.is_empty()) else {
-                    break;
-                };
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5)))
-                        .await;
-                }
+            let request =
+                HashMap::from([(self.items.clone(), keys.build().map_err(build_failed)?)]);
+            let read = until_processed(request, |pending| async move {
                 let output = self
                     .client
                     .batch_get_item()
@@ -459,17 +459,19 @@ impl Store {
                     .send()
                     .await
                     .map_err(|error| unavailable("BatchGetItem", error))?;
-                for item in output
+                let items = output
                     .responses()
-                    .and_then(|tables| tables.get(&self.items))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(bucket) = get_str(item, PK) {
-                        found.insert(bucket.to_string(), decode_usage(item));
-                    }
+                    .and_then(|tables| tables.get(&self.items));
+                Ok((
+                    items.cloned().unwrap_or_default(),
+                    output.unprocessed_keys().cloned(),
+                ))
+            })
+            .await?;
+            for item in &read {
+                if let Some(bucket) = get_str(item, PK) {
+                    found.insert(bucket.to_string(), decode_usage(item));
                 }
-                request = output.unprocessed_keys().cloned();
             }
         }
         Ok(found)
@@ -534,29 +536,44 @@ impl Store {
     /// Every retained revision of a key, oldest first (markers and not yet swept expired
     /// revisions included), in as many pages as the values need.
     pub async fn revisions(&self, bucket: &str, key: &str) -> Result<Vec<Revision>, KvError> {
-        let mut revisions = Vec::new();
+        self.partition(&key_pk(bucket, key), Partition::Revisions)
+            .await?
+            .iter()
+            .map(|item| decode_revision(bucket, item))
+            .collect()
+    }
+
+    /// Every item of one partition, strongly consistent, in as many pages as it takes.
+    async fn partition(&self, pk: &str, part: Partition) -> Result<Vec<Item>, KvError> {
+        let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let output = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.items)
-                .key_condition_expression("#pk = :pk AND #rev > :head")
                 .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#rev", REV)
-                .expression_attribute_values(":pk", s(key_pk(bucket, key)))
-                .expression_attribute_values(":head", n(0))
+                .expression_attribute_values(":pk", s(pk))
                 .consistent_read(true)
-                .set_exclusive_start_key(start.take())
+                .set_exclusive_start_key(start.take());
+            query = match part {
+                Partition::Revisions => query
+                    .key_condition_expression("#pk = :pk AND #rev > :head")
+                    .expression_attribute_names("#rev", REV)
+                    .expression_attribute_values(":head", n(0)),
+                Partition::KeysOnly => query
+                    .key_condition_expression("#pk = :pk")
+                    .projection_expression("#rev")
+                    .expression_attribute_names("#rev", REV),
+            };
+            let output = query
                 .send()
                 .await
                 .map_err(|error| unavailable("Query", error))?;
-            for item in output.items() {
-                revisions.push(decode_revision(bucket, item)?);
-            }
+            items.extend_from_slice(output.items());
             match output.last_evaluated_key() {
                 Some(next) => start = Some(next.clone()),
-                None => return Ok(revisions),
+                None => return Ok(items),
             }
         }
     }
@@ -661,29 +678,8 @@ impl Store {
 
     /// Every item of one key (head, revisions, markers), keys only.
     pub async fn partition_items(&self, pk: &str) -> Result<Vec<u64>, KvError> {
-        let mut revisions = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.items)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#rev", REV)
-                .expression_attribute_values(":pk", s(pk))
-                .projection_expression("#rev")
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|error| unavailable("Query", error))?;
-            revisions.extend(output.items().iter().filter_map(|item| get_u64(item, REV)));
-            match output.last_evaluated_key() {
-                Some(next) => start = Some(next.clone()),
-                None => return Ok(revisions),
-            }
-        }
+        let items = self.partition(pk, Partition::KeysOnly).await?;
+        Ok(items.iter().filter_map(|item| get_u64(item, REV)).collect())
     }
 
     /// Deletes items 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed.
@@ -698,29 +694,18 @@ impl Store {
                     .map_err(build_failed)?;
                 writes.push(WriteRequest::builder().delete_request(delete).build());
             }
-            let mut pending = Some(HashMap::from([(self.items.clone(), writes)]));
-            for attempt in 0..12u32 {
-                let Some(request) = pending.take().filter(|request| !request.is_empty()) else {
-                    break;
-                };
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5)))
-                        .await;
-                }
+            let request = HashMap::from([(self.items.clone(), writes)]);
+            until_processed(request, |pending| async move {
                 let output = self
                     .client
                     .batch_write_item()
-                    .set_request_items(Some(request))
+                    .set_request_items(Some(pending))
                     .send()
                     .await
                     .map_err(|error| unavailable("BatchWriteItem", error))?;
-                pending = output.unprocessed_items().cloned();
-            }
-            if pending.is_some_and(|request| !request.is_empty()) {
-                return Err(KvError::Unavailable(
-                    "DynamoDB kept items unprocessed while purging a bucket".into(),
-                ));
-            }
+                Ok((Vec::new(), output.unprocessed_items().cloned()))
+            })
+            .await?;
         }
         Ok(())
     }
@@ -762,6 +747,38 @@ impl Store {
             Err(error) if is_condition_failure(&error) => Ok(()),
             Err(error) => Err(unavailable("DeleteItem", error)),
         }
+    }
+}
+
+/// Sends a batch and re-sends what DynamoDB leaves unprocessed, with backoff; returns every
+/// item the batch read.
+async fn until_processed<T, F, Fut>(
+    first: HashMap<String, T>,
+    mut send: F,
+) -> Result<Vec<Item>, KvError>
+where
+    F: FnMut(HashMap<String, T>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<Item>, Option<HashMap<String, T>>), KvError>>,
+{
+    const ATTEMPTS: u32 = 12;
+    let mut read = Vec::new();
+    let mut pending = Some(first);
+    for attempt in 0..ATTEMPTS {
+        let Some(request) = pending.take().filter(|request| !request.is_empty()) else {
+            return Ok(read);
+        };
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5))).await;
+        }
+        let (items, unprocessed) = send(request).await?;
+        read.extend(items);
+        pending = unprocessed;
+    }
+    match pending {
+        Some(request) if !request.is_empty() => Err(KvError::Unavailable(format!(
+            "DynamoDB left part of a batch unprocessed after {ATTEMPTS} attempts"
+        ))),
+        _ => Ok(read),
     }
 }
 

@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 const SETTLE: Duration = Duration::from_secs(1);
 
 pub async fn run(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
-    let bucket = params.required_str("bucket")?;
-    validate::bucket_name(bucket)?;
+    let bucket = params.bucket()?;
     let purged = delete_bucket(kv, bucket, deadline).await?;
     let message = if purged.done {
         "Bucket deleted successfully"

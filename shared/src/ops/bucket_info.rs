@@ -3,12 +3,10 @@
 use crate::error::KvError;
 use crate::handler::Kv;
 use crate::params::Params;
-use crate::validate;
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let bucket = params.required_str("bucket")?;
-    validate::bucket_name(bucket)?;
+    let bucket = params.bucket()?;
     let (record, usage, first) = tokio::join!(
         kv.store.read_bucket(bucket),
         kv.store.usage(bucket),
@@ -18,18 +16,8 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         .filter(|record| record.deleting_ms.is_none())
         .ok_or_else(|| KvError::BucketNotFound(bucket.to_string()))?;
     let usage = usage?.ok_or_else(|| KvError::BucketNotFound(bucket.to_string()))?;
-    Ok(json!({
-        "body": {
-            "name": record.config.bucket,
-            "description": record.config.description,
-            "entry_total": usage.keys,
-            "bytes": usage.bytes,
-            "created": record.created_ms,
-            "metadata": record.config.metadata,
-            "config": record.config.to_json(),
-            "first_sequence": first?.unwrap_or(0),
-            "last_sequence": record.seq,
-        },
-        "metadata": {"Bucket": bucket},
-    }))
+    let mut body = super::bucket_list::summary(&record, usage);
+    body["first_sequence"] = json!(first?.unwrap_or(0));
+    body["last_sequence"] = json!(record.seq);
+    Ok(json!({"body": body, "metadata": {"Bucket": bucket}}))
 }

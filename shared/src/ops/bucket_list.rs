@@ -1,6 +1,6 @@
 //! kv-bucket-list: every bucket with its configuration and live usage.
 
-use crate::dynamo::store::BucketRecord;
+use crate::dynamo::store::{BucketRecord, Usage};
 use crate::error::KvError;
 use crate::handler::Kv;
 use crate::params::Params;
@@ -65,4 +65,17 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         }
     }
     Ok(json!({"body": body, "metadata": {}}))
+}
+
+/// How a bucket is described to callers, in the list and in kv-bucket-info.
+pub fn summary(record: &BucketRecord, usage: Usage) -> Value {
+    json!({
+        "name": record.config.bucket,
+        "description": record.config.description,
+        "entry_total": usage.keys,
+        "bytes": usage.bytes,
+        "created": record.created_ms,
+        "metadata": record.config.metadata,
+        "config": record.config.to_json(),
+    })
 }

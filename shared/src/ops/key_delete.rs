@@ -5,14 +5,10 @@ use crate::dynamo::items::Op;
 use crate::error::KvError;
 use crate::handler::Kv;
 use crate::params::Params;
-use crate::validate;
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let bucket = params.required_str("bucket")?;
-    validate::bucket_name(bucket)?;
-    let key = params.required_str("key")?;
-    validate::key(key)?;
+    let (bucket, key) = params.bucket_and_key()?;
     let purge = params.opt_bool("purge")?.unwrap_or(false);
     let expected = params
         .opt_int("revision", 0, i64::MAX)?

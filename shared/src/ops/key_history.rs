@@ -4,14 +4,11 @@ use crate::dynamo::items::Op;
 use crate::error::KvError;
 use crate::handler::Kv;
 use crate::params::Params;
-use crate::{time, validate};
+use crate::time;
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let bucket = params.required_str("bucket")?;
-    validate::bucket_name(bucket)?;
-    let key = params.required_str("key")?;
-    validate::key(key)?;
+    let (bucket, key) = params.bucket_and_key()?;
     let as_json = params.opt_bool("json")?.unwrap_or(false);
     let revisions = kv.store.revisions(bucket, key).await?;
     if revisions.is_empty() {

@@ -5,12 +5,11 @@ use crate::error::KvError;
 use crate::handler::Kv;
 use crate::params::Params;
 use crate::subject::Filter;
-use crate::{time, validate};
+use crate::time;
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let bucket = params.required_str("bucket")?;
-    validate::bucket_name(bucket)?;
+    let bucket = params.bucket()?;
     let last_sequence = params
         .opt_int("last_sequence", 0, i64::MAX)?
         .unwrap_or(0)

@@ -10,10 +10,7 @@ use crate::validate;
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let bucket = params.required_str("bucket")?;
-    validate::bucket_name(bucket)?;
-    let key = params.required_str("key")?;
-    validate::key(key)?;
+    let (bucket, key) = params.bucket_and_key()?;
     let text = validate::value_text(params.raw_with_null("value"))?;
     let expected = params
         .opt_int("revision", 0, i64::MAX)?
