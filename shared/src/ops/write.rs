@@ -233,7 +233,15 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             Err(CommitError::BucketGone) => return Err(KvError::BucketNotFound(request.bucket.to_string())),
             Err(CommitError::Failed(error)) => return Err(error),
         }
-        head = store.read_head(request.bucket, request.key, true).await?;
+        // The race was lost to a commit that most likely holds a later revision than ours, so
+        // a fresh revision is taken alongside the re-read instead of after it (a number left
+        // unused is only a gap in the sequence).
+        let (fresh_head, fresh_revision) = tokio::join!(
+            store.read_head(request.bucket, request.key, true),
+            store.allocate_revision(request.bucket)
+        );
+        head = fresh_head?;
+        revision = fresh_revision?.seq;
         consistent = true;
     }
     Err(KvError::Unavailable(format!(
