@@ -14,6 +14,7 @@ lint: tools
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cfn-lint template.yaml
+	@./scripts/check-asl.sh
 
 ## Unit tests only (no DynamoDB Local).
 unit:
@@ -23,3 +24,31 @@ unit:
 ## AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:8000 AWS_REGION=us-east-1 make tables
 tables:
 	cargo run --quiet --bin kv-tables
+
+.PHONY: run local asl sam-validate
+## The quick start: DynamoDB Local in memory, the tables, every function under
+## `cargo lambda watch`, then the three example flows played step by step through the Lambda
+## Invoke API. Everything it started is stopped at the end, on Ctrl-C and on failure.
+run: tools
+	@python3 scripts/run-local.py demo
+
+## The same stack, left running in the foreground for your own calls (it prints how).
+local: tools
+	@python3 scripts/run-local.py serve
+
+## Validate every statemachines/*.asl.json with asl-validator (pinned, installed into .tools).
+asl:
+	@./scripts/check-asl.sh
+
+## Optional: SAM CLI's own validation; installs aws-sam-cli into .tools/sam-venv on first use.
+sam-validate:
+	@test -x .tools/sam-venv/bin/sam || (python3 -m venv .tools/sam-venv && .tools/sam-venv/bin/pip install --quiet aws-sam-cli)
+	SAM_CLI_TELEMETRY=0 .tools/sam-venv/bin/sam validate --lint --region us-east-1
+
+.PHONY: bench
+## Performance: builds the release binaries, then prints requests, capacity units, latency
+## (against the raw SDK call), cold starts and binary sizes, and writes target/bench.json.
+## Starts its own DynamoDB Local; takes a few minutes. Not part of `make test`.
+bench: tools
+	cargo build --release --bins
+	./target/release/kv-bench
