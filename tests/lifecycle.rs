@@ -447,10 +447,27 @@ async fn large_bucket_delete_returns_quickly_and_the_purger_finishes() {
     assert!(items_left(&name).await > 0);
 
     // The stream hands the bucket item's new image to the purger until it is done.
+    let deleting_since = client()
+        .get_item()
+        .table_name(BUCKETS_TABLE)
+        .key(items::BUCKET, items::s(&name))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item()
+        .and_then(|item| items::get_u64(item, items::DELETING))
+        .expect("marked deleting");
     let stream_event = json!({"Records": [{
         "eventName": "MODIFY",
-        "dynamodb": {"NewImage": {"bucket": {"S": name}, "deleting": {"N": "1"}, "purge_round": {"N": "1"}}}
+        "dynamodb": {"NewImage": {"bucket": {"S": name}, "deleting": {"N": deleting_since.to_string()}, "purge_round": {"N": "1"}}}
     }]});
+    // A record of another deletion of the same name (a stale one) is ignored.
+    let stale = json!({"Records": [{"dynamodb": {"NewImage": {"bucket": {"S": name}, "deleting": {"N": "1"}}}}]});
+    assert_eq!(
+        call(&kv, BucketPurge, stale).await["body"]["results"],
+        json!([])
+    );
     let mut rounds = 0;
     loop {
         rounds += 1;

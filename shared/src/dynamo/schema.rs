@@ -123,7 +123,7 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
                 .set_key_schema(Some(key_schema(&index.hash, Some(&index.range))?))
                 .projection(
                     Projection::builder()
-                        .projection_type(ProjectionType::All)
+                        .projection_type(index.projection.clone())
                         .build(),
                 )
                 .build()

@@ -51,27 +51,38 @@ pub async fn run_purger(kv: &Kv, params: Params, deadline: Instant) -> Result<Va
             ))
         }
     };
-    let mut buckets: Vec<String> = records.iter().filter_map(deleting_bucket).collect();
-    buckets.sort();
-    buckets.dedup();
+    let mut deletions: Vec<(String, u64)> = records.iter().filter_map(deletion).collect();
+    deletions.sort();
+    deletions.dedup();
     let mut results = Vec::new();
-    for bucket in buckets {
-        let purged = delete_bucket(kv, &bucket, deadline).await?;
+    for (bucket, since_ms) in deletions {
+        // Only the deletion the record speaks of is continued: a late record must never start
+        // deleting a bucket re-created under the same name since.
+        let current = kv.store.read_bucket(&bucket).await?;
+        if current.and_then(|record| record.deleting_ms) != Some(since_ms) {
+            continue;
+        }
+        let purged = purge_and_hand_on(kv, &bucket, since_ms, deadline).await?;
         results.push(json!({"bucket": bucket, "purged": purged.done, "keys_removed": purged.keys}));
     }
     Ok(json!({"message": "Purge step done", "results": results}))
 }
 
-/// The bucket named by a stream record whose new image is being deleted.
-fn deleting_bucket(record: &Value) -> Option<String> {
+/// The bucket a stream record's new image shows being deleted, and since when.
+fn deletion(record: &Value) -> Option<(String, u64)> {
     let image = record.get("dynamodb")?.get("NewImage")?;
-    image.get(crate::dynamo::items::DELETING)?;
+    let since_ms = image
+        .get(crate::dynamo::items::DELETING)?
+        .get("N")?
+        .as_str()?
+        .parse()
+        .ok()?;
     let name = image
         .get(crate::dynamo::items::BUCKET)?
         .get("S")?
         .as_str()?;
     validate::bucket_name(name).ok()?;
-    Some(name.to_string())
+    Some((name.to_string(), since_ms))
 }
 
 pub struct Purged {
@@ -86,6 +97,16 @@ pub async fn delete_bucket(kv: &Kv, bucket: &str, deadline: Instant) -> Result<P
     };
     kv.store.delete_usage(bucket).await?;
     let since_ms = record.deleting_ms.unwrap_or(now_ms);
+    purge_and_hand_on(kv, bucket, since_ms, deadline).await
+}
+
+/// Purges until done or out of time; what is left goes to the purger through the stream.
+async fn purge_and_hand_on(
+    kv: &Kv,
+    bucket: &str,
+    since_ms: u64,
+    deadline: Instant,
+) -> Result<Purged, KvError> {
     let purged = purge(kv, bucket, since_ms, deadline).await?;
     if !purged.done {
         kv.store.bump_purge_round(bucket).await?;
