@@ -1,6 +1,7 @@
 //! The wiring every function binary shares: logging, one SDK client, the Lambda runtime loop.
 
 use crate::config::Settings;
+use crate::dynamo::client::Operation;
 use crate::function::Function;
 use crate::handler::{handle_event, Kv};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -12,12 +13,37 @@ pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env();
     let client = crate::dynamo::client::from_env().await;
-    // During init, so the first invocation costs what a warm one does (no network call).
-    crate::dynamo::client::warm_up(&client, &settings.items_table).await;
+    // During init, so the first invocation costs what a warm one does: the client's lazy parts
+    // are built and the connections it will use are open.
+    let (connections, operations) = rehearsal(function);
+    crate::dynamo::client::warm_up(&client, &settings.items_table, connections, operations).await;
     let kv = Kv::new(client, &settings);
     let kv = &kv;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle_event(kv, function, event).await
     }))
     .await
+}
+
+/// What one invocation of the function uses (see `ops`): the most DynamoDB requests it keeps
+/// in flight at once (as many connections are opened during init) and the operations it sends.
+/// Were this to fall behind `ops`, only the first invocation would pay for it.
+fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
+    use Operation::*;
+    match function {
+        // UpdateItem (revision) alongside GetItem (head), then the transaction.
+        Function::KeyPut | Function::KeyDelete => (2, &[UpdateItem, GetItem, TransactWriteItems]),
+        Function::KeyGet => (1, &[Query, GetItem]),
+        // The index Query alongside the usage GetItem.
+        Function::KeyList => (2, &[Query, GetItem]),
+        Function::KeyHistory => (1, &[Query, GetItem]),
+        // Bucket, usage and first live revision at once.
+        Function::BucketInfo => (3, &[GetItem, Query]),
+        // Scan, then BatchGetItem at once: the Scan's connection may not be back in the pool.
+        Function::BucketList => (2, &[Scan, BatchGetItem]),
+        Function::BucketCreate => (1, &[TransactWriteItems]),
+        Function::BucketDelete | Function::BucketPurge => {
+            (1, &[UpdateItem, DeleteItem, Query, BatchWriteItem])
+        }
+    }
 }

@@ -20,11 +20,17 @@ use aws_smithy_runtime_api::client::http::{
     SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 
 /// Marks the warm-up request, which the connector answers itself.
 const WARM_UP_HEADER: &str = "x-kv-warm-up";
+/// The header's values: also open a connection, or stay inside the process.
+const CONNECT: &str = "connect";
+const LOCAL: &str = "local";
+/// How long init may spend opening connections.
+const CONNECT_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// HTTPS through rustls with ring: no C toolchain needed for cross-compiling to arm64, and a
 /// smaller binary than the SDK's default aws-lc build.
@@ -69,13 +75,48 @@ struct KvConnector {
 
 impl HttpConnector for KvConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let rehearsal = request.headers().contains_key(WARM_UP_HEADER);
-        if let (true, Ok(ok)) = (rehearsal, StatusCode::try_from(200)) {
+        let Some(rehearsal) = request.headers().get(WARM_UP_HEADER) else {
+            return self.inner.call(request);
+        };
+        let connect = rehearsal == CONNECT;
+        let inner = self.inner.clone();
+        let uri = request.uri().to_string();
+        HttpConnectorFuture::new(async move {
+            if connect {
+                open_connection(&inner, &uri).await;
+            }
             // What DynamoDB answers a GetItem that finds nothing.
-            return HttpConnectorFuture::ready(Ok(HttpResponse::new(ok, "{}".into())));
-        }
-        self.inner.call(request)
+            let ok = StatusCode::try_from(200)
+                .map_err(|error| ConnectorError::other(error.into(), None))?;
+            Ok(HttpResponse::new(ok, "{}".into()))
+        })
     }
+}
+
+/// Opens a pooled connection (TCP, and TLS in AWS) to the endpoint with DynamoDB's
+/// unauthenticated health check, `GET /`, and reads the answer to its end so the connection
+/// goes back to the pool. Any failure is left for the first real request to meet.
+async fn open_connection(inner: &SharedHttpConnector, uri: &str) {
+    let Ok(mut check) = HttpRequest::get(uri) else {
+        return;
+    };
+    let _ = check.set_uri(root(uri));
+    if let Ok(mut response) = inner.call(check).await {
+        let body = response.take_body();
+        let _ = aws_smithy_types::byte_stream::ByteStream::new(body)
+            .collect()
+            .await;
+    }
+}
+
+/// `scheme://authority/` of a request URI.
+fn root(uri: &str) -> String {
+    let after_scheme = uri.find("://").map(|index| index + 3).unwrap_or(0);
+    let end = uri[after_scheme..]
+        .find('/')
+        .map(|index| after_scheme + index)
+        .unwrap_or(uri.len());
+    format!("{}/", &uri[..end])
 }
 
 fn var(name: &str) -> Option<String> {
@@ -105,9 +146,6 @@ const SDK_SETTINGS: &[&str] = &[
 
 /// The configuration Lambda's environment fully determines, or None elsewhere.
 fn lambda_config() -> Option<aws_sdk_dynamodb::config::Builder> {
-    if var("KV_EXP_DEFAULT_CHAIN").is_some() {
-        return None;
-    }
     let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"))?;
     var("AWS_ACCESS_KEY_ID")?;
     var("AWS_SECRET_ACCESS_KEY")?;
@@ -148,26 +186,174 @@ pub async fn from_env() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config_from_env().await.build())
 }
 
-/// Runs one GetItem through the client without sending it (see the module documentation), so
-/// that the first invocation pays no one-off cost a warm one does not. Failures are ignored:
-/// the request is only a rehearsal.
-pub async fn warm_up(client: &aws_sdk_dynamodb::Client, table: &str) {
-    if var("KV_EXP_NO_WARMUP").is_some() {
-        return;
+/// The DynamoDB operations a function's invocations use, to rehearse during init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    GetItem,
+    Query,
+    Scan,
+    BatchGetItem,
+    UpdateItem,
+    DeleteItem,
+    TransactWriteItems,
+    BatchWriteItem,
+}
+
+/// Rehearses requests through the client during init (see the module documentation):
+/// `connections` GetItems at once, each opening one pooled connection, then each of
+/// `operations` once inside the process. No rehearsal reaches DynamoDB's API, and failures are
+/// ignored: it is only a rehearsal.
+pub async fn warm_up(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    connections: usize,
+    operations: &[Operation],
+) {
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (client, table) = (client.clone(), table.to_string());
+        opening.spawn(async move { rehearse(&client, &table, Operation::GetItem, CONNECT).await });
     }
+    // An endpoint that is slow to answer must not hold init for long: whatever is not open by
+    // then, the first invocation opens itself (dropping the set cancels the rest).
+    let all_open = async { while opening.join_next().await.is_some() {} };
+    if tokio::time::timeout(CONNECT_BUDGET, all_open)
+        .await
+        .is_err()
+    {
+        tracing::debug!("client warm-up: connections still opening after {CONNECT_BUDGET:?}");
+    }
+    drop(opening);
+    for operation in operations {
+        if connections == 0 || *operation != Operation::GetItem {
+            rehearse(client, table, *operation, LOCAL).await;
+        }
+    }
+}
+
+async fn rehearse(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    operation: Operation,
+    mark: &'static str,
+) {
     use super::items::{n, s, PK, REV};
-    let rehearsal = client
-        .get_item()
-        .table_name(table)
-        .key(PK, s("kv-warm-up"))
-        .key(REV, n(0))
-        .customize()
-        .mutate_request(|request| {
-            request.headers_mut().insert(WARM_UP_HEADER, "1");
-        })
-        .send()
-        .await;
-    if let Err(error) = rehearsal {
-        tracing::debug!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "client warm-up");
+    use aws_sdk_dynamodb::error::DisplayErrorContext;
+    use aws_sdk_dynamodb::types::{
+        ConditionCheck, DeleteRequest, KeysAndAttributes, TransactWriteItem, WriteRequest,
+    };
+    let key = || -> super::items::Item {
+        [(PK.to_string(), s("kv-warm-up")), (REV.to_string(), n(0))].into()
+    };
+    let tag = move |request: &mut HttpRequest| {
+        request.headers_mut().insert(WARM_UP_HEADER, mark);
+    };
+    fn shown(error: impl std::error::Error) -> String {
+        DisplayErrorContext(error).to_string()
+    }
+    let outcome: Result<(), String> = match operation {
+        Operation::GetItem => client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key()))
+            .customize()
+            .mutate_request(tag)
+            .send()
+            .await
+            .map(drop)
+            .map_err(shown),
+        Operation::Query => client
+            .query()
+            .table_name(table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":pk", s("kv-warm-up"))
+            .limit(1)
+            .customize()
+            .mutate_request(tag)
+            .send()
+            .await
+            .map(drop)
+            .map_err(shown),
+        Operation::Scan => client
+            .scan()
+            .table_name(table)
+            .limit(1)
+            .customize()
+            .mutate_request(tag)
+            .send()
+            .await
+            .map(drop)
+            .map_err(shown),
+        Operation::BatchGetItem => match KeysAndAttributes::builder().keys(key()).build() {
+            Ok(keys) => client
+                .batch_get_item()
+                .request_items(table, keys)
+                .customize()
+                .mutate_request(tag)
+                .send()
+                .await
+                .map(drop)
+                .map_err(shown),
+            Err(error) => Err(shown(error)),
+        },
+        Operation::UpdateItem => client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(key()))
+            .update_expression("REMOVE #pk")
+            .expression_attribute_names("#pk", PK)
+            .customize()
+            .mutate_request(tag)
+            .send()
+            .await
+            .map(drop)
+            .map_err(shown),
+        Operation::DeleteItem => client
+            .delete_item()
+            .table_name(table)
+            .set_key(Some(key()))
+            .customize()
+            .mutate_request(tag)
+            .send()
+            .await
+            .map(drop)
+            .map_err(shown),
+        Operation::TransactWriteItems => match ConditionCheck::builder()
+            .table_name(table)
+            .set_key(Some(key()))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+        {
+            Ok(check) => client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().condition_check(check).build())
+                .customize()
+                .mutate_request(tag)
+                .send()
+                .await
+                .map(drop)
+                .map_err(shown),
+            Err(error) => Err(shown(error)),
+        },
+        Operation::BatchWriteItem => match DeleteRequest::builder().set_key(Some(key())).build() {
+            Ok(delete) => client
+                .batch_write_item()
+                .request_items(
+                    table,
+                    vec![WriteRequest::builder().delete_request(delete).build()],
+                )
+                .customize()
+                .mutate_request(tag)
+                .send()
+                .await
+                .map(drop)
+                .map_err(shown),
+            Err(error) => Err(shown(error)),
+        },
+    };
+    if let Err(error) = outcome {
+        tracing::debug!(?operation, %error, "client warm-up");
     }
 }

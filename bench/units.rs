@@ -1,0 +1,510 @@
+//! Capacity units by AWS's pricing model, for what DynamoDB Local does not report right.
+//!
+//! DynamoDB Local reports `ConsumedCapacity` for single-item requests, queries and scans, but
+//! bills a `TransactWriteItems` like plain writes (1 unit per item) and leaves out index writes.
+//! So the benchmark records every transaction's items (the `Capture` interceptor) and prices
+//! each from the item as it was before and after the transaction (read back by `snapshot`):
+//!
+//! - transactional write of an item: 2 WCU per started KB of the larger of its size before
+//!   and after (a delete: its size before; at least 1 KB);
+//! - each global secondary index whose entry for the item changes: 1 WCU per started KB of the
+//!   index entry (the whole item for `ALL`, the table and index keys for `KEYS_ONLY`); an entry
+//!   that moves to another index key is a delete plus an insert, 2 writes;
+//! - item size: attribute names plus values (strings and binaries their bytes, numbers
+//!   1 byte per 2 significant digits plus 1, booleans and nulls 1, lists and maps 3 bytes plus
+//!   1 per element plus the elements).
+
+use aws_sdk_dynamodb::config::interceptors::{
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
+    FinalizerInterceptorContextRef,
+};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::operation::{
+    batch_get_item::BatchGetItemOutput, batch_write_item::BatchWriteItemOutput,
+    delete_item::DeleteItemOutput, get_item::GetItemOutput, put_item::PutItemOutput,
+    query::QueryOutput, scan::ScanOutput, transact_get_items::TransactGetItemsOutput,
+    transact_write_items::TransactWriteItemsInput, transact_write_items::TransactWriteItemsOutput,
+    update_item::UpdateItemOutput,
+};
+use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ProjectionType};
+use aws_smithy_runtime_api::client::interceptors::context::Output;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// DynamoDB's size of one attribute value, in bytes.
+pub fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(text) => text.len(),
+        AttributeValue::N(number) => number_size(number),
+        AttributeValue::B(blob) => blob.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::L(list) => 3 + list.iter().map(|v| value_size(v) + 1).sum::<usize>(),
+        AttributeValue::M(map) => {
+            3 + map
+                .iter()
+                .map(|(name, v)| name.len() + value_size(v) + 1)
+                .sum::<usize>()
+        }
+        AttributeValue::Ss(set) => set.iter().map(String::len).sum(),
+        AttributeValue::Ns(set) => set.iter().map(|n| number_size(n)).sum(),
+        AttributeValue::Bs(set) => set.iter().map(|b| b.as_ref().len()).sum(),
+        _ => 0,
+    }
+}
+
+fn number_size(number: &str) -> usize {
+    let mantissa = number.split(['e', 'E']).next().unwrap_or("");
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0').len();
+    significant.max(1).div_ceil(2) + 1
+}
+
+/// DynamoDB's size of an item: every attribute's name and value.
+pub fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+fn kb(bytes: usize) -> f64 {
+    bytes.max(1).div_ceil(1024) as f64
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Put,
+    Update,
+    Delete,
+    Check,
+}
+
+/// One item of a recorded transaction.
+#[derive(Debug, Clone)]
+pub struct TxItem {
+    pub table: String,
+    pub key: Item,
+    pub action: Action,
+    /// The item a `Put` writes.
+    pub put: Option<Item>,
+}
+
+/// What the `Capture` interceptor saw since the last `take`.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    pub transactions: Vec<Vec<TxItem>>,
+    /// Capacity DynamoDB Local reported, per operation name: (requests, read, write).
+    pub reported: BTreeMap<&'static str, (usize, f64, f64)>,
+    /// +1 when a request starts, -1 when it ends: the sequential round trips show in it.
+    pub edges: Vec<(Instant, i32)>,
+}
+
+impl Captured {
+    /// Groups of requests in flight together, one after another: the round trips.
+    pub fn round_trips(&self) -> usize {
+        let mut edges = self.edges.clone();
+        edges.sort_by_key(|(at, step)| (*at, *step));
+        let mut in_flight = 0;
+        let mut trips = 0;
+        for (_, step) in edges {
+            if in_flight == 0 && step > 0 {
+                trips += 1;
+            }
+            in_flight += step;
+        }
+        trips
+    }
+}
+
+/// Records transactions' items and each response's reported capacity.
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    log: Arc<Mutex<Captured>>,
+}
+
+impl Capture {
+    pub fn take(&self) -> Captured {
+        self.log
+            .lock()
+            .map(|mut log| std::mem::take(&mut *log))
+            .unwrap_or_default()
+    }
+}
+
+fn units(consumed: Option<&ConsumedCapacity>) -> f64 {
+    consumed.and_then(|c| c.capacity_units()).unwrap_or(0.0)
+}
+
+fn units_all(consumed: &[ConsumedCapacity]) -> f64 {
+    consumed.iter().filter_map(|c| c.capacity_units()).sum()
+}
+
+/// The operation and (read, write) units DynamoDB reported for one response.
+fn reported(output: &Output) -> Option<(&'static str, f64, f64)> {
+    if let Some(o) = output.downcast_ref::<GetItemOutput>() {
+        return Some(("GetItem", units(o.consumed_capacity()), 0.0));
+    }
+    if let Some(o) = output.downcast_ref::<QueryOutput>() {
+        return Some(("Query", units(o.consumed_capacity()), 0.0));
+    }
+    if let Some(o) = output.downcast_ref::<ScanOutput>() {
+        return Some(("Scan", units(o.consumed_capacity()), 0.0));
+    }
+    if let Some(o) = output.downcast_ref::<BatchGetItemOutput>() {
+        return Some(("BatchGetItem", units_all(o.consumed_capacity()), 0.0));
+    }
+    if let Some(o) = output.downcast_ref::<TransactGetItemsOutput>() {
+        return Some(("TransactGetItems", units_all(o.consumed_capacity()), 0.0));
+    }
+    if let Some(o) = output.downcast_ref::<PutItemOutput>() {
+        return Some(("PutItem", 0.0, units(o.consumed_capacity())));
+    }
+    if let Some(o) = output.downcast_ref::<UpdateItemOutput>() {
+        return Some(("UpdateItem", 0.0, units(o.consumed_capacity())));
+    }
+    if let Some(o) = output.downcast_ref::<DeleteItemOutput>() {
+        return Some(("DeleteItem", 0.0, units(o.consumed_capacity())));
+    }
+    if let Some(o) = output.downcast_ref::<BatchWriteItemOutput>() {
+        return Some(("BatchWriteItem", 0.0, units_all(o.consumed_capacity())));
+    }
+    if let Some(o) = output.downcast_ref::<TransactWriteItemsOutput>() {
+        return Some(("TransactWriteItems", 0.0, units_all(o.consumed_capacity())));
+    }
+    None
+}
+
+impl Intercept for Capture {
+    fn name(&self) -> &'static str {
+        "KvBenchCapture"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Ok(mut log) = self.log.lock() {
+            log.edges.push((Instant::now(), 1));
+        }
+        let Some(input) = context.input().downcast_ref::<TransactWriteItemsInput>() else {
+            return Ok(());
+        };
+        let items = input
+            .transact_items()
+            .iter()
+            .filter_map(|item| {
+                if let Some(put) = item.put() {
+                    let key = put
+                        .item()
+                        .iter()
+                        .filter(|(name, _)| KEY_NAMES.contains(&name.as_str()))
+                        .map(|(name, value)| (name.clone(), value.clone()))
+                        .collect();
+                    Some(TxItem {
+                        table: put.table_name().to_string(),
+                        key,
+                        action: Action::Put,
+                        put: Some(put.item().clone()),
+                    })
+                } else if let Some(update) = item.update() {
+                    Some(TxItem {
+                        table: update.table_name().to_string(),
+                        key: update.key().clone(),
+                        action: Action::Update,
+                        put: None,
+                    })
+                } else if let Some(delete) = item.delete() {
+                    Some(TxItem {
+                        table: delete.table_name().to_string(),
+                        key: delete.key().clone(),
+                        action: Action::Delete,
+                        put: None,
+                    })
+                } else {
+                    item.condition_check().map(|check| TxItem {
+                        table: check.table_name().to_string(),
+                        key: check.key().clone(),
+                        action: Action::Check,
+                        put: None,
+                    })
+                }
+            })
+            .collect();
+        if let Ok(mut log) = self.log.lock() {
+            log.transactions.push(items);
+        }
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some((operation, read, write)) = context.output_or_error().ok().and_then(reported) {
+            if let Ok(mut log) = self.log.lock() {
+                let entry = log.reported.entry(operation).or_default();
+                entry.0 += 1;
+                entry.1 += read;
+                entry.2 += write;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Ok(mut log) = self.log.lock() {
+            log.edges.push((Instant::now(), -1));
+        }
+        Ok(())
+    }
+}
+
+/// The key attributes of both KV tables (items: `pk` + `rev`; buckets: `bucket`).
+const KEY_NAMES: [&str; 3] = [kv::dynamo::items::PK, kv::dynamo::items::REV, "bucket"];
+
+/// A stable name for an item's key.
+pub fn key_id(table: &str, key: &Item) -> String {
+    let mut parts: Vec<String> = key
+        .iter()
+        .filter(|(name, _)| KEY_NAMES.contains(&name.as_str()))
+        .map(|(name, value)| format!("{name}={value:?}"))
+        .collect();
+    parts.sort();
+    format!("{table}|{}", parts.join("|"))
+}
+
+/// Items as they were at one moment, by `key_id`, and which key partitions were read whole.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub items: HashMap<String, Item>,
+    pub partitions: Vec<(String, String)>,
+    pub singles: Vec<String>,
+}
+
+impl Snapshot {
+    fn covers(&self, table: &str, key: &Item) -> bool {
+        let pk = key
+            .get(kv::dynamo::items::PK)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str);
+        self.singles.contains(&key_id(table, key))
+            || self
+                .partitions
+                .iter()
+                .any(|(t, p)| t == table && Some(p.as_str()) == pk)
+    }
+}
+
+/// Reads every item of these key partitions, and these single items, with strong consistency.
+pub async fn snapshot(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    partitions: &[String],
+    singles: &[Item],
+) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for pk in partitions {
+        let mut start = None;
+        loop {
+            let page = client
+                .query()
+                .table_name(table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", kv::dynamo::items::PK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("snapshot query");
+            for item in page.items() {
+                snap.items.insert(key_id(table, item), item.clone());
+            }
+            match page.last_evaluated_key() {
+                Some(next) => start = Some(next.clone()),
+                None => break,
+            }
+        }
+        snap.partitions.push((table.to_string(), pk.clone()));
+    }
+    for key in singles {
+        let found = client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("snapshot get");
+        if let Some(item) = found.item() {
+            snap.items.insert(key_id(table, key), item.clone());
+        }
+        snap.singles.push(key_id(table, key));
+    }
+    snap
+}
+
+/// A global secondary index as the model needs it.
+#[derive(Debug, Clone)]
+pub struct IndexModel {
+    pub name: &'static str,
+    pub hash: &'static str,
+    pub range: &'static str,
+    pub keys_only: bool,
+}
+
+/// The items table's indexes, from the same schema `make tables` creates.
+pub fn item_indexes() -> Vec<IndexModel> {
+    kv::dynamo::schema::items_table()
+        .indexes
+        .iter()
+        .map(|index| IndexModel {
+            name: index.name,
+            hash: index.hash.0,
+            range: index.range.0,
+            keys_only: index.projection == ProjectionType::KeysOnly,
+        })
+        .collect()
+}
+
+fn index_entry(index: &IndexModel, item: &Item) -> Option<Item> {
+    if !item.contains_key(index.hash) || !item.contains_key(index.range) {
+        return None;
+    }
+    if !index.keys_only {
+        return Some(item.clone());
+    }
+    Some(
+        item.iter()
+            .filter(|(name, _)| {
+                KEY_NAMES.contains(&name.as_str()) || *name == index.hash || *name == index.range
+            })
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+    )
+}
+
+/// Where a transaction's units go, by AWS's model.
+#[derive(Debug, Clone, Default)]
+pub struct Priced {
+    pub total: f64,
+    pub parts: Vec<(String, f64)>,
+    /// Items whose before/after state the snapshots did not cover (priced as absent).
+    pub uncovered: usize,
+}
+
+fn kind(table: &str, items_table: &str, key: &Item) -> &'static str {
+    if table != items_table {
+        return "bucket item";
+    }
+    let pk = key
+        .get(kv::dynamo::items::PK)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .unwrap_or("");
+    let rev = key
+        .get(kv::dynamo::items::REV)
+        .and_then(|v| v.as_n().ok())
+        .map(String::as_str)
+        .unwrap_or("0");
+    match (pk.contains('/'), rev == "0") {
+        (true, true) => "head",
+        (true, false) => "revision",
+        (false, _) => "usage",
+    }
+}
+
+pub fn price_transaction(
+    tx: &[TxItem],
+    before: &Snapshot,
+    after: &Snapshot,
+    items_table: &str,
+    indexes: &[IndexModel],
+) -> Priced {
+    let mut priced = Priced::default();
+    for item in tx {
+        let id = key_id(&item.table, &item.key);
+        if !before.covers(&item.table, &item.key) || !after.covers(&item.table, &item.key) {
+            priced.uncovered += 1;
+        }
+        let old = before.items.get(&id);
+        let new = after.items.get(&id).or(item.put.as_ref());
+        let size = |found: Option<&Item>| found.map(item_size).unwrap_or(0);
+        let billed = match item.action {
+            Action::Put | Action::Update => size(old).max(size(new)),
+            Action::Delete | Action::Check => size(old),
+        };
+        let what = kind(&item.table, items_table, &item.key);
+        let action = match item.action {
+            Action::Put => "put",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Check => "condition check",
+        };
+        let units = 2.0 * kb(billed);
+        priced.total += units;
+        priced.parts.push((format!("{what} {action}"), units));
+        if item.table != items_table {
+            continue;
+        }
+        for index in indexes {
+            let was = old.and_then(|found| index_entry(index, found));
+            let now = new.and_then(|found| index_entry(index, found));
+            let same_key = |a: &Item, b: &Item| {
+                a.get(index.hash) == b.get(index.hash) && a.get(index.range) == b.get(index.range)
+            };
+            let (label, units) = match (&was, &now) {
+                (None, None) => continue,
+                (None, Some(entry)) => ("insert", kb(item_size(entry))),
+                (Some(entry), None) => ("remove", kb(item_size(entry))),
+                (Some(a), Some(b)) if !same_key(a, b) => {
+                    ("move", kb(item_size(a)) + kb(item_size(b)))
+                }
+                (Some(a), Some(b)) if a != b => ("update", kb(item_size(a).max(item_size(b)))),
+                _ => continue,
+            };
+            priced.total += units;
+            priced
+                .parts
+                .push((format!("index {} {label} ({what})", index.name), units));
+        }
+    }
+    priced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_the_documented_rules() {
+        assert_eq!(number_size("0"), 2);
+        assert_eq!(number_size("12345"), 4);
+        assert_eq!(number_size("1000"), 2);
+        let item: Item = [
+            ("pk".to_string(), AttributeValue::S("abc".into())),
+            ("rev".to_string(), AttributeValue::N("12".into())),
+            (
+                "h".to_string(),
+                AttributeValue::L(vec![AttributeValue::N("1".into())]),
+            ),
+        ]
+        .into();
+        // pk: 2 + 3; rev: 3 + 2; h: 1 + (3 + 2 + 1)
+        assert_eq!(item_size(&item), 5 + 5 + 7);
+        assert_eq!(kb(0), 1.0);
+        assert_eq!(kb(1024), 1.0);
+        assert_eq!(kb(1025), 2.0);
+    }
+}
