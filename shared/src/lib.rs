@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod error;
 pub mod function;
 pub mod handler;
+pub mod logging;
 pub mod ops;
 pub mod params;
 pub mod runtime;

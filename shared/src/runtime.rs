@@ -8,9 +8,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
 pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
-    // JSON lines with the request id when AWS_LAMBDA_LOG_FORMAT=JSON; the level comes from
-    // AWS_LAMBDA_LOG_LEVEL, then RUST_LOG.
-    lambda_runtime::tracing::init_default_subscriber();
+    crate::logging::init();
     let settings = Settings::from_env();
     let client = crate::dynamo::client::from_env().await;
     // During init, so the first invocation costs what a warm one does: the client's lazy parts
