@@ -8,7 +8,7 @@ tools:
 
 ## Everything: lints, the template check, unit tests and the DynamoDB Local suites.
 test: tools lint
-	cargo test --all-targets
+	cargo test
 
 lint: tools
 	cargo fmt --check
