@@ -42,19 +42,8 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
     let results: Vec<Value> = records
         .iter()
         .map(|record| {
-            let usage = usages
-                .get(&record.config.bucket)
-                .copied()
-                .unwrap_or_default();
-            json!({
-                "name": record.config.bucket,
-                "description": record.config.description,
-                "entry_total": usage.keys,
-                "bytes": usage.bytes,
-                "created": record.created_ms,
-                "metadata": record.config.metadata,
-                "config": record.config.to_json(),
-            })
+            let usage = usages.get(&record.config.bucket).copied();
+            summary(record, usage.unwrap_or_default())
         })
         .collect();
     let mut body = json!({"results_total": results.len(), "results": results});
