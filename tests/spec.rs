@@ -1058,6 +1058,27 @@ async fn bucket_list_reports_usage_and_pages() {
 // ---------------------------------------------------------------- storage failures
 
 #[tokio::test]
+async fn a_silent_endpoint_becomes_kv_unavailable_before_the_lambda_timeout() {
+    // Accepts connections and never answers, as a stalled network path does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let silent = format!("http://{}", listener.local_addr().expect("address"));
+    let kv = Kv::new(client_for(&silent), &settings());
+    let started = std::time::Instant::now();
+    let error = invoke(&kv, KeyGet, json!({"bucket": "b", "key": "k"}))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    let diagnostic: lambda_runtime::Diagnostic = error.into();
+    assert_eq!(diagnostic.error_type, "KvUnavailable");
+    // template.yaml gives the request functions 15 s.
+    assert!(
+        elapsed < std::time::Duration::from_secs(12),
+        "gave up after {elapsed:?}"
+    );
+    drop(listener);
+}
+
+#[tokio::test]
 async fn storage_failures_are_kv_unavailable_lambda_errors() {
     let closed = format!("http://127.0.0.1:{}", free_port());
     let kv = Kv::new(client_for(&closed), &settings());

@@ -136,6 +136,7 @@ pub fn config_for(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
         .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
         .endpoint_url(endpoint)
         .http_client(kv::dynamo::client::http_client())
+        .timeout_config(kv::dynamo::client::timeouts())
 }
 
 /// A container whose client records every request it sends.

@@ -10,8 +10,13 @@
 //!   credentials, signing, the HTTPS connector and its root certificates, serialization and
 //!   parsing) during init, answered inside the process: nothing goes on the network, and the
 //!   first real request finds every lazy part of the client ready.
+//!
+//! Every client gets `timeouts()`: without them a DynamoDB endpoint that accepts a connection
+//! and never answers holds an invocation until Lambda kills it, and the caller sees a timeout
+//! instead of `KvUnavailable`, which its flow retries.
 
 use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::Region;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
@@ -144,6 +149,17 @@ const SDK_SETTINGS: &[&str] = &[
     "AWS_SIGV4A_SIGNING_REGION_SET",
 ];
 
+/// Bounds on one request. DynamoDB answers in milliseconds (a 1 MB Query page in a few
+/// hundred), so an attempt that takes 5 s has stalled and is retried; the whole operation,
+/// retries included, gives up after 10 s, inside the functions' 15 s Lambda timeout.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .operation_attempt_timeout(std::time::Duration::from_secs(5))
+        .operation_timeout(std::time::Duration::from_secs(10))
+        .build()
+}
+
 /// The configuration Lambda's environment fully determines, or None elsewhere.
 fn lambda_config() -> Option<aws_sdk_dynamodb::config::Builder> {
     let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"))?;
@@ -160,7 +176,8 @@ fn lambda_config() -> Option<aws_sdk_dynamodb::config::Builder> {
         .credentials_provider(
             aws_config::environment::credentials::EnvironmentVariableCredentialsProvider::new(),
         )
-        .http_client(http_client());
+        .http_client(http_client())
+        .timeout_config(timeouts());
     if let Some(endpoint) = var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL")) {
         builder = builder.endpoint_url(endpoint);
     }
@@ -175,6 +192,7 @@ pub async fn config_from_env() -> aws_sdk_dynamodb::config::Builder {
     }
     let config = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client())
+        .timeout_config(timeouts())
         .load()
         .await;
     aws_sdk_dynamodb::config::Builder::from(&config)
@@ -251,74 +269,39 @@ async fn rehearse(
     fn shown(error: impl std::error::Error) -> String {
         DisplayErrorContext(error).to_string()
     }
-    let outcome: Result<(), String> = match operation {
-        Operation::GetItem => client
-            .get_item()
-            .table_name(table)
-            .set_key(Some(key()))
-            .customize()
-            .mutate_request(tag)
-            .send()
-            .await
-            .map(drop)
-            .map_err(shown),
-        Operation::Query => client
-            .query()
-            .table_name(table)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_values(":pk", s("kv-warm-up"))
-            .limit(1)
-            .customize()
-            .mutate_request(tag)
-            .send()
-            .await
-            .map(drop)
-            .map_err(shown),
-        Operation::Scan => client
-            .scan()
-            .table_name(table)
-            .limit(1)
-            .customize()
-            .mutate_request(tag)
-            .send()
-            .await
-            .map(drop)
-            .map_err(shown),
-        Operation::BatchGetItem => match KeysAndAttributes::builder().keys(key()).build() {
-            Ok(keys) => client
-                .batch_get_item()
-                .request_items(table, keys)
+    // Every operation's fluent builder is a different type with the same tail.
+    macro_rules! sent {
+        ($request:expr) => {
+            $request
                 .customize()
                 .mutate_request(tag)
                 .send()
                 .await
                 .map(drop)
-                .map_err(shown),
+                .map_err(shown)
+        };
+    }
+    let outcome: Result<(), String> = match operation {
+        Operation::GetItem => sent!(client.get_item().table_name(table).set_key(Some(key()))),
+        Operation::Query => sent!(client
+            .query()
+            .table_name(table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":pk", s("kv-warm-up"))
+            .limit(1)),
+        Operation::Scan => sent!(client.scan().table_name(table).limit(1)),
+        Operation::BatchGetItem => match KeysAndAttributes::builder().keys(key()).build() {
+            Ok(keys) => sent!(client.batch_get_item().request_items(table, keys)),
             Err(error) => Err(shown(error)),
         },
-        Operation::UpdateItem => client
+        Operation::UpdateItem => sent!(client
             .update_item()
             .table_name(table)
             .set_key(Some(key()))
             .update_expression("REMOVE #pk")
-            .expression_attribute_names("#pk", PK)
-            .customize()
-            .mutate_request(tag)
-            .send()
-            .await
-            .map(drop)
-            .map_err(shown),
-        Operation::DeleteItem => client
-            .delete_item()
-            .table_name(table)
-            .set_key(Some(key()))
-            .customize()
-            .mutate_request(tag)
-            .send()
-            .await
-            .map(drop)
-            .map_err(shown),
+            .expression_attribute_names("#pk", PK)),
+        Operation::DeleteItem => sent!(client.delete_item().table_name(table).set_key(Some(key()))),
         Operation::TransactWriteItems => match ConditionCheck::builder()
             .table_name(table)
             .set_key(Some(key()))
@@ -326,30 +309,16 @@ async fn rehearse(
             .expression_attribute_names("#pk", PK)
             .build()
         {
-            Ok(check) => client
+            Ok(check) => sent!(client
                 .transact_write_items()
-                .transact_items(TransactWriteItem::builder().condition_check(check).build())
-                .customize()
-                .mutate_request(tag)
-                .send()
-                .await
-                .map(drop)
-                .map_err(shown),
+                .transact_items(TransactWriteItem::builder().condition_check(check).build())),
             Err(error) => Err(shown(error)),
         },
         Operation::BatchWriteItem => match DeleteRequest::builder().set_key(Some(key())).build() {
-            Ok(delete) => client
-                .batch_write_item()
-                .request_items(
-                    table,
-                    vec![WriteRequest::builder().delete_request(delete).build()],
-                )
-                .customize()
-                .mutate_request(tag)
-                .send()
-                .await
-                .map(drop)
-                .map_err(shown),
+            Ok(delete) => sent!(client.batch_write_item().request_items(
+                table,
+                vec![WriteRequest::builder().delete_request(delete).build()],
+            )),
             Err(error) => Err(shown(error)),
         },
     };
