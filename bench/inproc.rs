@@ -382,28 +382,31 @@ impl Bench {
 
     async fn account_baseline(&self, baseline: &Baseline, rounds: usize) -> Measured {
         let mut measured = Measured::default();
-        for _ in 0..rounds {
+        for round in 0..rounds {
             self.baseline_once(baseline).await;
             self.meter.take();
             let captured = self.capture.take();
             measured.round_trips += captured.round_trips() as f64 / rounds as f64;
+            let mut parts = Vec::new();
             for (operation, (count, read, write)) in &captured.reported {
                 measured.rcu += read / rounds as f64;
                 measured.wcu += write / rounds as f64;
                 measured.local_wcu += write / rounds as f64;
+                *measured
+                    .operations
+                    .entry(operation.to_string())
+                    .or_default() += *count as f64 / rounds as f64;
                 if *read > 0.0 {
-                    measured
-                        .parts
-                        .push((format!("{operation} x{count}"), *read, "RCU"));
+                    parts.push((format!("{operation} x{count}"), *read, "RCU"));
                 }
                 if *write > 0.0 {
-                    measured
-                        .parts
-                        .push((format!("{operation} x{count}"), *write, "WCU"));
+                    parts.push((format!("{operation} x{count}"), *write, "WCU"));
                 }
             }
+            if round + 1 == rounds {
+                measured.parts = parts;
+            }
         }
-        measured.parts.truncate(2);
         measured
     }
 
