@@ -20,15 +20,9 @@ use aws_sdk_dynamodb::config::interceptors::{
 };
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
-use aws_sdk_dynamodb::operation::{
-    batch_get_item::BatchGetItemOutput, batch_write_item::BatchWriteItemOutput,
-    delete_item::DeleteItemOutput, get_item::GetItemOutput, put_item::PutItemOutput,
-    query::QueryOutput, scan::ScanOutput, transact_get_items::TransactGetItemsOutput,
-    transact_write_items::TransactWriteItemsInput, transact_write_items::TransactWriteItemsOutput,
-    update_item::UpdateItemOutput,
-};
-use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ProjectionType};
-use aws_smithy_runtime_api::client::interceptors::context::Output;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
+use aws_sdk_dynamodb::types::{AttributeValue, ProjectionType};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -97,7 +91,7 @@ pub struct TxItem {
 pub struct Captured {
     pub transactions: Vec<Vec<TxItem>>,
     /// Capacity DynamoDB Local reported, per operation name: (requests, read, write).
-    pub reported: BTreeMap<&'static str, (usize, f64, f64)>,
+    pub reported: BTreeMap<String, (usize, f64, f64)>,
     /// +1 when a request starts, -1 when it ends: the sequential round trips show in it.
     pub edges: Vec<(Instant, i32)>,
 }
@@ -132,49 +126,6 @@ impl Capture {
             .map(|mut log| std::mem::take(&mut *log))
             .unwrap_or_default()
     }
-}
-
-fn units(consumed: Option<&ConsumedCapacity>) -> f64 {
-    consumed.and_then(|c| c.capacity_units()).unwrap_or(0.0)
-}
-
-fn units_all(consumed: &[ConsumedCapacity]) -> f64 {
-    consumed.iter().filter_map(|c| c.capacity_units()).sum()
-}
-
-/// The operation and (read, write) units DynamoDB reported for one response.
-fn reported(output: &Output) -> Option<(&'static str, f64, f64)> {
-    if let Some(o) = output.downcast_ref::<GetItemOutput>() {
-        return Some(("GetItem", units(o.consumed_capacity()), 0.0));
-    }
-    if let Some(o) = output.downcast_ref::<QueryOutput>() {
-        return Some(("Query", units(o.consumed_capacity()), 0.0));
-    }
-    if let Some(o) = output.downcast_ref::<ScanOutput>() {
-        return Some(("Scan", units(o.consumed_capacity()), 0.0));
-    }
-    if let Some(o) = output.downcast_ref::<BatchGetItemOutput>() {
-        return Some(("BatchGetItem", units_all(o.consumed_capacity()), 0.0));
-    }
-    if let Some(o) = output.downcast_ref::<TransactGetItemsOutput>() {
-        return Some(("TransactGetItems", units_all(o.consumed_capacity()), 0.0));
-    }
-    if let Some(o) = output.downcast_ref::<PutItemOutput>() {
-        return Some(("PutItem", 0.0, units(o.consumed_capacity())));
-    }
-    if let Some(o) = output.downcast_ref::<UpdateItemOutput>() {
-        return Some(("UpdateItem", 0.0, units(o.consumed_capacity())));
-    }
-    if let Some(o) = output.downcast_ref::<DeleteItemOutput>() {
-        return Some(("DeleteItem", 0.0, units(o.consumed_capacity())));
-    }
-    if let Some(o) = output.downcast_ref::<BatchWriteItemOutput>() {
-        return Some(("BatchWriteItem", 0.0, units_all(o.consumed_capacity())));
-    }
-    if let Some(o) = output.downcast_ref::<TransactWriteItemsOutput>() {
-        return Some(("TransactWriteItems", 0.0, units_all(o.consumed_capacity())));
-    }
-    None
 }
 
 impl Intercept for Capture {
@@ -244,11 +195,13 @@ impl Intercept for Capture {
         &self,
         context: &AfterDeserializationInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some((operation, read, write)) = context.output_or_error().ok().and_then(reported) {
+        let operation = cfg.load::<Metadata>().map(Metadata::name);
+        if let (Ok(output), Some(operation)) = (context.output_or_error(), operation) {
+            let (read, write) = kv::dynamo::meter::capacity(output);
             if let Ok(mut log) = self.log.lock() {
-                let entry = log.reported.entry(operation).or_default();
+                let entry = log.reported.entry(operation.to_string()).or_default();
                 entry.0 += 1;
                 entry.1 += read;
                 entry.2 += write;

@@ -191,7 +191,7 @@ fn describe(input: &mut Input) -> Option<Request> {
 
 /// Units of one response, as (read, write): reads and writes are told apart by the operation,
 /// since DynamoDB reports only `CapacityUnits` for some of them.
-fn capacity(output: &Output) -> (f64, f64) {
+pub fn capacity(output: &Output) -> (f64, f64) {
     fn units(consumed: &[ConsumedCapacity]) -> f64 {
         consumed
             .iter()
