@@ -42,7 +42,8 @@ pub enum Baseline {
     ScanBuckets,
     /// Exactly the request kv-key-get sends, raw: the key's newest item in the items table.
     LatestRevision {
-        pk: String,
+        bucket: String,
+        key: String,
     },
 }
 
@@ -268,25 +269,19 @@ impl Bench {
                     .expect("baseline Scan");
                 started.elapsed()
             }
-            Baseline::LatestRevision { pk } => {
+            Baseline::LatestRevision { bucket, key } => {
                 let started = Instant::now();
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.items_table)
-                    .key_condition_expression("#pk = :pk AND #rev > :head")
-                    .expression_attribute_names("#pk", kv::dynamo::items::PK)
-                    .expression_attribute_names("#rev", kv::dynamo::items::REV)
-                    .expression_attribute_values(":pk", s(pk))
-                    .expression_attribute_values(":head", n(0))
-                    .scan_index_forward(false)
-                    .limit(1)
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .expect("shadow Query");
+                let page = kv::dynamo::store::latest_revision_query(
+                    &self.client,
+                    &self.items_table,
+                    bucket,
+                    key,
+                )
+                .send()
+                .await
+                .expect("shadow Query");
                 let took = started.elapsed();
-                assert_eq!(page.items().len(), 1, "no revision of {pk}");
+                assert_eq!(page.items().len(), 1, "no revision of {bucket}/{key}");
                 took
             }
         }

@@ -246,7 +246,8 @@ async fn cases(bench: &Bench) -> Vec<Case> {
                         pk: format!("get/{bucket}"),
                     },
                     shadow: Baseline::LatestRevision {
-                        pk: format!("{bucket}/k1"),
+                        bucket: bucket.clone(),
+                        key: "k1".to_string(),
                     },
                     ..shape("get")
                 });

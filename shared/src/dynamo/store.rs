@@ -377,18 +377,7 @@ impl Store {
         bucket: &str,
         key: &str,
     ) -> Result<Option<Revision>, KvError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.items)
-            .key_condition_expression("#pk = :pk AND #rev > :head")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#rev", REV)
-            .expression_attribute_values(":pk", s(key_pk(bucket, key)))
-            .expression_attribute_values(":head", n(0))
-            .scan_index_forward(false)
-            .limit(1)
-            .consistent_read(true)
+        let output = latest_revision_query(&self.client, &self.items, bucket, key)
             .send()
             .await
             .map_err(|error| unavailable("Query", error))?;
@@ -801,4 +790,25 @@ fn decode_usage(item: &Item) -> Usage {
         bytes: get_i64(item, USED_BYTES).unwrap_or(0),
         keys: get_i64(item, LIVE_KEYS).unwrap_or(0),
     }
+}
+
+/// The request behind `Store::latest_revision`, unsent: `make bench` times it raw beside the
+/// handler, so the two must be the same request.
+pub fn latest_revision_query(
+    client: &Client,
+    items_table: &str,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+    client
+        .query()
+        .table_name(items_table)
+        .key_condition_expression("#pk = :pk AND #rev > :head")
+        .expression_attribute_names("#pk", PK)
+        .expression_attribute_names("#rev", REV)
+        .expression_attribute_values(":pk", s(key_pk(bucket, key)))
+        .expression_attribute_values(":head", n(0))
+        .scan_index_forward(false)
+        .limit(1)
+        .consistent_read(true)
 }
