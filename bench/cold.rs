@@ -97,6 +97,12 @@ fn reply(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body:
     stream.write_all(&message).is_ok()
 }
 
+/// The Runtime API's answer to a posted result or error.
+fn accepted(writer: &mut TcpStream) -> bool {
+    let headers = [("Content-Type", "application/json".to_string())];
+    reply(writer, "202 Accepted", &headers, br#"{"status":"OK"}"#)
+}
+
 fn serve(stream: TcpStream, state: Arc<(Mutex<ApiState>, Condvar)>, function: String) {
     let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else {
@@ -162,13 +168,7 @@ fn serve(stream: TcpStream, state: Arc<(Mutex<ApiState>, Condvar)>, function: St
             guard.done.push((id.to_string(), now, result));
             changed.notify_all();
             drop(guard);
-            let accepted = [("Content-Type", "application/json".to_string())];
-            if !reply(
-                &mut writer,
-                "202 Accepted",
-                &accepted,
-                br#"{"status":"OK"}"#,
-            ) {
+            if !accepted(&mut writer) {
                 return;
             }
         } else if request.method == "POST" && path == "/2018-06-01/runtime/init/error" {
@@ -176,13 +176,7 @@ fn serve(stream: TcpStream, state: Arc<(Mutex<ApiState>, Condvar)>, function: St
             guard.init_error = Some(String::from_utf8_lossy(&request.body).into_owned());
             changed.notify_all();
             drop(guard);
-            let accepted = [("Content-Type", "application/json".to_string())];
-            if !reply(
-                &mut writer,
-                "202 Accepted",
-                &accepted,
-                br#"{"status":"OK"}"#,
-            ) {
+            if !accepted(&mut writer) {
                 return;
             }
         } else if !reply(&mut writer, "404 Not Found", &[], b"") {
