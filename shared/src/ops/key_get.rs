@@ -29,7 +29,7 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
                 Some(rev) => kv.store.revision(bucket, key, rev).await?,
             };
             let Some(stored) = stored else {
-                return Err(missing(kv, bucket).await);
+                return Err(super::key_or_bucket_missing(kv, bucket).await);
             };
             if stored.op != Op::Put || time::is_expired(stored.expiry_ns, now_ns) {
                 return Err(KvError::KeyNotFound);
@@ -59,13 +59,4 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         "body": {"key": key, "value": value},
         "metadata": {"Bucket": bucket, "revision": found.revision, "created": found.created_ms},
     }))
-}
-
-/// A miss costs a second request only to say which of bucket and key is missing.
-async fn missing(kv: &Kv, bucket: &str) -> KvError {
-    match kv.store.read_bucket(bucket).await {
-        Ok(Some(record)) if record.deleting_ms.is_none() => KvError::KeyNotFound,
-        Ok(_) => KvError::BucketNotFound(bucket.to_string()),
-        Err(error) => error,
-    }
 }

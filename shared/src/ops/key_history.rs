@@ -12,10 +12,7 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
     let as_json = params.opt_bool("json")?.unwrap_or(false);
     let revisions = kv.store.revisions(bucket, key).await?;
     if revisions.is_empty() {
-        return Err(match kv.store.read_bucket(bucket).await? {
-            Some(record) if record.deleting_ms.is_none() => KvError::KeyNotFound,
-            _ => KvError::BucketNotFound(bucket.to_string()),
-        });
+        return Err(super::key_or_bucket_missing(kv, bucket).await);
     }
     let now_ns = time::now_ns();
     let mut results = Vec::with_capacity(revisions.len());

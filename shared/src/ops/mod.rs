@@ -10,3 +10,17 @@ pub mod key_history;
 pub mod key_list;
 pub mod key_put;
 pub mod write;
+
+use crate::error::KvError;
+use crate::handler::Kv;
+
+/// What a read that found no item for the key says: `key_not_found`, or `bucket_not_found` when
+/// the bucket does not exist or is being deleted. A miss costs this second request only to say
+/// which of the two is missing.
+async fn key_or_bucket_missing(kv: &Kv, bucket: &str) -> KvError {
+    match kv.store.read_bucket(bucket).await {
+        Ok(Some(record)) if record.deleting_ms.is_none() => KvError::KeyNotFound,
+        Ok(_) => KvError::BucketNotFound(bucket.to_string()),
+        Err(error) => error,
+    }
+}
