@@ -149,8 +149,17 @@ async fn delete_writes_a_marker_and_frees_the_key() {
     .await;
     assert_eq!(status(&ok), 200, "{ok}");
 
+    // As NATS does: a key never written gets a marker of its own, so a retried or blind
+    // cleanup never branches on a 404.
+    let never = call(&kv, KeyDelete, json!({"bucket": name, "key": "never"})).await;
+    assert_eq!(status(&never), 200, "{never}");
+    let marker = never["body"]["revision"].as_u64().unwrap();
+    assert_eq!(
+        history(&kv, &name, "never").await,
+        vec![(marker, "DEL".into(), Value::Null)]
+    );
     assert_error(
-        &call(&kv, KeyDelete, json!({"bucket": name, "key": "never"})).await,
+        &call(&kv, KeyGet, json!({"bucket": name, "key": "never"})).await,
         404,
         "key_not_found",
     );

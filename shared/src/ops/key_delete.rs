@@ -23,7 +23,6 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
             text: "",
             expected,
             ttl_ns: None,
-            must_exist: true,
         },
     )
     .await?;

@@ -25,7 +25,6 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
             text: &text,
             expected,
             ttl_ns,
-            must_exist: false,
         },
     )
     .await?;

@@ -31,8 +31,6 @@ pub struct WriteRequest<'a> {
     pub expected: Option<u64>,
     /// This revision's own TTL in ns, overriding the bucket's when > 0.
     pub ttl_ns: Option<i64>,
-    /// Refuse with 404 when the key has never been written (deleting a typo should say so).
-    pub must_exist: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,14 +156,6 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
 
     for attempt in 0..MAX_ATTEMPTS {
         let now_ns = time::now_ns();
-        if request.must_exist && head.cur.is_none() {
-            if consistent {
-                return Err(KvError::KeyNotFound);
-            }
-            head = store.read_head(request.bucket, request.key, true).await?;
-            consistent = true;
-            continue;
-        }
         if let Some(expected) = request.expected {
             if let Err(refused) = check_compare_and_set(&head, expected, now_ns) {
                 if consistent {
