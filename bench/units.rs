@@ -313,7 +313,7 @@ pub async fn snapshot(
 pub struct IndexModel {
     pub name: &'static str,
     pub hash: &'static str,
-    pub range: &'static str,
+    pub range: Option<&'static str>,
     pub keys_only: bool,
 }
 
@@ -325,14 +325,15 @@ pub fn item_indexes() -> Vec<IndexModel> {
         .map(|index| IndexModel {
             name: index.name,
             hash: index.hash.0,
-            range: index.range.0,
+            range: index.range.as_ref().map(|range| range.0),
             keys_only: index.projection == ProjectionType::KeysOnly,
         })
         .collect()
 }
 
 fn index_entry(index: &IndexModel, item: &Item) -> Option<Item> {
-    if !item.contains_key(index.hash) || !item.contains_key(index.range) {
+    if !item.contains_key(index.hash) || index.range.is_some_and(|range| !item.contains_key(range))
+    {
         return None;
     }
     if !index.keys_only {
@@ -341,7 +342,9 @@ fn index_entry(index: &IndexModel, item: &Item) -> Option<Item> {
     Some(
         item.iter()
             .filter(|(name, _)| {
-                KEY_NAMES.contains(&name.as_str()) || *name == index.hash || *name == index.range
+                KEY_NAMES.contains(&name.as_str())
+                    || *name == index.hash
+                    || index.range == Some(name.as_str())
             })
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect(),
@@ -415,7 +418,8 @@ pub fn price_transaction(
             let was = old.and_then(|found| index_entry(index, found));
             let now = new.and_then(|found| index_entry(index, found));
             let same_key = |a: &Item, b: &Item| {
-                a.get(index.hash) == b.get(index.hash) && a.get(index.range) == b.get(index.range)
+                a.get(index.hash) == b.get(index.hash)
+                    && index.range.is_none_or(|range| a.get(range) == b.get(range))
             };
             let (label, units) = match (&was, &now) {
                 (None, None) => continue,

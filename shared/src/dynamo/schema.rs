@@ -1,7 +1,7 @@
 //! The two tables, as `make tables` creates them and `template.yaml` declares them (a test
 //! checks that the two agree).
 
-use super::errors::unavailable;
+use super::errors::storage_error;
 use super::items::{
     BUCKET, BY_BUCKET_INDEX, BY_SEQUENCE_INDEX, HEAD_BUCKET, LATEST_IN_BUCKET, PK, REV, TTL,
 };
@@ -22,7 +22,7 @@ pub type KeyAttr = (&'static str, ScalarAttributeType);
 pub struct IndexSpec {
     pub name: &'static str,
     pub hash: KeyAttr,
-    pub range: KeyAttr,
+    pub range: Option<KeyAttr>,
     pub projection: ProjectionType,
 }
 
@@ -56,15 +56,16 @@ pub fn items_table() -> TableSpec {
             IndexSpec {
                 name: BY_SEQUENCE_INDEX,
                 hash: (LATEST_IN_BUCKET, ScalarAttributeType::S),
-                range: (REV, ScalarAttributeType::N),
+                range: Some((REV, ScalarAttributeType::N)),
                 projection: ProjectionType::All,
             },
             // Heads only, keys only: written once per key (a head's keys never change), read
-            // only when a bucket is deleted.
+            // only when a bucket is deleted. No sort key: `pk` (bucket/key, up to 1280 bytes)
+            // is longer than an index sort key may be (1024), and paging needs none.
             IndexSpec {
                 name: BY_BUCKET_INDEX,
                 hash: (HEAD_BUCKET, ScalarAttributeType::S),
-                range: (PK, ScalarAttributeType::S),
+                range: None,
                 projection: ProjectionType::KeysOnly,
             },
         ],
@@ -79,7 +80,7 @@ fn key_element(name: &str, key_type: KeyType) -> Result<KeySchemaElement, KvErro
         .attribute_name(name)
         .key_type(key_type)
         .build()
-        .map_err(|error| KvError::Unavailable(error.to_string()))
+        .map_err(|error| KvError::Internal(error.to_string()))
 }
 
 fn key_schema(hash: &KeyAttr, range: Option<&KeyAttr>) -> Result<Vec<KeySchemaElement>, KvError> {
@@ -93,12 +94,12 @@ fn key_schema(hash: &KeyAttr, range: Option<&KeyAttr>) -> Result<Vec<KeySchemaEl
 /// Creates the table unless it exists, waits until it is active, and turns TTL on.
 pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Result<(), KvError> {
     let build_error =
-        |error: aws_sdk_dynamodb::error::BuildError| KvError::Unavailable(error.to_string());
+        |error: aws_sdk_dynamodb::error::BuildError| KvError::Internal(error.to_string());
     let mut attributes: Vec<KeyAttr> = vec![spec.hash.clone()];
     attributes.extend(spec.range.clone());
     for index in &spec.indexes {
         attributes.push(index.hash.clone());
-        attributes.push(index.range.clone());
+        attributes.extend(index.range.clone());
     }
     attributes.sort_by(|a, b| a.0.cmp(b.0));
     attributes.dedup_by(|a, b| a.0 == b.0);
@@ -120,7 +121,7 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(index.name)
-                .set_key_schema(Some(key_schema(&index.hash, Some(&index.range))?))
+                .set_key_schema(Some(key_schema(&index.hash, index.range.as_ref())?))
                 .projection(
                     Projection::builder()
                         .projection_type(index.projection.clone())
@@ -145,7 +146,7 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
             if error
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) => {}
-        Err(error) => return Err(unavailable("CreateTable", error)),
+        Err(error) => return Err(storage_error("CreateTable", error)),
     }
     for _ in 0..600 {
         let described = client
@@ -153,7 +154,7 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
             .table_name(name)
             .send()
             .await
-            .map_err(|error| unavailable("DescribeTable", error))?;
+            .map_err(|error| storage_error("DescribeTable", error))?;
         if described.table().and_then(|table| table.table_status()) == Some(&TableStatus::Active) {
             break;
         }
@@ -165,7 +166,7 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
             .table_name(name)
             .send()
             .await
-            .map_err(|error| unavailable("DescribeTimeToLive", error))?;
+            .map_err(|error| storage_error("DescribeTimeToLive", error))?;
         let enabled = current
             .time_to_live_description()
             .and_then(|ttl| ttl.attribute_name())
@@ -183,7 +184,7 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
                 )
                 .send()
                 .await
-                .map_err(|error| unavailable("UpdateTimeToLive", error))?;
+                .map_err(|error| storage_error("UpdateTimeToLive", error))?;
         }
     }
     Ok(())
