@@ -16,7 +16,7 @@ mod sam;
 mod support;
 
 use kv::config::Settings;
-use kv::error::UNAVAILABLE_ERROR_TYPE;
+use kv::error::{INTERNAL_ERROR_TYPE, UNAVAILABLE_ERROR_TYPE};
 use kv::{Function, Kv};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -355,12 +355,10 @@ async fn run_state(
             };
             let retriers = state["Retry"].as_array().cloned().unwrap_or_default();
             let mut attempts = vec![0; retriers.len()];
-            let handles = |names: &Value| {
-                names.as_array().is_some_and(|names| {
-                    names
-                        .iter()
-                        .any(|n| n == UNAVAILABLE_ERROR_TYPE || n == "States.ALL")
-                })
+            let handles = |names: &Value, error_type: &str| {
+                names
+                    .as_array()
+                    .is_some_and(|names| names.iter().any(|n| n == error_type || n == "States.ALL"))
             };
             let result = loop {
                 match invoke(kv, function, payload.clone()).await {
@@ -373,7 +371,10 @@ async fn run_state(
                         break response;
                     }
                     Err(error) => {
-                        let retrier = retriers.iter().position(|r| handles(&r["ErrorEquals"]));
+                        let error_type = error.error_type();
+                        let retrier = retriers
+                            .iter()
+                            .position(|r| handles(&r["ErrorEquals"], error_type));
                         if let Some(index) = retrier {
                             let max = retriers[index]["MaxAttempts"].as_u64().unwrap_or(3);
                             if attempts[index] < max {
@@ -383,17 +384,18 @@ async fn run_state(
                             }
                         }
                         let catchers = state["Catch"].as_array().cloned().unwrap_or_default();
-                        let Some(index) = catchers.iter().position(|c| handles(&c["ErrorEquals"]))
+                        let Some(index) = catchers
+                            .iter()
+                            .position(|c| handles(&c["ErrorEquals"], error_type))
                         else {
                             return Ok(Step::End(Outcome::Failed {
-                                error: UNAVAILABLE_ERROR_TYPE.into(),
+                                error: error_type.into(),
                                 cause: error.to_string(),
                             }));
                         };
                         take(format!("Catch[{index}]"));
                         let catcher = &catchers[index];
-                        let caught =
-                            json!({"Error": UNAVAILABLE_ERROR_TYPE, "Cause": error.to_string()});
+                        let caught = json!({"Error": error_type, "Cause": error.to_string()});
                         let path = catcher.get("ResultPath").unwrap_or(&json!("$")).clone();
                         let next = catcher["Next"].as_str().expect("Catch Next").to_string();
                         return Ok(Step::Next(next, write(&data, &path, caught)?));
@@ -535,7 +537,18 @@ struct Run {
 struct World {
     flow: &'static str,
     runs: Vec<Run>,
-    unavailable: bool,
+    store: Store,
+}
+
+/// The store a world's executions meet.
+#[derive(Clone, Copy)]
+enum Store {
+    /// Fresh tables.
+    Ready,
+    /// Nothing answers at the endpoint: every call is `KvUnavailable`.
+    Unreachable,
+    /// DynamoDB answers, but the tables do not exist: every call is `KvInternal`.
+    TablesMissing,
 }
 
 fn run(name: &str, input: Value, expect: Expect) -> Run {
@@ -558,7 +571,7 @@ fn world(flow: &'static str, runs: Vec<Run>) -> World {
     World {
         flow,
         runs,
-        unavailable: false,
+        store: Store::Ready,
     }
 }
 
@@ -745,7 +758,7 @@ fn scenarios() -> Vec<World> {
         ),
         World {
             flow: "user-preferences.asl.json",
-            unavailable: true,
+            store: Store::Unreachable,
             runs: vec![
                 run(
                     "storing needs the store: the execution fails with KvUnavailable after the retries",
@@ -761,7 +774,7 @@ fn scenarios() -> Vec<World> {
         },
         World {
             flow: "api-cache.asl.json",
-            unavailable: true,
+            store: Store::Unreachable,
             runs: vec![run(
                 "without the cache: served from the origin",
                 json!({"cache_key": "cache_product_456", "product_id": "456"}),
@@ -770,7 +783,7 @@ fn scenarios() -> Vec<World> {
         },
         World {
             flow: "feature-flags.asl.json",
-            unavailable: true,
+            store: Store::Unreachable,
             runs: vec![
                 run(
                     "checking without the store: off",
@@ -784,18 +797,39 @@ fn scenarios() -> Vec<World> {
                 ),
             ],
         },
+        World {
+            flow: "user-preferences.asl.json",
+            store: Store::TablesMissing,
+            runs: vec![run(
+                "a broken deployment (no tables) fails with KvInternal, not retried, not hidden",
+                json!({"user_id": "user_123"}),
+                Fails(INTERNAL_ERROR_TYPE),
+            )],
+        },
     ]
 }
 
-/// Fresh tables (or, for an unavailable store, tables that were never created).
-async fn container_for(unavailable: bool) -> Kv {
+/// A container in fresh tables, or facing an unreachable store or missing tables.
+async fn container_for(store: Store) -> Kv {
     let settings = Settings::with_tables(&unique("flow-buckets"), &unique("flow-items"));
-    if !unavailable {
-        kv::dynamo::schema::ensure_tables(&client(), &settings)
-            .await
-            .expect("create the tables");
+    match store {
+        Store::Ready => {
+            kv::dynamo::schema::ensure_tables(&client(), &settings)
+                .await
+                .expect("create the tables");
+            Kv::new(client(), &settings)
+        }
+        Store::TablesMissing => Kv::new(client(), &settings),
+        Store::Unreachable => {
+            // A closed port refuses at once; without the SDK's own retries each call fails
+            // fast, and the flow's Retry is what is exercised.
+            let closed = format!("http://127.0.0.1:{}", free_port());
+            let config = config_for(&closed)
+                .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+                .build();
+            Kv::new(aws_sdk_dynamodb::Client::from_conf(config), &settings)
+        }
     }
-    Kv::new(client(), &settings)
 }
 
 async fn play(flows: &BTreeMap<String, Flow>, worlds: Vec<World>) -> (Record, Vec<String>) {
@@ -805,7 +839,7 @@ async fn play(flows: &BTreeMap<String, Flow>, worlds: Vec<World>) -> (Record, Ve
         let flow = flows
             .get(world.flow)
             .unwrap_or_else(|| panic!("{} is not a state machine of the template", world.flow));
-        let kv = container_for(world.unavailable).await;
+        let kv = container_for(world.store).await;
         for run in world.runs {
             let outcome =
                 execute(flow, &kv, run.input.clone(), run.race.as_ref(), &mut record).await;
@@ -1136,10 +1170,18 @@ fn the_binaries_serve_the_invoke_api_and_log_json_with_request_ids() {
     let (_, body) = invoke("kv-key-get", json!({"bucket": bucket, "key": "user_456"}));
     let missing: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(missing["status_code"], 404, "{missing}");
+    // A missing table is a broken deployment: a Lambda error of its own type, which the flows
+    // do not retry, naming what is wrong.
     let (code, body) = invoke("kv-key-list", json!({"bucket": bucket}));
     assert_eq!(code, 500, "{body}");
     let failure: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(failure["errorType"], UNAVAILABLE_ERROR_TYPE, "{failure}");
+    assert_eq!(failure["errorType"], INTERNAL_ERROR_TYPE, "{failure}");
+    assert!(
+        failure["errorMessage"]
+            .as_str()
+            .is_some_and(|message| message.contains("ResourceNotFoundException")),
+        "{failure}"
+    );
 
     for (_, process) in &mut processes {
         let _ = process.kill();

@@ -656,25 +656,28 @@ async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
     }];
     let late = kv
         .store
-        .commit(&Commit {
-            bucket: &name,
-            incarnation: stalled.created_ms,
-            key: "late",
-            expected_cur: None,
-            entries: &entries,
-            rev: stalled.seq,
-            stored: b"x",
-            compressed: false,
-            created_ms: 0,
-            expiry_ns: None,
-            op: Op::Put,
-            memory: false,
-            unmark: None,
-            trimmed: Vec::new(),
-            bytes_delta: 1,
-            keys_delta: 1,
-            bytes_ceiling: None,
-        })
+        .commit(
+            &Commit {
+                bucket: &name,
+                incarnation: stalled.created_ms,
+                key: "late",
+                expected_cur: None,
+                entries: &entries,
+                rev: stalled.seq,
+                stored: b"x",
+                compressed: false,
+                created_ms: 0,
+                expiry_ns: None,
+                op: Op::Put,
+                memory: false,
+                unmark: None,
+                trimmed: Vec::new(),
+                bytes_delta: 1,
+                keys_delta: 1,
+                bytes_ceiling: None,
+            },
+            "stalled-writer",
+        )
         .await;
     assert!(matches!(late, Err(CommitError::BucketGone)), "{late:?}");
     assert_error(

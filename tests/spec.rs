@@ -1079,7 +1079,7 @@ async fn a_silent_endpoint_becomes_kv_unavailable_before_the_lambda_timeout() {
 }
 
 #[tokio::test]
-async fn storage_failures_are_kv_unavailable_lambda_errors() {
+async fn storage_failures_are_typed_lambda_errors() {
     let closed = format!("http://127.0.0.1:{}", free_port());
     let kv = Kv::new(client_for(&closed), &settings());
     let error = invoke(&kv, KeyGet, json!({"bucket": "b", "key": "k"}))
@@ -1104,8 +1104,196 @@ async fn storage_failures_are_kv_unavailable_lambda_errors() {
     )
     .await
     .unwrap_err();
-    assert!(error.0.contains("make tables"), "{}", error.0);
+    // A missing table is not cured by retrying: KvInternal, which the flows do not retry.
+    let diagnostic: lambda_runtime::Diagnostic = error.into();
+    assert_eq!(diagnostic.error_type, "KvInternal");
+    assert!(
+        diagnostic
+            .error_message
+            .contains("ResourceNotFoundException")
+            && diagnostic.error_message.contains("make tables"),
+        "{}",
+        diagnostic.error_message
+    );
     // Bad input is still a 400 envelope when storage is down: validation needs no storage.
     let response = invoke(&kv, KeyGet, json!({"bucket": "b"})).await.unwrap();
     assert_error(&response, 400, "invalid_parameter");
+}
+
+// ---------------------------------------------------------------- keys and buckets at their limits
+
+/// A key of exactly `MAX_KEY_BYTES` bytes using every character a key may hold, in tokens
+/// separated by single dots (never first, last or doubled).
+fn longest_key(seed: usize) -> String {
+    let alphabet: Vec<char> = ('a'..='z')
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain(['-', '/', '_', '='])
+        .collect();
+    let mut key = String::new();
+    let mut index = seed;
+    while key.len() < kv::validate::MAX_KEY_BYTES {
+        let dot = key.len() % 9 == 8 && key.len() + 1 < kv::validate::MAX_KEY_BYTES;
+        key.push(if dot {
+            '.'
+        } else {
+            index += 1;
+            alphabet[index % alphabet.len()]
+        });
+    }
+    assert!(kv::validate::key(&key).is_ok(), "{key}");
+    key
+}
+
+/// A bucket name no other test uses, padded to the longest a name may be.
+fn longest_bucket_name(prefix: &str) -> String {
+    let mut name = unique(prefix);
+    let fill = "abcdefghijklmnopqrstuvwxyz_ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789";
+    while name.len() < kv::validate::MAX_BUCKET_NAME_LEN {
+        let next = fill.as_bytes()[name.len() % fill.len()] as char;
+        name.push(next);
+    }
+    name
+}
+
+#[tokio::test]
+async fn the_longest_keys_work_in_the_longest_bucket_names_through_every_function() {
+    use kv::Function::{BucketDelete, BucketInfo, KeyDelete, KeyHistory};
+    let kv = container();
+    let name = longest_bucket_name("limits");
+    assert_eq!(name.len(), 255);
+    let created = call(&kv, BucketCreate, json!({"bucket": name, "history": 5})).await;
+    assert_eq!(status(&created), 200, "{created}");
+    let keys = [longest_key(0), longest_key(7), longest_key(31)];
+    let mut revisions = Vec::new();
+    for (index, key) in keys.iter().enumerate() {
+        assert_eq!(key.len(), 1024);
+        let first = put(&kv, &name, key, json!(format!("first-{index}"))).await;
+        let second = put(&kv, &name, key, json!({"second": index})).await;
+        revisions.push((first, second));
+    }
+    for (index, key) in keys.iter().enumerate() {
+        let (first, second) = revisions[index];
+        let latest = call(
+            &kv,
+            KeyGet,
+            json!({"bucket": name, "key": key, "json": true}),
+        )
+        .await;
+        assert_eq!(status(&latest), 200, "{latest}");
+        assert_eq!(latest["body"]["body"]["key"], json!(key));
+        assert_eq!(latest["body"]["body"]["value"], json!({"second": index}));
+        let old = call(
+            &kv,
+            KeyGet,
+            json!({"bucket": name, "key": key, "revision": first}),
+        )
+        .await;
+        assert_eq!(
+            old["body"]["body"]["value"],
+            json!(format!("first-{index}"))
+        );
+        let history = call(&kv, KeyHistory, json!({"bucket": name, "key": key})).await;
+        let listed: Vec<u64> = history["body"]["body"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["revision"].as_u64().unwrap())
+            .collect();
+        assert_eq!(listed, vec![first, second], "{history}");
+        // Compare-and-set at the limits too.
+        let stale = call(
+            &kv,
+            KeyPut,
+            json!({"bucket": name, "key": key, "value": "x", "revision": first}),
+        )
+        .await;
+        assert_error(&stale, 409, "revision_mismatch");
+    }
+
+    let first_token = keys[0].split('.').next().unwrap().to_string();
+    for (filter, expected) in [
+        (None, 3),
+        (Some(keys[1].clone()), 1),
+        (Some(format!("{first_token}.>")), 1),
+        (Some("*.>".to_string()), 3),
+    ] {
+        let mut params = json!({"bucket": name});
+        if let Some(filter) = &filter {
+            params["filter"] = json!(filter);
+        }
+        let listed = call(&kv, KeyList, params).await;
+        assert_eq!(status(&listed), 200, "{listed}");
+        let results = listed["body"]["body"]["results"].as_array().unwrap();
+        assert_eq!(results.len(), expected, "filter {filter:?}: {listed}");
+        assert!(results
+            .iter()
+            .all(|entry| keys.iter().any(|key| entry["key"] == json!(key))));
+    }
+    let info = call(&kv, BucketInfo, json!({"bucket": name})).await;
+    assert_eq!(info["body"]["body"]["entry_total"], 3, "{info}");
+    assert_eq!(usage(&kv, &name).await.0, 3);
+
+    let deleted = call(&kv, KeyDelete, json!({"bucket": name, "key": keys[0]})).await;
+    assert_eq!(status(&deleted), 200, "{deleted}");
+    let purged = call(
+        &kv,
+        KeyDelete,
+        json!({"bucket": name, "key": keys[1], "purge": true}),
+    )
+    .await;
+    assert_eq!(status(&purged), 200, "{purged}");
+    for key in &keys[..2] {
+        assert_error(
+            &call(&kv, KeyGet, json!({"bucket": name, "key": key})).await,
+            404,
+            "key_not_found",
+        );
+    }
+    assert_eq!(usage(&kv, &name).await.0, 1);
+
+    let removed = call(&kv, BucketDelete, json!({"bucket": name})).await;
+    assert_eq!(status(&removed), 200, "{removed}");
+    assert_eq!(removed["body"]["purged"], true, "{removed}");
+    for key in &keys {
+        assert!(stored_revisions(&name, key).await.is_empty());
+    }
+    let again = call(&kv, BucketCreate, json!({"bucket": name})).await;
+    assert_eq!(status(&again), 200, "{again}");
+}
+
+#[tokio::test]
+async fn values_near_the_item_limit_with_the_longest_key_and_bucket_name() {
+    let kv = container();
+    let name = longest_bucket_name("itemlimit");
+    let created = call(&kv, BucketCreate, json!({"bucket": name})).await;
+    assert_eq!(status(&created), 200, "{created}");
+    let key = longest_key(3);
+    let limit = items::MAX_ITEM_BYTES - items::revision_overhead(&name, &key);
+    // The largest value the 413 message promises fits is stored and read back whole.
+    let fits = "v".repeat(limit);
+    let stored = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": key, "value": fits}),
+    )
+    .await;
+    assert_eq!(status(&stored), 200, "{stored}");
+    let read = call(&kv, KeyGet, json!({"bucket": name, "key": key})).await;
+    assert_eq!(
+        read["body"]["body"]["value"].as_str().map(str::len),
+        Some(limit)
+    );
+    // One byte more is a 413 that names the real limit for this key, not a DynamoDB error.
+    let over = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": key, "value": "v".repeat(limit + 1)}),
+    )
+    .await;
+    assert_error(&over, 413, "value_too_large");
+    let message = over["body"]["error"].as_str().unwrap();
+    assert!(message.contains(&format!("{limit} bytes")), "{message}");
+    // And the bucket still counts only the value that was stored.
+    assert_eq!(usage(&kv, &name).await, (1, limit as u64));
 }

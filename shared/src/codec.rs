@@ -16,14 +16,13 @@ pub fn encode(text: &str, compress: bool) -> (Vec<u8>, bool) {
 
 pub fn decode(bytes: &[u8], compressed: bool) -> Result<String, KvError> {
     let raw = if compressed {
-        lz4_flex::decompress_size_prepended(bytes).map_err(|error| {
-            KvError::Unavailable(format!("Stored value is corrupt (LZ4): {error}"))
-        })?
+        lz4_flex::decompress_size_prepended(bytes)
+            .map_err(|error| KvError::Internal(format!("Stored value is corrupt (LZ4): {error}")))?
     } else {
         bytes.to_vec()
     };
     String::from_utf8(raw)
-        .map_err(|_| KvError::Unavailable("Stored value is not UTF-8 text".to_string()))
+        .map_err(|_| KvError::Internal("Stored value is not UTF-8 text".to_string()))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! One error enum for everything a caller can act on, and one Lambda error for storage failures.
+//! One error enum for everything a caller can act on, and the Lambda errors for the rest:
+//! `KvUnavailable` (a retry can cure it) and `KvInternal` (it cannot).
 
 use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
@@ -30,9 +31,14 @@ pub enum KvError {
     BucketFull(String),
     #[error("{0}")]
     ValueNotJson(String),
-    /// DynamoDB failed after the SDK's retries; surfaces as a Lambda error so flows can Retry.
+    /// DynamoDB failed in a way a retry can cure (throttling, an unreachable or silent
+    /// endpoint) after the SDK's retries: a Lambda error flows `Retry`.
     #[error("{0}")]
     Unavailable(String),
+    /// Anything else that is not the caller's doing (a missing table, a request DynamoDB refuses
+    /// as malformed, a corrupt item): a Lambda error a retry would only repeat.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl KvError {
@@ -48,6 +54,7 @@ impl KvError {
             KvError::ValueTooLarge(_) | KvError::BucketFull(_) => 413,
             KvError::ValueNotJson(_) => 422,
             KvError::Unavailable(_) => 503,
+            KvError::Internal(_) => 500,
         }
     }
 
@@ -66,6 +73,7 @@ impl KvError {
             KvError::BucketFull(_) => "bucket_full",
             KvError::ValueNotJson(_) => "value_not_json",
             KvError::Unavailable(_) => "unavailable",
+            KvError::Internal(_) => "internal",
         }
     }
 
@@ -87,19 +95,34 @@ impl KvError {
     }
 }
 
-/// The Lambda error a function returns when storage itself failed. Its `errorType` is
-/// `KvUnavailable`, which Step Functions can name in a `Retry`.
+/// The Lambda error a function returns when it has no answer for the caller. Its `errorType`
+/// is what a Step Functions `Retry` or `Catch` names: `KvUnavailable` is worth retrying,
+/// `KvInternal` is not.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Unavailable(pub String);
+pub enum FunctionError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
 
 pub const UNAVAILABLE_ERROR_TYPE: &str = "KvUnavailable";
+pub const INTERNAL_ERROR_TYPE: &str = "KvInternal";
 
-impl From<Unavailable> for Diagnostic {
-    fn from(error: Unavailable) -> Self {
+impl FunctionError {
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            FunctionError::Unavailable(_) => UNAVAILABLE_ERROR_TYPE,
+            FunctionError::Internal(_) => INTERNAL_ERROR_TYPE,
+        }
+    }
+}
+
+impl From<FunctionError> for Diagnostic {
+    fn from(error: FunctionError) -> Self {
         Diagnostic {
-            error_type: UNAVAILABLE_ERROR_TYPE.to_string(),
-            error_message: error.0,
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
         }
     }
 }

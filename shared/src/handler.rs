@@ -4,7 +4,7 @@ use crate::cache::MemoryCache;
 use crate::config::Settings;
 use crate::dynamo::Store;
 use crate::envelope;
-use crate::error::{KvError, Unavailable};
+use crate::error::{FunctionError, KvError};
 use crate::function::Function;
 use crate::ops;
 use crate::params::Params;
@@ -35,7 +35,7 @@ impl Kv {
     }
 }
 
-pub async fn handle(kv: &Kv, function: Function, event: Value) -> Result<Value, Unavailable> {
+pub async fn handle(kv: &Kv, function: Function, event: Value) -> Result<Value, FunctionError> {
     handle_until(kv, function, event, Instant::now() + kv.purge_budget).await
 }
 
@@ -45,7 +45,7 @@ pub async fn handle_until(
     function: Function,
     event: Value,
     deadline: Instant,
-) -> Result<Value, Unavailable> {
+) -> Result<Value, FunctionError> {
     let outcome = match Params::from_event(function, event) {
         Ok(params) => run(kv, function, params, deadline).await,
         Err(error) => Err(error),
@@ -54,6 +54,9 @@ pub async fn handle_until(
         Ok(_) => tracing::info!(function = function.name(), status_code = 200, "done"),
         Err(KvError::Unavailable(message)) => {
             tracing::error!(function = function.name(), error = %message, "storage unavailable")
+        }
+        Err(KvError::Internal(message)) => {
+            tracing::error!(function = function.name(), error = %message, "internal error")
         }
         Err(error) => tracing::info!(
             function = function.name(),
@@ -66,12 +69,28 @@ pub async fn handle_until(
 }
 
 /// The Lambda entry point: what `service_fn` calls and what tests call with a `LambdaEvent`.
+/// Work is bounded by the invocation's deadline, less a margin to answer in.
 pub async fn handle_event(
     kv: &Kv,
     function: Function,
     event: LambdaEvent<Value>,
-) -> Result<Value, Unavailable> {
-    handle(kv, function, event.payload).await
+) -> Result<Value, FunctionError> {
+    let budget = Instant::now() + kv.purge_budget;
+    let deadline = match invocation_time_left(event.context.deadline) {
+        Some(left) => budget.min(Instant::now() + left.saturating_sub(ANSWER_MARGIN)),
+        None => budget,
+    };
+    handle_until(kv, function, event.payload, deadline).await
+}
+
+/// What an invocation keeps of its time to finish a response and return it.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// The time left before Lambda's deadline (epoch ms); None when the context has none (a test
+/// or a local runtime that does not set it).
+fn invocation_time_left(deadline_ms: u64) -> Option<Duration> {
+    let now_ms = crate::time::ns_to_ms(crate::time::now_ns());
+    (deadline_ms > now_ms).then(|| Duration::from_millis(deadline_ms - now_ms))
 }
 
 type OpFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, KvError>> + Send + 'a>>;
@@ -80,11 +99,11 @@ type OpFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, KvError>> + Send +
 fn run(kv: &Kv, function: Function, params: Params, deadline: Instant) -> OpFuture<'_> {
     match function {
         Function::BucketCreate => Box::pin(ops::bucket_create::run(kv, params)),
-        Function::KeyPut => Box::pin(ops::key_put::run(kv, params)),
+        Function::KeyPut => Box::pin(ops::key_put::run(kv, params, deadline)),
         Function::KeyGet => Box::pin(ops::key_get::run(kv, params)),
         Function::BucketList => Box::pin(ops::bucket_list::run(kv, params)),
         Function::KeyList => Box::pin(ops::key_list::run(kv, params)),
-        Function::KeyDelete => Box::pin(ops::key_delete::run(kv, params)),
+        Function::KeyDelete => Box::pin(ops::key_delete::run(kv, params, deadline)),
         Function::KeyHistory => Box::pin(ops::key_history::run(kv, params)),
         Function::BucketInfo => Box::pin(ops::bucket_info::run(kv, params)),
         Function::BucketDelete => Box::pin(ops::bucket_delete::run(kv, params, deadline)),

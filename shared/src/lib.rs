@@ -17,6 +17,6 @@ pub mod subject;
 pub mod time;
 pub mod validate;
 
-pub use error::{KvError, Unavailable};
+pub use error::{FunctionError, KvError};
 pub use function::Function;
 pub use handler::{handle, Kv};

@@ -129,17 +129,22 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Invokes a function's handler as the Lambda runtime would, with a LambdaEvent.
-pub async fn invoke(kv: &Kv, function: Function, payload: Value) -> Result<Value, kv::Unavailable> {
+pub async fn invoke(
+    kv: &Kv,
+    function: Function,
+    payload: Value,
+) -> Result<Value, kv::FunctionError> {
     kv::handler::handle_event(kv, function, LambdaEvent::new(payload, Context::default())).await
 }
 
-/// Invokes and expects a status-code envelope (not a KvUnavailable error).
+/// Invokes and expects a status-code envelope (not a Lambda error).
 pub async fn call(kv: &Kv, function: Function, payload: Value) -> Value {
     let shown = payload.to_string();
     invoke(kv, function, payload).await.unwrap_or_else(|error| {
         panic!(
-            "{} {shown} failed with KvUnavailable: {error}",
-            function.name()
+            "{} {shown} failed with {}: {error}",
+            function.name(),
+            error.error_type()
         )
     })
 }

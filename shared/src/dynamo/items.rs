@@ -160,7 +160,7 @@ fn get_bool(item: &Item, name: &str) -> bool {
 }
 
 fn corrupt(what: &str) -> KvError {
-    KvError::Unavailable(format!("Stored item is malformed: {what}"))
+    KvError::Internal(format!("Stored item is malformed: {what}"))
 }
 
 pub fn decode_head(item: Option<&Item>) -> Result<Head, KvError> {

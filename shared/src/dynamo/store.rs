@@ -1,7 +1,7 @@
 //! The DynamoDB requests behind every KV operation. Each method is one request (or one page of
 //! them); the semantics that combine them live in `ops`.
 
-use super::errors::{is_condition_failure, unavailable};
+use super::errors::{classify, is_condition_failure, storage_error, Failure};
 use super::items::*;
 use crate::config::{BucketConfig, Settings};
 use crate::error::KvError;
@@ -78,8 +78,12 @@ enum Partition {
 pub enum CommitError {
     /// Another writer changed the key since its head was read.
     HeadChanged,
-    /// DynamoDB refused because another transaction held one of the items; try again.
-    Contention,
+    /// DynamoDB did not apply the transaction because of other transactions or throttling;
+    /// a later attempt can succeed. Carries what to report if no attempt does.
+    Contention(KvError),
+    /// DynamoDB may or may not have applied the transaction (no answer, a lost response, a
+    /// server error, still in progress): only sending it again with the same token tells.
+    OutcomeUnknown(KvError),
     BucketFull {
         used: i64,
     },
@@ -88,7 +92,7 @@ pub enum CommitError {
 }
 
 fn build_failed(error: aws_sdk_dynamodb::error::BuildError) -> KvError {
-    KvError::Unavailable(format!("Could not build a DynamoDB request: {error}"))
+    KvError::Internal(format!("Could not build a DynamoDB request: {error}"))
 }
 
 impl Store {
@@ -111,7 +115,7 @@ impl Store {
         created_ms: u64,
     ) -> Result<bool, KvError> {
         let config_json = serde_json::to_string(config).map_err(|error| {
-            KvError::Unavailable(format!("Could not encode the configuration: {error}"))
+            KvError::Internal(format!("Could not encode the configuration: {error}"))
         })?;
         let bucket_item = Put::builder()
             .table_name(&self.buckets)
@@ -152,7 +156,7 @@ impl Store {
                 {
                     Ok(false)
                 }
-                _ => Err(unavailable("TransactWriteItems", error)),
+                _ => Err(storage_error("TransactWriteItems", error)),
             },
         }
     }
@@ -166,7 +170,7 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|error| unavailable("GetItem", error))?;
+            .map_err(|error| storage_error("GetItem", error))?;
         output.item().map(decode_bucket).transpose()
     }
 
@@ -191,11 +195,11 @@ impl Store {
                 .attributes()
                 .map(decode_bucket)
                 .transpose()?
-                .ok_or_else(|| KvError::Unavailable("UpdateItem returned no attributes".into())),
+                .ok_or_else(|| KvError::Internal("UpdateItem returned no attributes".into())),
             Err(error) if is_condition_failure(&error) => {
                 Err(KvError::BucketNotFound(bucket.to_string()))
             }
-            Err(error) => Err(unavailable("UpdateItem", error)),
+            Err(error) => Err(storage_error("UpdateItem", error)),
         }
     }
 
@@ -214,11 +218,14 @@ impl Store {
             .consistent_read(consistent)
             .send()
             .await
-            .map_err(|error| unavailable("GetItem", error))?;
+            .map_err(|error| storage_error("GetItem", error))?;
         decode_head(output.item())
     }
 
-    pub async fn commit(&self, commit: &Commit<'_>) -> Result<(), CommitError> {
+    /// Commits with `token` as the transaction's `ClientRequestToken`: sent again with the same
+    /// token within 10 minutes, a transaction DynamoDB already applied succeeds without being
+    /// applied again, and one still in progress is reported as such.
+    pub async fn commit(&self, commit: &Commit<'_>, token: &str) -> Result<(), CommitError> {
         let failed = |error| CommitError::Failed(build_failed(error));
         let pk = key_pk(commit.bucket, commit.key);
         let mut head = Put::builder()
@@ -314,6 +321,7 @@ impl Store {
             .client
             .transact_write_items()
             .set_transact_items(Some(writes))
+            .client_request_token(token)
             .send()
             .await;
         let error = match result {
@@ -341,23 +349,24 @@ impl Store {
             if code(0) == Some("ConditionalCheckFailed") {
                 return Err(CommitError::HeadChanged);
             }
-            if reasons
-                .iter()
-                .any(|reason| reason.code() == Some("TransactionConflict"))
-            {
-                return Err(CommitError::Contention);
+            if reasons.iter().any(|reason| {
+                matches!(
+                    reason.code(),
+                    Some(
+                        "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+                    )
+                )
+            }) {
+                return Err(CommitError::Contention(KvError::Unavailable(
+                    "DynamoDB cancelled the write's transaction: it conflicted with other transactions or was throttled"
+                        .to_string(),
+                )));
             }
-        }
-        if matches!(
-            error.code(),
-            Some("TransactionConflictException" | "TransactionInProgressException")
-        ) {
-            return Err(CommitError::Contention);
         }
         if error.code() == Some("ValidationException")
             && error
                 .message()
-                .is_some_and(|message| message.contains("size"))
+                .is_some_and(|message| message.to_ascii_lowercase().contains("item size"))
         {
             return Err(CommitError::Failed(KvError::ValueTooLarge(format!(
                 "The value does not fit in one DynamoDB item ({} KB at most, key and metadata included): {}",
@@ -365,10 +374,20 @@ impl Store {
                 error.message().unwrap_or("")
             ))));
         }
-        Err(CommitError::Failed(unavailable(
-            "TransactWriteItems",
-            error,
-        )))
+        match classify(&error) {
+            Failure::OutcomeUnknown => Err(CommitError::OutcomeUnknown(storage_error(
+                "TransactWriteItems",
+                error,
+            ))),
+            Failure::Refused => Err(CommitError::Contention(storage_error(
+                "TransactWriteItems",
+                error,
+            ))),
+            Failure::Permanent => Err(CommitError::Failed(storage_error(
+                "TransactWriteItems",
+                error,
+            ))),
+        }
     }
 
     /// The key's newest revision (value or marker), in one strongly consistent request.
@@ -380,7 +399,7 @@ impl Store {
         let output = latest_revision_query(&self.client, &self.items, bucket, key)
             .send()
             .await
-            .map_err(|error| unavailable("Query", error))?;
+            .map_err(|error| storage_error("Query", error))?;
         output
             .items()
             .first()
@@ -403,7 +422,7 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|error| unavailable("GetItem", error))?;
+            .map_err(|error| storage_error("GetItem", error))?;
         output
             .item()
             .map(|item| decode_revision(bucket, item))
@@ -420,7 +439,7 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|error| unavailable("GetItem", error))?;
+            .map_err(|error| storage_error("GetItem", error))?;
         Ok(output.item().map(decode_usage))
     }
 
@@ -447,7 +466,7 @@ impl Store {
                     .set_request_items(Some(pending))
                     .send()
                     .await
-                    .map_err(|error| unavailable("BatchGetItem", error))?;
+                    .map_err(|error| storage_error("BatchGetItem", error))?;
                 let items = output
                     .responses()
                     .and_then(|tables| tables.get(&self.items));
@@ -483,7 +502,7 @@ impl Store {
             )
             .send()
             .await
-            .map_err(|error| unavailable("Scan", error))?;
+            .map_err(|error| storage_error("Scan", error))?;
         let records = output
             .items()
             .iter()
@@ -517,7 +536,7 @@ impl Store {
             .limit(limit)
             .send()
             .await
-            .map_err(|error| unavailable("Query", error))?;
+            .map_err(|error| storage_error("Query", error))?;
         let more = output.last_evaluated_key().is_some();
         Ok((output.items().to_vec(), more))
     }
@@ -558,7 +577,7 @@ impl Store {
             let output = query
                 .send()
                 .await
-                .map_err(|error| unavailable("Query", error))?;
+                .map_err(|error| storage_error("Query", error))?;
             items.extend_from_slice(output.items());
             match output.last_evaluated_key() {
                 Some(next) => start = Some(next.clone()),
@@ -582,7 +601,7 @@ impl Store {
             .limit(1)
             .send()
             .await
-            .map_err(|error| unavailable("Query", error))?;
+            .map_err(|error| storage_error("Query", error))?;
         Ok(output.items().first().and_then(|item| get_u64(item, REV)))
     }
 
@@ -608,7 +627,7 @@ impl Store {
         match result {
             Ok(output) => output.attributes().map(decode_bucket).transpose(),
             Err(error) if is_condition_failure(&error) => Ok(None),
-            Err(error) => Err(unavailable("UpdateItem", error)),
+            Err(error) => Err(storage_error("UpdateItem", error)),
         }
     }
 
@@ -622,7 +641,7 @@ impl Store {
             .key(REV, n(0))
             .send()
             .await
-            .map_err(|error| unavailable("DeleteItem", error))?;
+            .map_err(|error| storage_error("DeleteItem", error))?;
         Ok(())
     }
 
@@ -651,7 +670,7 @@ impl Store {
             .limit(100)
             .send()
             .await
-            .map_err(|error| unavailable("Query", error))?;
+            .map_err(|error| storage_error("Query", error))?;
         let partitions = output
             .items()
             .iter()
@@ -691,7 +710,7 @@ impl Store {
                     .set_request_items(Some(pending))
                     .send()
                     .await
-                    .map_err(|error| unavailable("BatchWriteItem", error))?;
+                    .map_err(|error| storage_error("BatchWriteItem", error))?;
                 Ok((Vec::new(), output.unprocessed_items().cloned()))
             })
             .await?;
@@ -716,7 +735,7 @@ impl Store {
         match result {
             Ok(_) => Ok(()),
             Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(unavailable("UpdateItem", error)),
+            Err(error) => Err(storage_error("UpdateItem", error)),
         }
     }
 
@@ -734,7 +753,7 @@ impl Store {
         match result {
             Ok(_) => Ok(()),
             Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(unavailable("DeleteItem", error)),
+            Err(error) => Err(storage_error("DeleteItem", error)),
         }
     }
 }
@@ -773,9 +792,9 @@ where
 
 fn decode_bucket(item: &Item) -> Result<BucketRecord, KvError> {
     let config_json = get_str(item, CONFIG)
-        .ok_or_else(|| KvError::Unavailable("Bucket item without configuration".into()))?;
+        .ok_or_else(|| KvError::Internal("Bucket item without configuration".into()))?;
     let config: BucketConfig = serde_json::from_str(config_json).map_err(|error| {
-        KvError::Unavailable(format!("Bucket configuration is malformed: {error}"))
+        KvError::Internal(format!("Bucket configuration is malformed: {error}"))
     })?;
     Ok(BucketRecord {
         config,

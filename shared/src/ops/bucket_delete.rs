@@ -163,8 +163,8 @@ async fn purge_partitions(kv: &Kv, partitions: Vec<String>) -> Result<u64, KvErr
     let mut revisions = Vec::new();
     let mut heads = Vec::new();
     while let Some(joined) = reads.join_next().await {
-        let (pk, found) = joined
-            .map_err(|error| KvError::Unavailable(format!("Purge task failed: {error}")))??;
+        let (pk, found) =
+            joined.map_err(|error| KvError::Internal(format!("Purge task failed: {error}")))??;
         for rev in found {
             if rev == 0 {
                 heads.push((pk.clone(), rev));

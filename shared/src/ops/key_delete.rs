@@ -6,8 +6,9 @@ use crate::error::KvError;
 use crate::handler::Kv;
 use crate::params::Params;
 use serde_json::{json, Value};
+use std::time::Instant;
 
-pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
+pub async fn run(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
     let (bucket, key) = params.bucket_and_key()?;
     let purge = params.opt_bool("purge")?.unwrap_or(false);
     let expected = params
@@ -23,6 +24,7 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
             text: "",
             expected,
             ttl_ns: None,
+            deadline,
         },
     )
     .await?;

@@ -8,8 +8,9 @@ use crate::handler::Kv;
 use crate::params::Params;
 use crate::validate;
 use serde_json::{json, Value};
+use std::time::Instant;
 
-pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
+pub async fn run(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
     let (bucket, key) = params.bucket_and_key()?;
     let text = validate::value_text(params.raw_with_null("value"))?;
     let expected = params
@@ -25,6 +26,7 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
             text: &text,
             expected,
             ttl_ns,
+            deadline,
         },
     )
     .await?;

@@ -16,7 +16,7 @@ use crate::dynamo::store::{Commit, CommitError};
 use crate::error::KvError;
 use crate::handler::Kv;
 use crate::{codec, time};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Enough for heavy contention on one key (each lost race costs one retry); past it the write
 /// reports `KvUnavailable` so the flow's Retry takes over.
@@ -31,6 +31,8 @@ pub struct WriteRequest<'a> {
     pub expected: Option<u64>,
     /// This revision's own TTL in ns, overriding the bucket's when > 0.
     pub ttl_ns: Option<i64>,
+    /// When the caller must have its answer (the invocation's deadline).
+    pub deadline: Instant,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,8 +123,85 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_micros(fastrand::u64(500..ceiling_us))
 }
 
+/// How long a write keeps sending a commit whose outcome is unknown, from the first time it
+/// was: inside Lambda's 15 s timeout even after a first send that used the client's whole 10 s.
+const SETTLE_BUDGET: Duration = Duration::from_secs(8);
+/// How long the last check of an unknown outcome, one consistent read of the head, may take.
+const LAST_CHECK: Duration = Duration::from_secs(2);
+
+/// A `ClientRequestToken` for one commit attempt (DynamoDB takes up to 36 characters).
+fn request_token() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// The attempt among `attempts` that the head shows committed, if any: its revision is the
+/// key's latest or still in its history. Revisions are handed out once, so a revision this
+/// call attempted and the head names can only be this call's write.
+fn landed(head: &Head, attempts: &[Written]) -> Option<Written> {
+    attempts
+        .iter()
+        .find(|attempt| {
+            head.cur == Some(attempt.revision)
+                || head
+                    .entries
+                    .iter()
+                    .any(|entry| entry.rev == attempt.revision)
+        })
+        .cloned()
+}
+
+/// Sends one commit, and while its outcome is unknown sends it again with the same token
+/// (which DynamoDB applies at most once) until DynamoDB says how it went or the time to settle
+/// runs out. `settle_by` is set when a write first meets an unknown outcome and bounds every
+/// later send of the call. The flag says whether any send's outcome was unknown: then a
+/// refusal may hide an earlier send that landed, and the caller must look at the head before
+/// believing it.
+async fn commit_settled(
+    kv: &Kv,
+    commit: &Commit<'_>,
+    deadline: Instant,
+    settle_by: &mut Option<Instant>,
+) -> (Result<(), CommitError>, bool) {
+    let token = request_token();
+    let mut was_unknown = false;
+    let mut attempt = 0;
+    loop {
+        let outcome = match *settle_by {
+            // A first send is bounded by the client's own timeouts.
+            None => kv.store.commit(commit, &token).await,
+            Some(settle_by) => {
+                let remaining = settle_by.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, kv.store.commit(commit, &token)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(CommitError::OutcomeUnknown(KvError::Unavailable(
+                        "DynamoDB TransactWriteItems did not answer in time".to_string(),
+                    ))),
+                }
+            }
+        };
+        match outcome {
+            Err(CommitError::OutcomeUnknown(error)) => {
+                was_unknown = true;
+                let settle_by = *settle_by.get_or_insert_with(|| {
+                    (Instant::now() + SETTLE_BUDGET)
+                        .min(deadline.checked_sub(LAST_CHECK).unwrap_or(deadline))
+                });
+                let pause = backoff(attempt).max(Duration::from_millis(50));
+                if Instant::now() + pause >= settle_by {
+                    return (Err(CommitError::OutcomeUnknown(error)), true);
+                }
+                tracing::warn!(error = %error, "write outcome unknown; sending it again with its token");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            settled => return (settled, was_unknown),
+        }
+    }
+}
+
 pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvError> {
     let store = &kv.store;
+    let mut settle_by = None;
     let (allocated, head) = tokio::join!(
         store.allocate_revision(request.bucket),
         store.read_head(request.bucket, request.key, false)
@@ -153,8 +232,16 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
     let history = usize::try_from(config.history).unwrap_or(1);
     let mut revision = bucket.seq;
     let mut consistent = false;
+    // Commits of this call whose outcome was unknown when last sent: until the head shows
+    // otherwise, any of them may be the one that landed, and answering anything but its
+    // revision would store the value twice or refuse a write that succeeded.
+    let mut unsettled: Vec<Written> = Vec::new();
+    let mut last_failure = None;
 
     for attempt in 0..MAX_ATTEMPTS {
+        if let Some(written) = landed(&head, &unsettled) {
+            return Ok(written);
+        }
         let now_ns = time::now_ns();
         if let Some(expected) = request.expected {
             if let Err(refused) = check_compare_and_set(&head, expected, now_ns) {
@@ -200,28 +287,53 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             keys_delta: plan.keys_delta,
             bytes_ceiling,
         };
-        match store.commit(&commit).await {
-            Ok(()) => {
-                return Ok(Written {
-                    revision,
-                    created_ms,
-                    expiry_ns,
-                    memory,
-                })
+        let written = Written {
+            revision,
+            created_ms,
+            expiry_ns,
+            memory,
+        };
+        let (outcome, was_unknown) =
+            commit_settled(kv, &commit, request.deadline, &mut settle_by).await;
+        let refusal = match outcome {
+            Ok(()) => return Ok(written),
+            Err(CommitError::OutcomeUnknown(error)) => {
+                unsettled.push(written);
+                last_failure = Some(error);
+                break;
             }
+            Err(refusal) => refusal,
+        };
+        if was_unknown {
+            // A send whose outcome was unknown may have landed before this refusal; the
+            // refusal may even be caused by it (the head or the usage already moved).
+            unsettled.push(written);
+            let head = store.read_head(request.bucket, request.key, true).await?;
+            if let Some(written) = landed(&head, &unsettled) {
+                return Ok(written);
+            }
+        }
+        match refusal {
             // Losers of a race back off with jitter so they do not collide again in lockstep.
-            Err(CommitError::HeadChanged) if attempt == 0 => {}
-            Err(CommitError::HeadChanged | CommitError::Contention) => {
+            CommitError::HeadChanged if attempt == 0 => {}
+            CommitError::HeadChanged => tokio::time::sleep(backoff(attempt)).await,
+            CommitError::Contention(error) => {
+                last_failure = Some(error);
                 tokio::time::sleep(backoff(attempt)).await
             }
-            Err(CommitError::BucketFull { used }) => {
+            CommitError::BucketFull { used } => {
                 return Err(KvError::BucketFull(format!(
                     "Bucket '{}' holds {used} bytes; writing {size} more bytes would exceed its max_bytes of {}",
                     request.bucket, config.max_bytes
                 )))
             }
-            Err(CommitError::BucketGone) => return Err(KvError::BucketNotFound(request.bucket.to_string())),
-            Err(CommitError::Failed(error)) => return Err(error),
+            CommitError::BucketGone => {
+                return Err(KvError::BucketNotFound(request.bucket.to_string()))
+            }
+            CommitError::Failed(error) | CommitError::OutcomeUnknown(error) => return Err(error),
+        }
+        if Instant::now() >= request.deadline {
+            break;
         }
         // The race was lost to a commit that most likely holds a later revision than ours, so
         // a fresh revision is taken alongside the re-read instead of after it (a number left
@@ -234,10 +346,34 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         revision = fresh_revision?.seq;
         consistent = true;
     }
-    Err(KvError::Unavailable(format!(
-        "Gave up writing key '{}' after {MAX_ATTEMPTS} attempts: too many concurrent writers",
-        request.key
-    )))
+    if !unsettled.is_empty() {
+        // The last word: the head, read consistently. If it names none of this call's
+        // attempts, one may still be in flight, so the answer is that nobody knows yet.
+        let last_look = tokio::time::timeout(
+            LAST_CHECK,
+            store.read_head(request.bucket, request.key, true),
+        )
+        .await;
+        if let Ok(Ok(head)) = last_look {
+            if let Some(written) = landed(&head, &unsettled) {
+                return Ok(written);
+            }
+        }
+        let cause = last_failure
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        return Err(KvError::Unavailable(format!(
+            "Could not confirm whether the write of key '{}' was stored: DynamoDB did not settle it within {} s ({cause}). Read the key before writing it again.",
+            request.key,
+            SETTLE_BUDGET.as_secs()
+        )));
+    }
+    Err(last_failure.unwrap_or_else(|| {
+        KvError::Unavailable(format!(
+            "Gave up writing key '{}' after {MAX_ATTEMPTS} attempts: too many concurrent writers",
+            request.key
+        ))
+    }))
 }
 
 #[cfg(test)]
