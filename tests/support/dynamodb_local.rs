@@ -36,21 +36,47 @@ pub fn jar_dir(root: &Path) -> PathBuf {
         })
 }
 
-/// What follows `java` to serve DynamoDB Local in memory, run from `jar_dir`.
-const JAVA_ARGS: [&str; 5] = [
+/// What follows `java` to serve DynamoDB Local, run from `jar_dir`; the storage flags follow.
+const JAVA_ARGS: [&str; 4] = [
     "-Xmx1g",
     "-Djava.library.path=./DynamoDBLocal_lib",
     "-jar",
     "DynamoDBLocal.jar",
-    "-inMemory",
 ];
 
-/// `program` (java itself, or a wrapper that runs java) set up to serve DynamoDB Local from
-/// `dir` on `port`, quietly.
+/// Where DynamoDB Local keeps its tables.
+// The benchmark, which includes this file, only ever serves from memory.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy)]
+pub enum Storage<'a> {
+    /// Gone when the process ends (`-inMemory`).
+    InMemory,
+    /// SQLite files in this folder (`-dbPath`, absolute): a restarted process on the same
+    /// folder serves the same tables and items.
+    Dir(&'a Path),
+}
+
+/// `program` (java itself, or a wrapper that runs java) set up to serve DynamoDB Local in
+/// memory from `dir` on `port`, quietly.
 pub fn command(program: Command, dir: &Path, port: u16, extra: &[&str]) -> Command {
+    command_with_storage(program, dir, port, Storage::InMemory, extra)
+}
+
+/// As `command`, with the tables kept where `storage` says.
+pub fn command_with_storage(
+    program: Command,
+    dir: &Path,
+    port: u16,
+    storage: Storage<'_>,
+    extra: &[&str],
+) -> Command {
     let mut command = program;
+    command.args(JAVA_ARGS);
+    match storage {
+        Storage::InMemory => command.arg("-inMemory"),
+        Storage::Dir(path) => command.arg("-dbPath").arg(path),
+    };
     command
-        .args(JAVA_ARGS)
         .args(extra)
         .args(["-port", &port.to_string()])
         .current_dir(dir)

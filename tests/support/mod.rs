@@ -71,6 +71,107 @@ fn start_dynamodb_local() -> String {
     endpoint
 }
 
+/// A DynamoDB Local of one test, keeping its tables in a folder of its own (`-dbPath`), that the
+/// test can kill and start again on the same port with the same data. Killed when dropped.
+pub struct PersistentLocal {
+    pub port: u16,
+    db_dir: std::path::PathBuf,
+    pid: std::sync::Mutex<Option<i32>>,
+}
+
+impl PersistentLocal {
+    /// Starts it on a free port in a new temporary folder and creates the tables.
+    pub async fn start() -> PersistentLocal {
+        let db_dir = std::env::temp_dir().join(unique("kv-dynamodb-local"));
+        std::fs::create_dir_all(&db_dir).expect("DynamoDB Local data folder");
+        let server = PersistentLocal {
+            port: free_port(),
+            db_dir,
+            pid: std::sync::Mutex::new(None),
+        };
+        server.launch().await;
+        let client = client_for(&server.endpoint());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match kv::dynamo::schema::ensure_tables(&client, &settings()).await {
+                Ok(()) => break,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("waiting for DynamoDB Local: {error}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => panic!("could not create tables: {error}"),
+            }
+        }
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process and waits until it accepts connections.
+    async fn launch(&self) {
+        let dir = dynamodb_local::jar_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+        let db_dir = self.db_dir.clone();
+        let port = self.port;
+        let (started, pid) = std::sync::mpsc::channel();
+        // The child dies with the thread that started it (PR_SET_PDEATHSIG): that thread waits
+        // on it, so it lives exactly as long as the child or the test process.
+        std::thread::spawn(move || {
+            let storage = dynamodb_local::Storage::Dir(&db_dir);
+            let command = dynamodb_local::command_with_storage(
+                Command::new("java"),
+                &dir,
+                port,
+                storage,
+                &[],
+            );
+            let mut child = spawn_owned(command);
+            let _ = started.send(child.id());
+            let _ = child.wait();
+        });
+        let pid = pid.recv().expect("DynamoDB Local thread");
+        *self.pid.lock().unwrap() = i32::try_from(pid).ok();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        tokio::task::spawn_blocking(move || dynamodb_local::wait_until_listening(port, deadline))
+            .await
+            .expect("DynamoDB Local listening");
+    }
+
+    /// SIGKILL, as a crash: no shutdown, whatever was in flight is cut off. Returns once the
+    /// port refuses connections.
+    pub async fn kill(&self) {
+        if let Some(pid) = self.pid.lock().unwrap().take() {
+            // SAFETY: kill(2) on the id of a child this value started and has not reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "DynamoDB Local did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts it again on the same port and folder: the same tables and items.
+    pub async fn restart(&self) {
+        self.launch().await;
+    }
+}
+
+impl Drop for PersistentLocal {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.lock().unwrap().take() {
+            // SAFETY: as in `kill`.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.db_dir);
+    }
+}
+
 pub fn endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     // Started from a plain thread: tests call this from inside their own tokio runtime.
