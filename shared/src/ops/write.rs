@@ -124,8 +124,11 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// How long a write keeps sending a commit whose outcome is unknown, from the first time it
-/// was: inside Lambda's 15 s timeout even after a first send that used the client's whole 10 s.
+/// was.
 const SETTLE_BUDGET: Duration = Duration::from_secs(8);
+/// When settling must end, counted from the write's start: with the last check, inside
+/// Lambda's 15 s timeout even after a first send that used the client's whole 10 s.
+const SETTLE_HORIZON: Duration = Duration::from_secs(12);
 /// How long the last check of an unknown outcome, one consistent read of the head, may take.
 const LAST_CHECK: Duration = Duration::from_secs(2);
 
@@ -159,6 +162,7 @@ fn landed(head: &Head, attempts: &[Written]) -> Option<Written> {
 async fn commit_settled(
     kv: &Kv,
     commit: &Commit<'_>,
+    started: Instant,
     deadline: Instant,
     settle_by: &mut Option<Instant>,
 ) -> (Result<(), CommitError>, bool) {
@@ -184,6 +188,7 @@ async fn commit_settled(
                 was_unknown = true;
                 let settle_by = *settle_by.get_or_insert_with(|| {
                     (Instant::now() + SETTLE_BUDGET)
+                        .min(started + SETTLE_HORIZON)
                         .min(deadline.checked_sub(LAST_CHECK).unwrap_or(deadline))
                 });
                 let pause = backoff(attempt).max(Duration::from_millis(50));
@@ -200,6 +205,7 @@ async fn commit_settled(
 }
 
 pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvError> {
+    let started = Instant::now();
     let store = &kv.store;
     let mut settle_by = None;
     let (allocated, head) = tokio::join!(
@@ -294,7 +300,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             memory,
         };
         let (outcome, was_unknown) =
-            commit_settled(kv, &commit, request.deadline, &mut settle_by).await;
+            commit_settled(kv, &commit, started, request.deadline, &mut settle_by).await;
         let refusal = match outcome {
             Ok(()) => return Ok(written),
             Err(CommitError::OutcomeUnknown(error)) => {
