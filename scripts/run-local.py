@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Runs the KV functions on this machine: DynamoDB Local in memory, the tables, and
-`cargo lambda watch` serving the Lambda Invoke API. Python 3 standard library only.
+"""Runs the KV functions on this machine: DynamoDB Local in memory, the tables,
+`cargo lambda watch` serving the Lambda Invoke API, and `make streams` (scripts/streams.py)
+delivering the tables' streams to the functions that template.yaml feeds from them. Python 3
+standard library only (the streams runner it starts needs boto3, which `make tools` installs).
 
     run-local.py demo    start everything, play the example flows, stop     (make run)
     run-local.py serve   start everything and stay in the foreground        (make local)
@@ -171,8 +173,9 @@ def environment(dynamodb_port):
     return env
 
 
-def start_stack(stack, watch_args, watch_log, env_extra=None):
-    """DynamoDB Local, the tables, the functions: returns (invoke port, DynamoDB port, env)."""
+def start_stack(stack, watch_args, watch_log, env_extra=None, streams_log=None):
+    """DynamoDB Local, the tables, the functions, the stream runner: returns (invoke port,
+    DynamoDB port, env)."""
     step("Building the functions (cargo build --bins)")
     subprocess.run(["cargo", "build", "--bins"], cwd=ROOT, check=True)
 
@@ -210,6 +213,15 @@ def start_stack(stack, watch_args, watch_log, env_extra=None):
         env=env,
     )
     wait_for_port(invoke_port, stack, "cargo lambda watch", 120)
+
+    step("Starting the stream runner: make streams (template.yaml's stream events and schedules)")
+    stack.start(
+        "make streams",
+        [sys.executable, str(ROOT / "scripts" / "streams.py")],
+        log=streams_log,
+        cwd=ROOT,
+        env={**env, "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{invoke_port}"},
+    )
     return invoke_port, dynamodb_port, env
 
 
@@ -546,10 +558,12 @@ def demo(_args):
     started = time.monotonic()
     try:
         port, _dynamodb_port, _env = start_stack(
-            stack, ["--ignore-changes"], "functions.log", {"AWS_LAMBDA_LOG_FORMAT": os.environ.get("AWS_LAMBDA_LOG_FORMAT", "JSON")}
+            stack, ["--ignore-changes"], "functions.log", {"AWS_LAMBDA_LOG_FORMAT": os.environ.get("AWS_LAMBDA_LOG_FORMAT", "JSON")},
+            streams_log="streams.log",
         )
         say(f"    function logs: {(STATE_DIR / 'functions.log').relative_to(ROOT)}"
             " (each function compiles, if needed, and starts on its first call)")
+        say(f"    stream deliveries: {(STATE_DIR / 'streams.log').relative_to(ROOT)}")
         executions, problems = play_examples(port)
         inspect_store(port)
         say()
@@ -574,6 +588,9 @@ def serve(_args):
                      and restarts when its code changes; its logs appear below)
   DynamoDB Local     http://127.0.0.1:{dynamodb_port}  (in memory; region {REGION}, access key "{ACCESS_KEY}")
   Tables             {env['KV_BUCKETS_TABLE']}, {env['KV_ITEMS_TABLE']}
+  Streams            make streams delivers the tables' streams to the functions template.yaml
+                     feeds from them (kv-bucket-purge finishes large bucket deletes); its JSON
+                     lines appear below with the functions' logs
 
 Call a function with a ready event from events/ (create the bucket first):
 
