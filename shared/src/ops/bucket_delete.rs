@@ -116,13 +116,17 @@ async fn purge_and_hand_on(
 
 async fn purge(kv: &Kv, bucket: &str, since_ms: u64, deadline: Instant) -> Result<Purged, KvError> {
     let mut keys = 0;
+    // Every invocation purges at least one page, however little time it was given: otherwise
+    // a budget spent before the first page would hand on for ever without progress.
+    let mut pages = 0;
     loop {
         let mut cursor = None;
         let mut found_any = false;
         loop {
-            if Instant::now() >= deadline {
+            if pages > 0 && Instant::now() >= deadline {
                 return Ok(Purged { done: false, keys });
             }
+            pages += 1;
             let (partitions, next) = kv.store.key_partitions(bucket, cursor).await?;
             found_any |= !partitions.is_empty();
             keys += purge_partitions(kv, partitions).await?;
