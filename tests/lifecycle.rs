@@ -636,12 +636,13 @@ async fn deletes_racing_puts_keep_history_in_revision_order() {
 
 #[tokio::test]
 async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
-    use kv::dynamo::items::{HeadEntry, Op};
-    use kv::dynamo::store::{Commit, CommitError};
+    use kv::dynamo::items::{HeadEntry, Op, Stored};
+    use kv::dynamo::store::{CommitError, HeadCondition, HeadWrite};
     let kv = container();
     let name = bucket(&kv, "incarnation", json!({})).await;
     // A writer takes its revision, then stalls while the bucket is deleted and re-created.
     let stalled = kv.store.allocate_revision(&name).await.unwrap();
+    let allocated_ms = stalled.last_allocated_ms.unwrap();
     let deleted = call(&kv, BucketDelete, json!({"bucket": name})).await;
     assert_eq!(deleted["body"]["purged"], true, "{deleted}");
     assert_eq!(
@@ -654,32 +655,31 @@ async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
         expiry_ns: None,
         op: Op::Put,
     }];
+    let latest = Stored {
+        rev: stalled.seq,
+        bytes: b"x".to_vec(),
+        compressed: false,
+        created_ms: 0,
+        expiry_ns: None,
+        op: Op::Put,
+        memory: false,
+    };
     let late = kv
         .store
-        .commit(
-            &Commit {
-                bucket: &name,
-                incarnation: stalled.created_ms,
-                key: "late",
-                expected_cur: None,
-                entries: &entries,
-                rev: stalled.seq,
-                stored: b"x",
-                compressed: false,
-                created_ms: 0,
-                expiry_ns: None,
-                op: Op::Put,
-                memory: false,
-                unmark: None,
-                trimmed: Vec::new(),
-                bytes_delta: 1,
-                keys_delta: 1,
-                bytes_ceiling: None,
-            },
-            "stalled-writer",
-        )
+        .put_head(&HeadWrite {
+            bucket: &name,
+            key: "late",
+            incarnation: stalled.created_ms,
+            allocated_ms,
+            latest: &latest,
+            entries: &entries,
+            exact_counts: false,
+            condition: HeadCondition::Older,
+        })
         .await;
-    assert!(matches!(late, Err(CommitError::BucketGone)), "{late:?}");
+    // The delete waited until every write of the old bucket had landed or could no longer be
+    // sent: this one's revision is too old to be written.
+    assert!(matches!(late, Err(CommitError::WindowClosed)), "{late:?}");
     assert_error(
         &call(&kv, KeyGet, json!({"bucket": name, "key": "late"})).await,
         404,

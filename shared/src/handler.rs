@@ -1,6 +1,6 @@
 //! From an event to a result: parse the parameters, run the operation, wrap the envelope.
 
-use crate::cache::MemoryCache;
+use crate::cache::{MemoryCache, WriteShapes};
 use crate::config::Settings;
 use crate::dynamo::Store;
 use crate::envelope;
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 pub struct Kv {
     pub store: Store,
     pub cache: MemoryCache,
+    pub write_shapes: WriteShapes,
     pub purge_budget: Duration,
 }
 
@@ -30,6 +31,7 @@ impl Kv {
                 Duration::from_millis(settings.memory_cache_staleness_ms),
                 settings.memory_cache_max_bytes,
             ),
+            write_shapes: WriteShapes::default(),
             purge_budget: Duration::from_millis(settings.purge_budget_ms),
         }
     }

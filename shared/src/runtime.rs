@@ -29,11 +29,15 @@ pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
 fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
     use Operation::*;
     match function {
-        // UpdateItem (revision) alongside GetItem (head), then the transaction.
-        Function::KeyPut | Function::KeyDelete => (2, &[UpdateItem, GetItem, TransactWriteItems]),
-        Function::KeyGet => (1, &[Query, GetItem]),
-        // The index Query alongside the usage GetItem.
-        Function::KeyList => (2, &[Query, GetItem]),
+        // UpdateItem (revision) alongside GetItem (head), then the head's PutItem alongside the
+        // archive's (history above 1), or the head and usage transaction (max_bytes).
+        Function::KeyPut | Function::KeyDelete => {
+            (2, &[UpdateItem, GetItem, PutItem, TransactWriteItems])
+        }
+        // The head, or the head alongside an archived revision.
+        Function::KeyGet => (2, &[GetItem]),
+        // The index Query alongside the usage GetItem, then large values' heads.
+        Function::KeyList => (2, &[Query, GetItem, BatchGetItem]),
         Function::KeyHistory => (1, &[Query, GetItem]),
         // Bucket, usage and first live revision at once.
         Function::BucketInfo => (3, &[GetItem, Query]),

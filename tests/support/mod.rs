@@ -307,24 +307,13 @@ pub async fn usage(kv: &Kv, bucket: &str) -> (u64, u64) {
     )
 }
 
-/// The key's revision items as stored, read straight from the table.
+/// The key's retained revisions as the store holds them (its head's latest and the archived
+/// revisions the head lists), oldest first; empty when the key has no head.
 pub async fn stored_revisions(bucket: &str, key: &str) -> Vec<kv::dynamo::items::Revision> {
-    use kv::dynamo::items;
-    let output = client()
-        .query()
-        .table_name(ITEMS_TABLE)
-        .key_condition_expression("#pk = :pk AND #rev > :zero")
-        .expression_attribute_names("#pk", items::PK)
-        .expression_attribute_names("#rev", items::REV)
-        .expression_attribute_values(":pk", items::s(items::key_pk(bucket, key)))
-        .expression_attribute_values(":zero", items::n(0))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    output
-        .items()
+    let store = kv::dynamo::Store::new(client(), &settings());
+    let (_, retained) = store.history(bucket, key).await.unwrap();
+    retained
         .iter()
-        .map(|item| items::decode_revision(bucket, item).unwrap())
+        .map(|stored| stored.decode(key).unwrap())
         .collect()
 }

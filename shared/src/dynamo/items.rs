@@ -45,6 +45,16 @@ pub const LATEST_IN_BUCKET: &str = "gb";
 pub const HEAD_REVISION: &str = "cur";
 pub const HEAD_ENTRIES: &str = "h";
 pub const HEAD_BUCKET: &str = "hb";
+/// On a head: a copy of the latest value when it is small enough to ride in the key-list
+/// index entry (which projects it), so listing small values costs no second read.
+pub const LIST_VALUE: &str = "lv";
+/// On a head: its bucket has `max_bytes`, whose counts the write keeps exact itself, so the
+/// stream consumer leaves them alone.
+pub const EXACT_COUNTS: &str = "mb";
+/// On the bucket item: when (epoch ms) the last revision was handed out. A write never sends
+/// its commit later than `COMMIT_WINDOW_MS` after its revision, so a purge that waits that long
+/// past this moment has seen every write the bucket will ever get.
+pub const LAST_ALLOCATED: &str = "alloc";
 pub const USED_BYTES: &str = "bytes";
 pub const LIVE_KEYS: &str = "keys";
 /// The bucket's `created` on its usage item: writes are conditional on it, so a write that
@@ -56,6 +66,14 @@ pub const BY_BUCKET_INDEX: &str = "by-bucket";
 
 /// DynamoDB's item size limit, which every revision item must fit in.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// Values up to this many stored bytes are copied into the key-list index entry.
+pub const LIST_VALUE_MAX_BYTES: usize = 512;
+/// How long after its revision was handed out a write may still send a commit.
+pub const COMMIT_WINDOW_MS: u64 = 10_000;
+/// How long after a bucket's last handed-out revision every commit of it has landed: the
+/// commit window, plus the client's 10 s for one request with its retries, plus a second of
+/// clock difference between containers.
+pub const WRITES_QUIET_MS: u64 = COMMIT_WINDOW_MS + 10_000 + 1_000;
 
 pub fn key_pk(bucket: &str, key: &str) -> String {
     format!("{bucket}/{key}")
@@ -108,10 +126,76 @@ pub struct Head {
     /// None when the key has never been written.
     pub cur: Option<u64>,
     pub entries: Vec<HeadEntry>,
+    /// The latest revision itself (value or marker), as the head holds it.
+    pub latest: Option<Stored>,
+}
+
+/// A revision as stored (a head's latest, or an archived older one): the value still encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub rev: u64,
+    pub bytes: Vec<u8>,
+    pub compressed: bool,
+    pub created_ms: u64,
+    pub expiry_ns: Option<u64>,
+    pub op: Op,
+    pub memory: bool,
+}
+
+impl Stored {
+    pub fn decode(&self, key: &str) -> Result<Revision, KvError> {
+        Ok(Revision {
+            key: key.to_string(),
+            rev: self.rev,
+            text: crate::codec::decode(&self.bytes, self.compressed)?,
+            created_ms: self.created_ms,
+            expiry_ns: self.expiry_ns,
+            op: self.op,
+            memory: self.memory,
+        })
+    }
+
+    /// The attributes a head or an archived revision holds for it (keys not included).
+    pub fn attributes(&self) -> Item {
+        let mut item = Item::new();
+        if self.op == Op::Put {
+            item.insert(VALUE.into(), AttributeValue::B(self.bytes.clone().into()));
+        } else {
+            item.insert(OP.into(), s(self.op.as_str()));
+        }
+        item.insert(CREATED_MS.into(), n(self.created_ms));
+        if self.compressed {
+            item.insert(COMPRESSED.into(), AttributeValue::Bool(true));
+        }
+        if let Some(expiry) = self.expiry_ns {
+            item.insert(EXPIRY_NS.into(), n(expiry));
+            item.insert(TTL.into(), n(crate::time::ttl_attribute_secs(expiry)));
+        }
+        if self.memory {
+            item.insert(MEMORY.into(), AttributeValue::Bool(true));
+        }
+        item
+    }
+}
+
+pub fn decode_stored(rev: u64, item: &Item) -> Result<Stored, KvError> {
+    let bytes = match item.get(VALUE) {
+        Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
+        _ => Vec::new(),
+    };
+    Ok(Stored {
+        rev,
+        bytes,
+        compressed: get_bool(item, COMPRESSED),
+        created_ms: get_u64(item, CREATED_MS).unwrap_or(0),
+        expiry_ns: get_u64(item, EXPIRY_NS),
+        op: get_str(item, OP).map(Op::parse).unwrap_or(Op::Put),
+        memory: get_bool(item, MEMORY),
+    })
 }
 
 impl Head {
-    pub fn latest(&self) -> Option<&HeadEntry> {
+    pub fn latest_entry(&self) -> Option<&HeadEntry> {
         self.entries.last()
     }
 
@@ -201,6 +285,7 @@ pub fn decode_head(item: Option<&Item>) -> Result<Head, KvError> {
     Ok(Head {
         cur: Some(cur),
         entries,
+        latest: Some(decode_stored(cur, item)?),
     })
 }
 
@@ -220,27 +305,18 @@ pub fn encode_head_entries(entries: &[HeadEntry]) -> AttributeValue {
     )
 }
 
+/// An archived older revision, read back.
 pub fn decode_revision(bucket: &str, item: &Item) -> Result<Revision, KvError> {
     let pk = get_str(item, PK).ok_or_else(|| corrupt("item without 'pk'"))?;
     let key = key_from_pk(bucket, pk).ok_or_else(|| corrupt("item of another bucket"))?;
-    let bytes = match item.get(VALUE) {
-        Some(AttributeValue::B(blob)) => blob.as_ref(),
-        _ => &[],
-    };
-    Ok(Revision {
-        key: key.to_string(),
-        rev: get_u64(item, REV).ok_or_else(|| corrupt("item without 'rev'"))?,
-        text: crate::codec::decode(bytes, get_bool(item, COMPRESSED))?,
-        created_ms: get_u64(item, CREATED_MS).unwrap_or(0),
-        expiry_ns: get_u64(item, EXPIRY_NS),
-        op: get_str(item, OP).map(Op::parse).unwrap_or(Op::Put),
-        memory: get_bool(item, MEMORY),
-    })
+    let rev = get_u64(item, REV).ok_or_else(|| corrupt("item without 'rev'"))?;
+    decode_stored(rev, item)?.decode(key)
 }
 
-/// A generous upper bound of a revision item's size without its value, in DynamoDB's
-/// accounting (attribute names plus values; numbers at most 21 bytes).
-pub fn revision_overhead(bucket: &str, key: &str) -> usize {
+/// A generous upper bound of a head's size without its value, in DynamoDB's accounting
+/// (attribute names plus values; numbers at most 21 bytes; each retained revision's entry in
+/// `h` at most 96 bytes): the value must fit in what is left of `MAX_ITEM_BYTES`.
+pub fn head_overhead(bucket: &str, key: &str, history: usize) -> usize {
     let names: usize = [
         PK,
         REV,
@@ -252,11 +328,17 @@ pub fn revision_overhead(bucket: &str, key: &str) -> usize {
         OP,
         MEMORY,
         LATEST_IN_BUCKET,
+        HEAD_REVISION,
+        HEAD_ENTRIES,
+        HEAD_BUCKET,
+        INCARNATION,
+        EXACT_COUNTS,
+        LIST_VALUE,
     ]
     .iter()
     .map(|name| name.len())
     .sum();
-    names + key_pk(bucket, key).len() + bucket.len() + 6 * 21 + 16
+    names + key_pk(bucket, key).len() + 2 * bucket.len() + 8 * 21 + history.max(1) * 96 + 16
 }
 
 #[cfg(test)]

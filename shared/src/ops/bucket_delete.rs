@@ -14,6 +14,8 @@
 //! is bumped, and the buckets table's stream invokes kv-bucket-purge, which does the same
 //! until the bucket is gone. Calling kv-bucket-delete again continues the purge as well.
 
+use crate::dynamo::items::WRITES_QUIET_MS;
+use crate::dynamo::store::BucketRecord;
 use crate::error::KvError;
 use crate::handler::Kv;
 use crate::params::{type_name, Params};
@@ -58,11 +60,13 @@ pub async fn run_purger(kv: &Kv, params: Params, deadline: Instant) -> Result<Va
     for (bucket, since_ms) in deletions {
         // Only the deletion the record speaks of is continued: a late record must never start
         // deleting a bucket re-created under the same name since.
-        let current = kv.store.read_bucket(&bucket).await?;
-        if current.and_then(|record| record.deleting_ms) != Some(since_ms) {
+        let Some(current) = kv.store.read_bucket(&bucket).await? else {
+            continue;
+        };
+        if current.deleting_ms != Some(since_ms) {
             continue;
         }
-        let purged = purge_and_hand_on(kv, &bucket, since_ms, deadline).await?;
+        let purged = purge_and_hand_on(kv, &bucket, quiet_at(&current, since_ms), deadline).await?;
         results.push(json!({"bucket": bucket, "purged": purged.done, "keys_removed": purged.keys}));
     }
     Ok(json!({"message": "Purge step done", "results": results}))
@@ -97,24 +101,41 @@ pub async fn delete_bucket(kv: &Kv, bucket: &str, deadline: Instant) -> Result<P
     };
     kv.store.delete_usage(bucket).await?;
     let since_ms = record.deleting_ms.unwrap_or(now_ms);
-    purge_and_hand_on(kv, bucket, since_ms, deadline).await
+    purge_and_hand_on(kv, bucket, quiet_at(&record, since_ms), deadline).await
+}
+
+/// When (epoch ms) the bucket's items can be taken as final: the index has caught up with the
+/// last writes, and no write of the bucket can land any more (a write never sends its commit
+/// later than `COMMIT_WINDOW_MS` after its revision, and no revision is handed out once the
+/// bucket is marked deleting).
+fn quiet_at(record: &BucketRecord, since_ms: u64) -> u64 {
+    let index_settled = since_ms + SETTLE.as_millis() as u64;
+    let writes_landed = record
+        .last_allocated_ms
+        .map_or(0, |allocated| allocated + WRITES_QUIET_MS);
+    index_settled.max(writes_landed)
 }
 
 /// Purges until done or out of time; what is left goes to the purger through the stream.
 async fn purge_and_hand_on(
     kv: &Kv,
     bucket: &str,
-    since_ms: u64,
+    quiet_at_ms: u64,
     deadline: Instant,
 ) -> Result<Purged, KvError> {
-    let purged = purge(kv, bucket, since_ms, deadline).await?;
+    let purged = purge(kv, bucket, quiet_at_ms, deadline).await?;
     if !purged.done {
         kv.store.bump_purge_round(bucket).await?;
     }
     Ok(purged)
 }
 
-async fn purge(kv: &Kv, bucket: &str, since_ms: u64, deadline: Instant) -> Result<Purged, KvError> {
+async fn purge(
+    kv: &Kv,
+    bucket: &str,
+    quiet_at_ms: u64,
+    deadline: Instant,
+) -> Result<Purged, KvError> {
     let mut keys = 0;
     // Every invocation purges at least one page, however little time it was given: otherwise
     // a budget spent before the first page would hand on for ever without progress.
@@ -136,7 +157,7 @@ async fn purge(kv: &Kv, bucket: &str, since_ms: u64, deadline: Instant) -> Resul
             }
         }
         if !found_any {
-            let settled_at = Duration::from_millis(since_ms) + SETTLE;
+            let settled_at = Duration::from_millis(quiet_at_ms);
             let now = Duration::from_millis(time::ns_to_ms(time::now_ns()));
             if now >= settled_at {
                 kv.store.delete_bucket_record(bucket).await?;
