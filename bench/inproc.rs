@@ -274,8 +274,7 @@ impl Bench {
                 let head = kv::dynamo::store::head_read(
                     &self.client,
                     &self.items_table,
-                    bucket,
-                    key,
+                    &kv::dynamo::items::key_pk(bucket, key),
                     true,
                 )
                 .send()

@@ -402,6 +402,7 @@ fn cold_event(function: Function, run: usize, index: usize) -> Value {
         Function::BucketInfo => json!({"bucket": "cold"}),
         Function::BucketDelete => json!({"bucket": format!("cold-del-{run}-{index}")}),
         Function::BucketPurge => json!({"Records": []}),
+        Function::ExpirySweep => json!({"source": "aws.events", "detail-type": "Scheduled Event"}),
     }
 }
 

@@ -284,20 +284,27 @@ struct Applied {
     value: Option<String>,
 }
 
-/// Every revision item the logged transactions put (heads and usage items are left out).
+/// Every revision the logged writes put: heads (at their `cur`) and archived revisions
+/// (usage items are left out).
 fn applied_from_log(log: &[Value]) -> Vec<Applied> {
     let mut applied = Vec::new();
     for body in log {
-        let Some(writes) = body["TransactItems"].as_array() else {
-            continue;
+        let puts: Vec<&Value> = match body["TransactItems"].as_array() {
+            Some(writes) => writes.iter().map(|write| &write["Put"]["Item"]).collect(),
+            None => vec![&body["Item"]],
         };
-        for write in writes {
-            let item = &write["Put"]["Item"];
+        for item in puts {
             let pk = item[items::PK]["S"].as_str().unwrap_or("");
-            let rev: u64 = item[items::REV]["N"]
-                .as_str()
-                .and_then(|rev| rev.parse().ok())
-                .unwrap_or(0);
+            let number = |name: &str| -> u64 {
+                item[name]["N"]
+                    .as_str()
+                    .and_then(|number| number.parse().ok())
+                    .unwrap_or(0)
+            };
+            let rev = match number(items::REV) {
+                0 => number(items::HEAD_REVISION),
+                archived => archived,
+            };
             if rev == 0 || !pk.contains('/') {
                 continue;
             }
@@ -342,36 +349,25 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// One key as stored: its head and its revision items.
+/// One key as stored: its head and the retained revisions it lists (its own latest and the
+/// archived ones), as readers see them.
 struct StoredKey {
     head: items::Head,
     revisions: Vec<items::Revision>,
 }
 
 async fn read_key(client: &aws_sdk_dynamodb::Client, bucket: &str, key: &str) -> StoredKey {
-    let output = client
-        .query()
-        .table_name(support::ITEMS_TABLE)
-        .key_condition_expression("#pk = :pk")
-        .expression_attribute_names("#pk", items::PK)
-        .expression_attribute_values(":pk", items::s(items::key_pk(bucket, key)))
-        .consistent_read(true)
-        .send()
+    let store = kv::dynamo::Store::new(client.clone(), &support::settings());
+    let (head, retained) = store
+        .history(bucket, key)
         .await
-        .expect("query a key's items");
-    assert!(output.last_evaluated_key().is_none(), "one page per key");
-    let mut head = None;
-    let mut revisions = Vec::new();
-    for item in output.items() {
-        if items::get_u64(item, items::REV) == Some(0) {
-            head = Some(item);
-        } else {
-            revisions.push(items::decode_revision(bucket, item).expect("revision item"));
-        }
-    }
+        .expect("read a key's history");
     StoredKey {
-        head: items::decode_head(head).expect("head item"),
-        revisions,
+        head,
+        revisions: retained
+            .iter()
+            .map(|stored| stored.decode(key).expect("stored revision"))
+            .collect(),
     }
 }
 
@@ -779,6 +775,10 @@ async fn responses_dropped_after_dynamodb_applied_the_write() {
             Rule::new(Fault::DropResponse)
                 .on("TransactWriteItems")
                 .probability(0.5),
+            // Head writes (and archives) outside a transaction.
+            Rule::new(Fault::DropResponse)
+                .on("PutItem")
+                .probability(0.5),
             Rule::new(Fault::DropResponse)
                 .on("UpdateItem")
                 .probability(0.15),
@@ -854,7 +854,7 @@ async fn silent_endpoint_ends_as_unavailable() {
     let all_silent = FaultProxy::start(direct, 5).await;
     all_silent.set(Rule::new(Fault::Hang));
     let commit_silent = FaultProxy::start(direct, 6).await;
-    commit_silent.set(Rule::new(Fault::Hang).on("TransactWriteItems"));
+    commit_silent.set(Rule::new(Fault::Hang).on("PutItem"));
 
     let bucket = buckets[1].name.clone();
     let mut tasks = Vec::new();

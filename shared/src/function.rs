@@ -13,10 +13,12 @@ pub enum Function {
     BucketDelete,
     /// Internal: finishes bucket deletions, invoked by the buckets table's stream.
     BucketPurge,
+    /// Internal, every minute: takes expired values out of the store.
+    ExpirySweep,
 }
 
 impl Function {
-    pub const ALL: [Function; 10] = [
+    pub const ALL: [Function; 11] = [
         Function::BucketCreate,
         Function::KeyPut,
         Function::KeyGet,
@@ -27,6 +29,7 @@ impl Function {
         Function::BucketInfo,
         Function::BucketDelete,
         Function::BucketPurge,
+        Function::ExpirySweep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Function {
             Function::BucketInfo => "kv-bucket-info",
             Function::BucketDelete => "kv-bucket-delete",
             Function::BucketPurge => "kv-bucket-purge",
+            Function::ExpirySweep => "kv-expiry-sweep",
         }
     }
 
@@ -72,6 +76,18 @@ impl Function {
             Function::BucketInfo => &["bucket"],
             Function::BucketDelete => &["bucket"],
             Function::BucketPurge => &["Records"],
+            // The fields of EventBridge's scheduled event, which carry nothing the sweep needs.
+            Function::ExpirySweep => &[
+                "version",
+                "id",
+                "detail-type",
+                "source",
+                "account",
+                "time",
+                "region",
+                "resources",
+                "detail",
+            ],
         }
     }
 }

@@ -110,5 +110,6 @@ fn run(kv: &Kv, function: Function, params: Params, deadline: Instant) -> OpFutu
         Function::BucketInfo => Box::pin(ops::bucket_info::run(kv, params)),
         Function::BucketDelete => Box::pin(ops::bucket_delete::run(kv, params, deadline)),
         Function::BucketPurge => Box::pin(ops::bucket_delete::run_purger(kv, params, deadline)),
+        Function::ExpirySweep => Box::pin(ops::expiry_sweep::run(kv, params, deadline)),
     }
 }

@@ -61,7 +61,15 @@ pub const LIVE_KEYS: &str = "keys";
 /// started before a delete can never land in a re-created bucket of the same name.
 pub const INCARNATION: &str = "inc";
 
+/// On a head whose latest value expires: which of the `by-expiry` index's partitions lists it
+/// (`EXPIRY_SHARDS` of them, so no one partition takes every expiring write of the table)...
+pub const EXPIRY_SHARD: &str = "xp";
+/// ... and when, in whole epoch seconds rounded down, so a sweep never misses one.
+pub const EXPIRY_SECONDS: &str = "xs";
+pub const EXPIRY_SHARDS: u64 = 16;
+
 pub const BY_SEQUENCE_INDEX: &str = "by-sequence";
+pub const BY_EXPIRY_INDEX: &str = "by-expiry";
 pub const BY_BUCKET_INDEX: &str = "by-bucket";
 
 /// DynamoDB's item size limit, which every revision item must fit in.
@@ -79,6 +87,14 @@ pub fn key_pk(bucket: &str, key: &str) -> String {
     format!("{bucket}/{key}")
 }
 
+/// The `by-expiry` partition of a key's head: a stable hash of its partition key (FNV-1a).
+pub fn expiry_shard(pk: &str) -> String {
+    let hash = pk.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("x{}", hash % EXPIRY_SHARDS)
+}
+
 pub fn usage_pk(bucket: &str) -> String {
     bucket.to_string()
 }
@@ -92,6 +108,8 @@ pub enum Op {
     Put,
     Del,
     Purge,
+    /// What the expiry sweeper leaves of a latest value past its expiry: no value, no size.
+    Expired,
 }
 
 impl Op {
@@ -100,6 +118,7 @@ impl Op {
             Op::Put => "PUT",
             Op::Del => "DEL",
             Op::Purge => "PURGE",
+            Op::Expired => "EXPIRED",
         }
     }
 
@@ -107,6 +126,7 @@ impl Op {
         match text {
             "DEL" => Op::Del,
             "PURGE" => Op::Purge,
+            "EXPIRED" => Op::Expired,
             _ => Op::Put,
         }
     }

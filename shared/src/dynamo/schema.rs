@@ -3,8 +3,9 @@
 
 use super::errors::storage_error;
 use super::items::{
-    BUCKET, BY_BUCKET_INDEX, BY_SEQUENCE_INDEX, COMPRESSED, CREATED_MS, EXPIRY_NS, HEAD_BUCKET,
-    HEAD_REVISION, LATEST_IN_BUCKET, LIST_VALUE, PK, REV, TTL,
+    BUCKET, BY_BUCKET_INDEX, BY_EXPIRY_INDEX, BY_SEQUENCE_INDEX, COMPRESSED, CREATED_MS, EXPIRY_NS,
+    EXPIRY_SECONDS, EXPIRY_SHARD, HEAD_BUCKET, HEAD_REVISION, LATEST_IN_BUCKET, LIST_VALUE, PK,
+    REV, TTL,
 };
 use crate::config::Settings;
 use crate::error::KvError;
@@ -64,6 +65,15 @@ pub fn items_table() -> TableSpec {
                 range: Some((HEAD_REVISION, ScalarAttributeType::N)),
                 projection: ProjectionType::Include,
                 non_key: &[LIST_VALUE, COMPRESSED, CREATED_MS, EXPIRY_NS],
+            },
+            // Heads whose latest value expires, keys only, by when: the expiry sweeper finds
+            // what has expired without a scan, however late DynamoDB's own TTL sweep is.
+            IndexSpec {
+                name: BY_EXPIRY_INDEX,
+                hash: (EXPIRY_SHARD, ScalarAttributeType::S),
+                range: Some((EXPIRY_SECONDS, ScalarAttributeType::N)),
+                projection: ProjectionType::KeysOnly,
+                non_key: &[],
             },
             // Heads only, keys only: written once per key (a head's keys never change), read
             // only when a bucket is deleted. No sort key: `pk` (bucket/key, up to 1280 bytes)

@@ -237,7 +237,12 @@ impl Store {
         key: &str,
         consistent: bool,
     ) -> Result<Head, KvError> {
-        let output = head_read(&self.client, &self.items, bucket, key, consistent)
+        self.read_head_of(&key_pk(bucket, key), consistent).await
+    }
+
+    /// The head of the key whose partition key is `pk`.
+    pub async fn read_head_of(&self, pk: &str, consistent: bool) -> Result<Head, KvError> {
+        let output = head_read(&self.client, &self.items, pk, consistent)
             .send()
             .await
             .map_err(|error| storage_error("GetItem", error))?;
@@ -262,6 +267,14 @@ impl Store {
             .item(INCARNATION, n(write.incarnation))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         if latest.op == Op::Put {
+            if let Some(expiry_ns) = latest.expiry_ns {
+                head = head
+                    .item(
+                        EXPIRY_SHARD,
+                        s(expiry_shard(&key_pk(write.bucket, write.key))),
+                    )
+                    .item(EXPIRY_SECONDS, n(expiry_ns / 1_000_000_000));
+            }
             head = head.item(LATEST_IN_BUCKET, s(write.bucket));
             if latest.bytes.len() <= LIST_VALUE_MAX_BYTES {
                 head = head.item(
@@ -691,6 +704,81 @@ impl Store {
             .and_then(|item| get_u64(item, HEAD_REVISION)))
     }
 
+    /// One page of the heads one `by-expiry` partition lists as expired by `now_secs`, and where
+    /// the next page starts.
+    pub async fn expired_heads(
+        &self,
+        shard: &str,
+        now_secs: u64,
+        start: Option<Item>,
+    ) -> Result<(Vec<String>, Option<Item>), KvError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.items)
+            .index_name(BY_EXPIRY_INDEX)
+            .key_condition_expression("#xp = :shard AND #xs <= :now")
+            .expression_attribute_names("#xp", EXPIRY_SHARD)
+            .expression_attribute_names("#xs", EXPIRY_SECONDS)
+            .expression_attribute_values(":shard", s(shard))
+            .expression_attribute_values(":now", n(now_secs))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|error| storage_error("Query", error))?;
+        let pks = output
+            .items()
+            .iter()
+            .filter_map(|item| get_str(item, PK))
+            .map(str::to_string)
+            .collect();
+        Ok((pks, output.last_evaluated_key().cloned()))
+    }
+
+    /// Takes an expired latest value out of its head: no value, out of the key-list and expiry
+    /// indexes, `op` EXPIRED (which the stream reports), and the retained list without expired
+    /// revisions. Conditional on the head being the one read and still expired, so a write
+    /// that replaced it meanwhile is never touched; false when that condition failed.
+    pub async fn expire_head(
+        &self,
+        pk: &str,
+        head: &Head,
+        entries: &[HeadEntry],
+        now_ns: u64,
+    ) -> Result<bool, KvError> {
+        let Some(cur) = head.cur else {
+            return Ok(false);
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.items)
+            .key(PK, s(pk))
+            .key(REV, n(0))
+            .update_expression("SET #op = :expired, #h = :h REMOVE #v, #lv, #gb, #xp, #xs")
+            .condition_expression("#cur = :cur AND #x <= :now")
+            .expression_attribute_names("#op", OP)
+            .expression_attribute_names("#h", HEAD_ENTRIES)
+            .expression_attribute_names("#v", VALUE)
+            .expression_attribute_names("#lv", LIST_VALUE)
+            .expression_attribute_names("#gb", LATEST_IN_BUCKET)
+            .expression_attribute_names("#xp", EXPIRY_SHARD)
+            .expression_attribute_names("#xs", EXPIRY_SECONDS)
+            .expression_attribute_names("#cur", HEAD_REVISION)
+            .expression_attribute_names("#x", EXPIRY_NS)
+            .expression_attribute_values(":expired", s(Op::Expired.as_str()))
+            .expression_attribute_values(":h", encode_head_entries(entries))
+            .expression_attribute_values(":cur", n(cur))
+            .expression_attribute_values(":now", n(now_ns))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(storage_error("UpdateItem", error)),
+        }
+    }
+
     /// Marks the bucket as being deleted (idempotently) and returns it; None if it never existed.
     pub async fn mark_deleting(
         &self,
@@ -933,14 +1021,13 @@ fn decode_archived(item: &Item) -> Result<Stored, KvError> {
 pub fn head_read(
     client: &Client,
     items_table: &str,
-    bucket: &str,
-    key: &str,
+    pk: &str,
     consistent: bool,
 ) -> aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder {
     client
         .get_item()
         .table_name(items_table)
-        .key(PK, s(key_pk(bucket, key)))
+        .key(PK, s(pk))
         .key(REV, n(0))
         .consistent_read(consistent)
 }

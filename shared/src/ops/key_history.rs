@@ -18,11 +18,12 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
     let mut results = Vec::with_capacity(retained.len());
     for stored in retained {
         let revision = stored.decode(key)?;
-        if time::is_expired(revision.expiry_ns, now_ns) {
+        // Expired values are gone, as if the sweep had removed them.
+        if revision.op == Op::Expired || time::is_expired(revision.expiry_ns, now_ns) {
             continue;
         }
         let value = match revision.op {
-            Op::Del | Op::Purge => Value::Null,
+            Op::Del | Op::Purge | Op::Expired => Value::Null,
             Op::Put if as_json => serde_json::from_str(&revision.text).map_err(|error| {
                 KvError::ValueNotJson(format!(
                     "Revision {} of key '{key}' is not valid JSON ({error}); read it with json: false",

@@ -287,7 +287,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
     // Markers never expire: a delete must not be undone by the TTL sweep revealing an older value.
     let ttl_ns = match request.op {
         Op::Put => request.ttl_ns.filter(|ttl| *ttl > 0).unwrap_or(config.ttl),
-        Op::Del | Op::Purge => 0,
+        Op::Del | Op::Purge | Op::Expired => 0,
     };
     let memory = config.storage == crate::config::Storage::Memory;
     let mut revision = bucket.seq;
