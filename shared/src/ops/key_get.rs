@@ -84,5 +84,5 @@ async fn at_revision(
     if !head.entries.iter().any(|entry| entry.rev == rev) {
         return Err(KvError::KeyNotFound);
     }
-    Ok(archived?)
+    archived
 }
