@@ -686,3 +686,76 @@ async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
         "key_not_found",
     );
 }
+
+#[tokio::test]
+async fn the_expiry_sweeper_alone_takes_expired_values_out() {
+    use kv::dynamo::schema;
+    // Tables whose DynamoDB TTL is off, as on AWS where its sweep may come days late: what
+    // leaves here, the project's sweeper took out.
+    let settings =
+        kv::config::Settings::with_tables(&unique("nottl-buckets"), &unique("nottl-items"));
+    let mut items_spec = schema::items_table();
+    items_spec.ttl_attribute = None;
+    schema::ensure_table(&client(), &settings.buckets_table, &schema::buckets_table())
+        .await
+        .unwrap();
+    schema::ensure_table(&client(), &settings.items_table, &items_spec)
+        .await
+        .unwrap();
+    let kv = Kv::new(client(), &settings);
+    let name = bucket(&kv, "expiry", json!({"history": 3})).await;
+    let first = put(&kv, &name, "short", json!("v1")).await;
+    let expiring = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": "short", "value": "v2", "ttl": 1_000_000_000u64}),
+    )
+    .await;
+    assert_eq!(status(&expiring), 200, "{expiring}");
+    let kept = put(&kv, &name, "long", json!("stays")).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    let swept = call(
+        &kv,
+        kv::Function::ExpirySweep,
+        json!({"source": "aws.events"}),
+    )
+    .await;
+    assert_eq!(status(&swept), 200, "{swept}");
+    assert_eq!(swept["body"]["expired"], 1, "{swept}");
+
+    // The head lost its value and its index entries; the latest is an expiry.
+    let head = kv.store.read_head(&name, "short", true).await.unwrap();
+    let latest = head.latest.unwrap();
+    assert_eq!(latest.op, items::Op::Expired);
+    assert!(latest.bytes.is_empty());
+    let (listed, _) = kv.store.latest_page(&name, 0, 10).await.unwrap();
+    let listed: Vec<u64> = listed
+        .iter()
+        .filter_map(|entry| items::get_u64(entry, items::HEAD_REVISION))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![kept],
+        "the key-list index still lists the expired key"
+    );
+    assert_eq!(
+        history(&kv, &name, "short").await,
+        vec![(first, "PUT".into(), json!("v1"))]
+    );
+    assert_error(
+        &call(&kv, KeyGet, json!({"bucket": name, "key": "short"})).await,
+        404,
+        "key_not_found",
+    );
+    // No live value: a create succeeds. A second sweep finds nothing more to do.
+    let created = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": "short", "value": "v3", "revision": 0}),
+    )
+    .await;
+    assert_eq!(status(&created), 200, "{created}");
+    let again = call(&kv, kv::Function::ExpirySweep, json!({})).await;
+    assert_eq!(again["body"]["expired"], 0, "{again}");
+}
