@@ -15,10 +15,12 @@ pub enum Function {
     BucketPurge,
     /// Internal, every minute: takes expired values out of the store.
     ExpirySweep,
+    /// Internal: fed by the items table's stream (counts, trimmed and archived revisions).
+    ItemsStream,
 }
 
 impl Function {
-    pub const ALL: [Function; 11] = [
+    pub const ALL: [Function; 12] = [
         Function::BucketCreate,
         Function::KeyPut,
         Function::KeyGet,
@@ -30,6 +32,7 @@ impl Function {
         Function::BucketDelete,
         Function::BucketPurge,
         Function::ExpirySweep,
+        Function::ItemsStream,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,7 +48,14 @@ impl Function {
             Function::BucketDelete => "kv-bucket-delete",
             Function::BucketPurge => "kv-bucket-purge",
             Function::ExpirySweep => "kv-expiry-sweep",
+            Function::ItemsStream => "kv-items-stream",
         }
+    }
+
+    /// A stream consumer that reports partial batch failures: its result is Lambda's
+    /// `{"batchItemFailures": [...]}` itself, not an envelope.
+    pub fn answers_stream_batches(self) -> bool {
+        self == Function::ItemsStream
     }
 
     /// The parameters each function accepts; anything else is rejected by name.
@@ -75,7 +85,7 @@ impl Function {
             Function::KeyHistory => &["bucket", "key", "json"],
             Function::BucketInfo => &["bucket"],
             Function::BucketDelete => &["bucket"],
-            Function::BucketPurge => &["Records"],
+            Function::BucketPurge | Function::ItemsStream => &["Records"],
             // The fields of EventBridge's scheduled event, which carry nothing the sweep needs.
             Function::ExpirySweep => &[
                 "version",

@@ -67,7 +67,11 @@ pub async fn handle_until(
             "refused"
         ),
     }
-    envelope::respond(outcome)
+    match (function.answers_stream_batches(), outcome) {
+        // Lambda's event source mapping reads `batchItemFailures` at the top of the result.
+        (true, Ok(result)) => Ok(result),
+        (_, outcome) => envelope::respond(outcome),
+    }
 }
 
 /// The Lambda entry point: what `service_fn` calls and what tests call with a `LambdaEvent`.
@@ -111,5 +115,6 @@ fn run(kv: &Kv, function: Function, params: Params, deadline: Instant) -> OpFutu
         Function::BucketDelete => Box::pin(ops::bucket_delete::run(kv, params, deadline)),
         Function::BucketPurge => Box::pin(ops::bucket_delete::run_purger(kv, params, deadline)),
         Function::ExpirySweep => Box::pin(ops::expiry_sweep::run(kv, params, deadline)),
+        Function::ItemsStream => Box::pin(ops::items_stream::run(kv, params)),
     }
 }

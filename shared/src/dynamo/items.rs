@@ -57,6 +57,11 @@ pub const EXACT_COUNTS: &str = "mb";
 pub const LAST_ALLOCATED: &str = "alloc";
 pub const USED_BYTES: &str = "bytes";
 pub const LIVE_KEYS: &str = "keys";
+/// On a usage item: the tokens of the last stream batches counted into it, oldest first, so a
+/// batch delivered again is not counted twice.
+pub const COUNTED_BATCHES: &str = "counted";
+/// How many batch tokens a usage item keeps (about 34 bytes each: the item stays within 1 KB).
+pub const COUNTED_TOKENS: usize = 16;
 /// The bucket's `created` on its usage item: writes are conditional on it, so a write that
 /// started before a delete can never land in a re-created bucket of the same name.
 pub const INCARNATION: &str = "inc";

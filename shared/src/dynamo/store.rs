@@ -704,6 +704,73 @@ impl Store {
             .and_then(|item| get_u64(item, HEAD_REVISION)))
     }
 
+    /// Adds one batch's changes to the bucket's counts, unless the bucket already counted that
+    /// batch (its token is among the last `COUNTED_TOKENS` kept) or is another incarnation
+    /// (deleted, or re-created since): false then.
+    pub async fn count_changes(
+        &self,
+        bucket: &str,
+        delta: &crate::ops::items_stream::BucketDelta,
+    ) -> Result<bool, KvError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.items)
+            .key(PK, s(usage_pk(bucket)))
+            .key(REV, n(0))
+            .update_expression(
+                "ADD #bytes :bytes, #keys :keys SET #counted = list_append(if_not_exists(#counted, :none), :token)",
+            )
+            .condition_expression("#inc = :inc AND NOT contains(#counted, :id)")
+            .expression_attribute_names("#bytes", USED_BYTES)
+            .expression_attribute_names("#keys", LIVE_KEYS)
+            .expression_attribute_names("#counted", COUNTED_BATCHES)
+            .expression_attribute_names("#inc", INCARNATION)
+            .expression_attribute_values(":bytes", n(delta.bytes))
+            .expression_attribute_values(":keys", n(delta.keys))
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":token", AttributeValue::L(vec![s(&delta.token)]))
+            .expression_attribute_values(":id", s(&delta.token))
+            .expression_attribute_values(":inc", n(delta.incarnation))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(error) if is_condition_failure(&error) => return Ok(false),
+            Err(error) => return Err(storage_error("UpdateItem", error)),
+        };
+        let kept = output
+            .attributes()
+            .and_then(|item| item.get(COUNTED_BATCHES))
+            .and_then(|list| list.as_l().ok())
+            .map_or(0, Vec::len);
+        if kept > COUNTED_TOKENS {
+            // The oldest half goes; a redelivery comes long before that many later batches.
+            let oldest: Vec<String> = (0..COUNTED_TOKENS / 2)
+                .map(|index| format!("#counted[{index}]"))
+                .collect();
+            let trimmed = self
+                .client
+                .update_item()
+                .table_name(&self.items)
+                .key(PK, s(usage_pk(bucket)))
+                .key(REV, n(0))
+                .update_expression(format!("REMOVE {}", oldest.join(", ")))
+                .condition_expression("size(#counted) > :kept")
+                .expression_attribute_names("#counted", COUNTED_BATCHES)
+                .expression_attribute_values(":kept", n(COUNTED_TOKENS))
+                .send()
+                .await;
+            match trimmed {
+                Ok(_) => {}
+                Err(error) if is_condition_failure(&error) => {}
+                Err(error) => return Err(storage_error("UpdateItem", error)),
+            }
+        }
+        Ok(true)
+    }
+
     /// One page of the heads one `by-expiry` partition lists as expired by `now_secs`, and where
     /// the next page starts.
     pub async fn expired_heads(
