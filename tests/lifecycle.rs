@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;
 
+/// kv-bucket-info's body, once the stream has delivered every write made before the call.
 async fn info(kv: &Kv, bucket: &str) -> Value {
+    settled().await;
     let response = call(kv, BucketInfo, json!({"bucket": bucket})).await;
     assert_eq!(status(&response), 200, "{response}");
     response["body"]["body"].clone()

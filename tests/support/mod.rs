@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 mod dynamodb_local;
+mod stream_pump;
+
+pub use stream_pump::settled;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use kv::config::Settings;
@@ -293,8 +296,10 @@ pub async fn put(kv: &Kv, bucket: &str, key: &str, value: Value) -> u64 {
     response["body"]["revision"].as_u64().expect("revision")
 }
 
-/// (entry_total, bytes) as kv-bucket-list reports them.
+/// (entry_total, bytes) as kv-bucket-list reports them, once the stream has delivered every
+/// write made before the call.
 pub async fn usage(kv: &Kv, bucket: &str) -> (u64, u64) {
+    settled().await;
     let listed = call(kv, Function::BucketList, serde_json::json!({})).await;
     let entry = listed["body"]["body"]["results"]
         .as_array()
