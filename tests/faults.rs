@@ -453,6 +453,8 @@ async fn verify(
 ) {
     let kv = container_at(endpoint);
     let client = aws_sdk_dynamodb::Client::from_conf(config_for(endpoint).build());
+    // Counts, trims and repaired archives follow from the stream: wait for it.
+    support::stream_pump::settled_at(endpoint).await;
 
     // Outcomes: a 200, a 4xx this call could cause, or a classified, readable Lambda error.
     for call in calls {

@@ -44,8 +44,8 @@ fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
         // Scan, then BatchGetItem at once: the Scan's connection may not be back in the pool.
         Function::BucketList => (2, &[Scan, BatchGetItem]),
         Function::BucketCreate => (1, &[TransactWriteItems]),
-        // A count update per bucket, trimmed revisions' deletes and archives.
-        Function::ItemsStream => (1, &[UpdateItem, BatchWriteItem, PutItem]),
+        // A count update per bucket, then trimmed revisions' deletes alongside archives.
+        Function::ItemsStream => (2, &[UpdateItem, BatchWriteItem]),
         // The index Query, then each expired head's GetItem and UpdateItem.
         Function::ExpirySweep => (1, &[Query, GetItem, UpdateItem]),
         Function::BucketDelete | Function::BucketPurge => {

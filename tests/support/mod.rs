@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 mod dynamodb_local;
-mod stream_pump;
+pub mod stream_pump;
 
 pub use stream_pump::settled;
 
@@ -179,9 +179,13 @@ pub fn endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     // Started from a plain thread: tests call this from inside their own tokio runtime.
     ENDPOINT.get_or_init(|| {
-        std::thread::spawn(start_dynamodb_local)
+        let endpoint = std::thread::spawn(start_dynamodb_local)
             .join()
-            .expect("DynamoDB Local started")
+            .expect("DynamoDB Local started");
+        // The stream is followed from the start, as Lambda's mapping does, so counts keep up
+        // with the writes instead of catching up when a test first asks.
+        stream_pump::follow(&endpoint);
+        endpoint
     })
 }
 

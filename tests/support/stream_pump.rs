@@ -5,12 +5,13 @@
 
 use super::{endpoint, settings, spawn_owned, BUCKETS_TABLE, ITEMS_TABLE};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The contract's bound: counts include a write within 5 s of it.
@@ -19,27 +20,33 @@ pub const COUNTS_WITHIN: Duration = Duration::from_secs(5);
 const FENCE_BUCKET: &str = "stream-fence";
 const FENCE_KEY: &str = "fence";
 
-/// The highest revision of the fence key whose stream record the consumer has processed.
-static FENCE_SEEN: AtomicU64 = AtomicU64::new(0);
-
 struct Pump {
     kv: kv::Kv,
     runtime: tokio::runtime::Runtime,
+    /// The highest revision of the fence key whose stream record the consumer has processed.
+    fence_seen: AtomicU64,
 }
 
-fn pump() -> &'static Pump {
-    static PUMP: OnceLock<&'static Pump> = OnceLock::new();
-    // Started from a plain thread: tests call this from inside their own tokio runtime.
-    PUMP.get_or_init(|| {
-        std::thread::spawn(start)
+/// Starts following the stream of the DynamoDB Local at `endpoint`, if not yet.
+pub fn follow(endpoint: &str) {
+    pump(endpoint);
+}
+
+/// The pump of the DynamoDB Local at `endpoint`, started on first use.
+fn pump(endpoint: &str) -> &'static Pump {
+    static PUMPS: OnceLock<Mutex<HashMap<String, &'static Pump>>> = OnceLock::new();
+    let mut pumps = PUMPS.get_or_init(Default::default).lock().expect("pumps");
+    let endpoint = endpoint.to_string();
+    pumps.entry(endpoint.clone()).or_insert_with(|| {
+        // Started from a plain thread: tests call this from inside their own tokio runtime.
+        std::thread::spawn(move || start(endpoint))
             .join()
             .expect("stream pump started")
     })
 }
 
-fn start() -> &'static Pump {
+fn start(endpoint: String) -> &'static Pump {
     {
-        let endpoint = endpoint().to_string();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -47,8 +54,12 @@ fn start() -> &'static Pump {
             .expect("pump runtime");
         // Built inside the pump's own runtime: a client first used from a test's runtime would
         // keep timers and connections on it, which end with that test.
-        let kv = runtime.block_on(async { kv::Kv::new(super::client(), &settings()) });
-        let pump: &'static Pump = Box::leak(Box::new(Pump { kv, runtime }));
+        let kv = runtime.block_on(async { kv::Kv::new(super::client_for(&endpoint), &settings()) });
+        let pump: &'static Pump = Box::leak(Box::new(Pump {
+            kv,
+            runtime,
+            fence_seen: AtomicU64::new(0),
+        }));
         let listener = TcpListener::bind("127.0.0.1:0").expect("invoke API listener");
         let port = listener.local_addr().expect("address").port();
         std::thread::spawn(move || {
@@ -57,7 +68,11 @@ fn start() -> &'static Pump {
             }
         });
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let log = std::env::temp_dir().join(format!("kv-stream-pump-{}.log", std::process::id()));
+        let port_of_dynamodb = endpoint.rsplit(':').next().unwrap_or_default().to_string();
+        let log = std::env::temp_dir().join(format!(
+            "kv-stream-pump-{}-{port_of_dynamodb}.log",
+            std::process::id()
+        ));
         let log = std::fs::File::create(&log).expect("pump log");
         let mut runner = Command::new("python3");
         runner
@@ -138,7 +153,7 @@ fn serve(pump: &'static Pump, stream: TcpStream) {
                     .block_on(kv::handler::handle(&pump.kv, function, payload.clone()));
             match outcome {
                 Ok(result) => {
-                    note_fence(&payload);
+                    note_fence(pump, &payload);
                     (200, false, result)
                 }
                 Err(error) => {
@@ -167,13 +182,13 @@ fn serve(pump: &'static Pump, stream: TcpStream) {
 }
 
 /// Remembers the fence key's revision when a delivered batch held it.
-fn note_fence(payload: &Value) {
+fn note_fence(pump: &Pump, payload: &Value) {
     let fence = kv::dynamo::items::key_pk(FENCE_BUCKET, FENCE_KEY);
     for record in payload["Records"].as_array().into_iter().flatten() {
         let image = &record["dynamodb"]["NewImage"];
         if image["pk"]["S"] == fence.as_str() {
             if let Some(revision) = image["cur"]["N"].as_str().and_then(|n| n.parse().ok()) {
-                FENCE_SEEN.fetch_max(revision, Ordering::SeqCst);
+                pump.fence_seen.fetch_max(revision, Ordering::SeqCst);
             }
         }
     }
@@ -183,8 +198,13 @@ fn note_fence(payload: &Value) {
 /// a write to a fence key, then its stream record, seen processed. Fails the test past the
 /// contract's 5 s.
 pub async fn settled() {
-    pump();
-    let kv = super::container();
+    settled_at(endpoint()).await
+}
+
+/// `settled` for another DynamoDB Local than this binary's own.
+pub async fn settled_at(endpoint: &str) {
+    let pump = pump(endpoint);
+    let kv = kv::Kv::new(super::client_for(endpoint), &settings());
     let created = super::call(
         &kv,
         kv::Function::BucketCreate,
@@ -194,7 +214,7 @@ pub async fn settled() {
     assert_eq!(super::status(&created), 200, "{created}");
     let revision = super::put(&kv, FENCE_BUCKET, FENCE_KEY, json!("fence")).await;
     let started = Instant::now();
-    while FENCE_SEEN.load(Ordering::SeqCst) < revision {
+    while pump.fence_seen.load(Ordering::SeqCst) < revision {
         assert!(
             started.elapsed() < COUNTS_WITHIN,
             "the stream did not deliver a write within {COUNTS_WITHIN:?} (see the pump's log in the temp folder)"

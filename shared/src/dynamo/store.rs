@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, KeysAndAttributes, Put, ReturnValue,
+    AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
@@ -933,17 +933,36 @@ impl Store {
 
     /// Deletes items 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed.
     pub async fn delete_items(&self, keys: &[(String, u64)]) -> Result<(), KvError> {
-        for chunk in keys.chunks(25) {
-            let mut writes = Vec::with_capacity(chunk.len());
-            for (pk, rev) in chunk {
-                let delete = DeleteRequest::builder()
-                    .key(PK, s(pk))
-                    .key(REV, n(rev))
-                    .build()
-                    .map_err(build_failed)?;
-                writes.push(WriteRequest::builder().delete_request(delete).build());
-            }
-            let request = HashMap::from([(self.items.clone(), writes)]);
+        let mut writes = Vec::with_capacity(keys.len());
+        for (pk, rev) in keys {
+            let delete = DeleteRequest::builder()
+                .key(PK, s(pk))
+                .key(REV, n(rev))
+                .build()
+                .map_err(build_failed)?;
+            writes.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.write_batches(writes).await
+    }
+
+    /// Writes archived revisions (partition key, revision) 25 per BatchWriteItem.
+    pub async fn archive_many(&self, archives: &[(String, &Stored)]) -> Result<(), KvError> {
+        let mut writes = Vec::with_capacity(archives.len());
+        for (pk, stored) in archives {
+            let put = PutRequest::builder()
+                .set_item(Some(stored.attributes()))
+                .item(PK, s(pk))
+                .item(REV, n(stored.rev))
+                .build()
+                .map_err(build_failed)?;
+            writes.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.write_batches(writes).await
+    }
+
+    async fn write_batches(&self, writes: Vec<WriteRequest>) -> Result<(), KvError> {
+        for chunk in writes.chunks(25) {
+            let request = HashMap::from([(self.items.clone(), chunk.to_vec())]);
             until_processed(request, |pending| async move {
                 let output = self
                     .client

@@ -25,7 +25,7 @@ use crate::params::{type_name, Params};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One head change of the batch, as far as it matters here.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,23 +264,38 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
             Err(error) => fail(delta.first, &error),
         }
     }
-    for change in &changes {
-        let trimmed = change
-            .trimmed
-            .iter()
-            .map(|rev| (items::key_pk(&change.bucket, &change.key), *rev))
-            .collect::<Vec<_>>();
-        if let Err(error) = kv.store.delete_items(&trimmed).await {
-            fail(change.index, &error);
-        }
-        if let Some(previous) = &change.archive {
-            if let Err(error) = kv
-                .store
-                .archive(&change.bucket, &change.key, previous)
-                .await
-            {
-                fail(change.index, &error);
-            }
+    // History upkeep for the whole batch in as few requests as it takes: what is trimmed is
+    // deleted (and not archived again, should the batch also hold its replacement).
+    let trimmed: BTreeSet<(String, u64)> = changes
+        .iter()
+        .flat_map(|change| {
+            let pk = items::key_pk(&change.bucket, &change.key);
+            change.trimmed.iter().map(move |rev| (pk.clone(), *rev))
+        })
+        .collect();
+    let archives: Vec<(String, &Stored)> = changes
+        .iter()
+        .filter_map(|change| {
+            let pk = items::key_pk(&change.bucket, &change.key);
+            change
+                .archive
+                .as_ref()
+                .filter(|stored| !trimmed.contains(&(pk.clone(), stored.rev)))
+                .map(|stored| (pk, stored))
+        })
+        .collect();
+    let first_upkeep = changes
+        .iter()
+        .find(|change| !change.trimmed.is_empty() || change.archive.is_some())
+        .map(|change| change.index);
+    if let Some(first) = first_upkeep {
+        let trimmed: Vec<(String, u64)> = trimmed.into_iter().collect();
+        let (deleted, archived) = tokio::join!(
+            kv.store.delete_items(&trimmed),
+            kv.store.archive_many(&archives)
+        );
+        if let Err(error) = deleted.and(archived) {
+            fail(first, &error);
         }
     }
     match failed_at {
