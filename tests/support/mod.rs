@@ -304,6 +304,11 @@ pub async fn put(kv: &Kv, bucket: &str, key: &str, value: Value) -> u64 {
 /// write made before the call.
 pub async fn usage(kv: &Kv, bucket: &str) -> (u64, u64) {
     settled().await;
+    listed_usage(kv, bucket).await
+}
+
+/// (entry_total, bytes) as kv-bucket-list reports them now.
+pub async fn listed_usage(kv: &Kv, bucket: &str) -> (u64, u64) {
     let listed = call(kv, Function::BucketList, serde_json::json!({})).await;
     let entry = listed["body"]["body"]["results"]
         .as_array()

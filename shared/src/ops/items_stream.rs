@@ -248,14 +248,27 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
     }
     // The earliest record whose work failed; everything from it on comes back.
     let mut failed_at: Option<usize> = None;
+    let mut first_error: Option<String> = None;
     let mut fail = |index: usize, error: &KvError| {
         tracing::warn!(error = %error, record = index, "stream record not processed");
         failed_at = Some(failed_at.map_or(index, |earlier| earlier.min(index)));
+        first_error.get_or_insert_with(|| error.to_string());
     };
     let mut counted_last = None;
     let mut counted = 0;
+    // One update per bucket, all at once: a batch's buckets share nothing.
+    let mut updates = tokio::task::JoinSet::new();
     for ((bucket, _), delta) in bucket_deltas(&changes) {
-        match kv.store.count_changes(&bucket, &delta).await {
+        let store = kv.store.clone();
+        updates.spawn(async move {
+            let outcome = store.count_changes(&bucket, &delta).await;
+            (delta, outcome)
+        });
+    }
+    while let Some(joined) = updates.join_next().await {
+        let (delta, outcome) =
+            joined.map_err(|error| KvError::Internal(format!("Count task failed: {error}")))?;
+        match outcome {
             Ok(applied) => {
                 counted += usize::from(applied);
                 counted_last =
@@ -311,9 +324,10 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
                 .unwrap_or(Value::Null);
             Ok(json!({"batchItemFailures": [{"itemIdentifier": sequence}], "counted": counted}))
         }
-        Some(_) => Err(KvError::Unavailable(
-            "Part of the stream batch failed after later records were counted; the whole batch is delivered again (counted buckets skip it by token)".to_string(),
-        )),
+        Some(_) => Err(KvError::Unavailable(format!(
+            "Part of the stream batch failed after later records were counted, so the whole batch must come again (counted buckets skip it by token): {}",
+            first_error.unwrap_or_default()
+        ))),
     }
 }
 
