@@ -299,7 +299,7 @@ async fn sixteen_writers_on_many_buckets() {
             keys += 1;
         }
         assert_eq!(
-            usage(&container(), bucket).await,
+            listed_usage(&container(), bucket).await,
             (keys, expected_bytes),
             "{bucket}"
         );
