@@ -2,14 +2,14 @@
 //! (`kv::handler::handle`) and the raw SDK call that is its floor against a plain table,
 //! alternately, through one metered client.
 
-use crate::units::{self, Capture, IndexModel, Item};
+use crate::units::{self, Capture, Captured, IndexModel, Item};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use kv::dynamo::meter::Meter;
 use kv::{Function, Kv};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The raw call a case is compared with, on the plain table (`pk` + `sk`, value in `v`).
@@ -40,7 +40,7 @@ pub enum Baseline {
     },
     /// One strongly consistent Scan page of the buckets table.
     ScanBuckets,
-    /// Exactly the request kv-key-get sends, raw: the key's newest item in the items table.
+    /// Exactly the request kv-key-get sends, raw: the `GetItem` of the key's head.
     LatestRevision {
         bucket: String,
         key: String,
@@ -57,7 +57,7 @@ impl Baseline {
             Baseline::QueryPage { .. } => "Query page",
             Baseline::QueryAll { .. } => "Query (all pages)",
             Baseline::ScanBuckets => "Scan page",
-            Baseline::LatestRevision { .. } => "Query newest revision",
+            Baseline::LatestRevision { .. } => "GetItem of the head",
         }
     }
 }
@@ -80,10 +80,10 @@ pub struct Case {
     /// The handler's own DynamoDB request sent raw, to split the handler's time into its
     /// code and its choice of request.
     pub shadow: Baseline,
-    /// Key partitions (and single items) of the items table that the operation's
-    /// transactions touch, read before and after to price them.
+    /// Key partitions of the items table, and single items (table, key), that the operation
+    /// writes, read before and after to price its writes.
     pub partitions: Vec<String>,
-    pub singles: Vec<Item>,
+    pub singles: Vec<(String, Item)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,9 +100,12 @@ pub struct Measured {
     pub wcu: f64,
     /// What DynamoDB Local itself reported for writes (transactions under-reported).
     pub local_wcu: f64,
-    /// Where the units go: (what, units, "RCU" or "WCU").
+    /// Where the units go, request by request: (what, units, "RCU" or "WCU").
     pub parts: Vec<(String, f64, &'static str)>,
-    /// Transaction items the snapshots did not cover (should be 0).
+    /// Plain write requests by operation: (operation, AWS's model, DynamoDB Local's report),
+    /// per call; the two should agree.
+    pub plain_writes: Vec<(String, f64, f64)>,
+    /// Written items the snapshots did not cover (should be 0).
     pub uncovered: usize,
 }
 
@@ -112,6 +115,8 @@ pub struct Row {
     pub handler: Measured,
     pub baseline: Option<Measured>,
     pub shadow: Option<Measured>,
+    /// For a get: the size of the item it reads (the key's head), in DynamoDB's accounting.
+    pub read_item_bytes: Option<usize>,
 }
 
 impl Row {
@@ -136,6 +141,8 @@ pub struct Bench {
     pub items_table: String,
     pub indexes: Vec<IndexModel>,
     pub row_budget: Duration,
+    /// The KV tables' settings, for containers started during the run.
+    pub settings: kv::config::Settings,
 }
 
 pub fn s(text: impl Into<String>) -> AttributeValue {
@@ -342,29 +349,43 @@ impl Bench {
             )
             .await;
             let mut parts = Vec::new();
-            let (mut rcu, mut wcu, mut local_wcu) = (0.0, 0.0, 0.0);
+            let (mut rcu, mut local_wcu) = (0.0, 0.0);
             for (operation, (count, read, write)) in &captured.reported {
                 rcu += read;
                 local_wcu += write;
                 if *read > 0.0 {
                     parts.push((format!("{operation} x{count}"), *read, "RCU"));
                 }
-                if *operation != "TransactWriteItems" && *write > 0.0 {
-                    wcu += write;
-                    parts.push((format!("{operation} x{count}"), *write, "WCU"));
-                }
             }
-            for tx in &captured.transactions {
-                let priced =
-                    units::price_transaction(tx, &before, &after, &self.items_table, &self.indexes);
-                wcu += priced.total;
-                measured.uncovered += priced.uncovered;
-                parts.extend(
-                    priced
-                        .parts
-                        .into_iter()
-                        .map(|(what, units)| (format!("transaction: {what}"), units, "WCU")),
-                );
+            let priced = units::price_writes(
+                &captured.writes,
+                &before,
+                &after,
+                &self.items_table,
+                &self.indexes,
+            );
+            let wcu = priced.total;
+            measured.uncovered += priced.uncovered;
+            parts.extend(priced.parts.iter().map(|part| {
+                (
+                    format!("{}: {}", part.request, part.what),
+                    part.units,
+                    "WCU",
+                )
+            }));
+            if round + 1 == rounds {
+                measured.plain_writes = priced
+                    .plain
+                    .iter()
+                    .map(|(operation, model)| {
+                        let local = captured
+                            .reported
+                            .get(*operation)
+                            .map(|reported| reported.2)
+                            .unwrap_or(0.0);
+                        (operation.to_string(), *model, local)
+                    })
+                    .collect();
             }
             measured.rcu += rcu / rounds as f64;
             measured.wcu += wcu / rounds as f64;
@@ -374,6 +395,22 @@ impl Bench {
             }
         }
         measured
+    }
+
+    /// The items (table and key) one call of `function` with `event` writes, as its requests
+    /// name them.
+    pub async fn written_keys(
+        &self,
+        kv: &Kv,
+        function: Function,
+        event: Value,
+    ) -> (BTreeSet<String>, Captured) {
+        self.meter.take();
+        self.capture.take();
+        self.call(kv, function, event).await;
+        self.meter.take();
+        let captured = self.capture.take();
+        (captured.written_keys(), captured)
     }
 
     async fn account_baseline(&self, baseline: &Baseline, rounds: usize) -> Measured {
@@ -494,11 +531,22 @@ impl Bench {
             baseline.p99 = percentile(&baseline_times, 99);
             baseline.requests = baseline_requests as f64 / baseline_times.len().max(1) as f64;
         }
+        let read_item_bytes = match &case.shadow {
+            Baseline::LatestRevision { bucket, key } => {
+                kv::dynamo::store::head_read(&self.observer, &self.items_table, bucket, key, true)
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|found| found.item().map(units::item_size))
+            }
+            _ => None,
+        };
         Row {
             case,
             handler,
             baseline,
             shadow,
+            read_item_bytes,
         }
     }
 }
