@@ -605,4 +605,43 @@ mod tests {
         assert_eq!(kb(1024), 1.0);
         assert_eq!(kb(1025), 2.0);
     }
+
+    #[test]
+    fn index_entries_carry_keys_and_projected_attributes() {
+        use kv::dynamo::items::*;
+        let blob = |n: usize| AttributeValue::B(vec![7u8; n].into());
+        let head: Item = [
+            (PK.to_string(), AttributeValue::S("b/k".into())),
+            (REV.to_string(), AttributeValue::N("0".into())),
+            (LATEST_IN_BUCKET.to_string(), AttributeValue::S("b".into())),
+            (HEAD_BUCKET.to_string(), AttributeValue::S("b".into())),
+            (HEAD_REVISION.to_string(), AttributeValue::N("9".into())),
+            (VALUE.to_string(), blob(100)),
+            (LIST_VALUE.to_string(), blob(100)),
+        ]
+        .into();
+        let indexes = item_indexes();
+        let names = |index: &IndexModel| {
+            let mut names: Vec<String> = index_entry(index, &head)
+                .map(|entry| entry.into_keys().collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        let by_sequence = indexes
+            .iter()
+            .find(|i| i.name == BY_SEQUENCE_INDEX)
+            .unwrap();
+        assert_eq!(names(by_sequence), ["cur", "gb", "lv", "pk", "rev"]);
+        let by_bucket = indexes.iter().find(|i| i.name == BY_BUCKET_INDEX).unwrap();
+        assert_eq!(names(by_bucket), ["hb", "pk", "rev"]);
+        // An archived revision has neither index's keys.
+        let archived: Item = [
+            (PK.to_string(), AttributeValue::S("b/k".into())),
+            (REV.to_string(), AttributeValue::N("8".into())),
+            (VALUE.to_string(), blob(100)),
+        ]
+        .into();
+        assert!(indexes.iter().all(|i| index_entry(i, &archived).is_none()));
+    }
 }
