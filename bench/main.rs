@@ -3,11 +3,13 @@
 //! but that every call it measures succeeds.
 //!
 //! In process, for every operation and value shape: DynamoDB requests and round trips per call
-//! (counted at the SDK by `kv::dynamo::meter::Meter`), read and write capacity units (as
-//! DynamoDB Local reports them, except transactions, priced by AWS's model in `units.rs`), and
-//! p50/p99 latency of `kv::handler::handle`, each beside the raw SDK call that is its floor on
-//! a plain table. Then cold starts of every function's release binary against a local Lambda
-//! Runtime API (`cold.rs`), and their stripped sizes.
+//! (counted at the SDK by `kv::dynamo::meter::Meter`), read units (as DynamoDB Local reports
+//! them) and write units (every write request priced by AWS's model in `units.rs`, beside
+//! DynamoDB Local's figure for plain writes), and p50/p99 latency of `kv::handler::handle`, each
+//! beside the raw SDK call that is its floor on a plain table; the items two puts to different
+//! keys of one bucket both write; the targets of the write path, in steady state. Then cold
+//! starts of every function's release binary against a local Lambda Runtime API (`cold.rs`), and
+//! their stripped sizes.
 //!
 //! Environment: `KV_BENCH_ROW_SECONDS` (time per row, default 1.5; 0 skips the in-process
 //! rows), `KV_BENCH_COLD_RUNS`
