@@ -548,13 +548,16 @@ impl Bench {
             baseline.requests = baseline_requests as f64 / baseline_times.len().max(1) as f64;
         }
         let read_item_bytes = match &case.shadow {
-            Baseline::LatestRevision { bucket, key } => {
-                kv::dynamo::store::head_read(&self.observer, &self.items_table, bucket, key, true)
-                    .send()
-                    .await
-                    .ok()
-                    .and_then(|found| found.item().map(units::item_size))
-            }
+            Baseline::LatestRevision { bucket, key } => kv::dynamo::store::head_read(
+                &self.observer,
+                &self.items_table,
+                &kv::dynamo::items::key_pk(bucket, key),
+                true,
+            )
+            .send()
+            .await
+            .ok()
+            .and_then(|found| found.item().map(units::item_size)),
             _ => None,
         };
         Row {
