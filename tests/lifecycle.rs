@@ -691,20 +691,9 @@ async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
 
 #[tokio::test]
 async fn the_expiry_sweeper_alone_takes_expired_values_out() {
-    use kv::dynamo::schema;
-    // Tables whose DynamoDB TTL is off, as on AWS where its sweep may come days late: what
-    // leaves here, the project's sweeper took out.
-    let settings =
-        kv::config::Settings::with_tables(&unique("nottl-buckets"), &unique("nottl-items"));
-    let mut items_spec = schema::items_table();
-    items_spec.ttl_attribute = None;
-    schema::ensure_table(&client(), &settings.buckets_table, &schema::buckets_table())
-        .await
-        .unwrap();
-    schema::ensure_table(&client(), &settings.items_table, &items_spec)
-        .await
-        .unwrap();
-    let kv = Kv::new(client(), &settings);
+    // The harness's tables have DynamoDB's own TTL sweep off (as good as on AWS, where it may
+    // come days late): what leaves here, the project's sweeper took out.
+    let kv = container();
     let name = bucket(&kv, "expiry", json!({"history": 3})).await;
     let first = put(&kv, &name, "short", json!("v1")).await;
     let expiring = call(
@@ -760,6 +749,13 @@ async fn the_expiry_sweeper_alone_takes_expired_values_out() {
     assert_eq!(status(&created), 200, "{created}");
     let again = call(&kv, kv::Function::ExpirySweep, json!({})).await;
     assert_eq!(again["body"]["expired"], 0, "{again}");
+    // The counts followed, through the stream: v1 (history) + v3 + "stays"; two live keys.
+    let counted = info(&kv, &name).await;
+    assert_eq!(
+        (counted["entry_total"].clone(), counted["bytes"].clone()),
+        (json!(2), json!(2 + 2 + 5)),
+        "{counted}"
+    );
 }
 
 #[tokio::test]

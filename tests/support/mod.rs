@@ -70,6 +70,21 @@ fn start_dynamodb_local() -> String {
                 Err(error) => panic!("could not create tables: {error}"),
             }
         }
+        // DynamoDB's own TTL sweep off, as good as on AWS, where it may come days late: what
+        // expires leaves the counts, listings and histories through the project's sweeper.
+        client
+            .update_time_to_live()
+            .table_name(ITEMS_TABLE)
+            .time_to_live_specification(
+                aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                    .attribute_name(kv::dynamo::items::TTL)
+                    .enabled(false)
+                    .build()
+                    .expect("TTL specification"),
+            )
+            .send()
+            .await
+            .expect("turn DynamoDB's TTL sweep off");
     });
     endpoint
 }
