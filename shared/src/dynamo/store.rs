@@ -496,25 +496,7 @@ impl Store {
                     .into(),
                 );
             }
-            let request =
-                HashMap::from([(self.items.clone(), keys.build().map_err(build_failed)?)]);
-            let read = until_processed(request, |pending| async move {
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|error| storage_error("BatchGetItem", error))?;
-                let items = output
-                    .responses()
-                    .and_then(|tables| tables.get(&self.items));
-                Ok((
-                    items.cloned().unwrap_or_default(),
-                    output.unprocessed_keys().cloned(),
-                ))
-            })
-            .await?;
+            let read = self.get_batch(keys).await?;
             for item in &read {
                 if let Some(bucket) = get_str(item, PK) {
                     found.insert(bucket.to_string(), decode_usage(item));
@@ -596,25 +578,7 @@ impl Store {
             for pk in chunk {
                 keys = keys.keys([(PK.to_string(), s(pk)), (REV.to_string(), n(0))].into());
             }
-            let request =
-                HashMap::from([(self.items.clone(), keys.build().map_err(build_failed)?)]);
-            let read = until_processed(request, |pending| async move {
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|error| storage_error("BatchGetItem", error))?;
-                let items = output
-                    .responses()
-                    .and_then(|tables| tables.get(&self.items));
-                Ok((
-                    items.cloned().unwrap_or_default(),
-                    output.unprocessed_keys().cloned(),
-                ))
-            })
-            .await?;
+            let read = self.get_batch(keys).await?;
             for item in read {
                 if let Some(pk) = get_str(&item, PK) {
                     found.insert(pk.to_string(), item.clone());
@@ -943,6 +907,32 @@ impl Store {
             writes.push(WriteRequest::builder().delete_request(delete).build());
         }
         self.write_batches(writes).await
+    }
+
+    /// The items of one `BatchGetItem` of the items table (100 keys at most), re-sending what
+    /// DynamoDB leaves unprocessed.
+    async fn get_batch(
+        &self,
+        keys: aws_sdk_dynamodb::types::builders::KeysAndAttributesBuilder,
+    ) -> Result<Vec<Item>, KvError> {
+        let request = HashMap::from([(self.items.clone(), keys.build().map_err(build_failed)?)]);
+        until_processed(request, |pending| async move {
+            let output = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(|error| storage_error("BatchGetItem", error))?;
+            let items = output
+                .responses()
+                .and_then(|tables| tables.get(&self.items));
+            Ok((
+                items.cloned().unwrap_or_default(),
+                output.unprocessed_keys().cloned(),
+            ))
+        })
+        .await
     }
 
     /// Writes archived revisions (partition key, revision) 25 per BatchWriteItem.

@@ -18,7 +18,7 @@ use crate::dynamo::items::WRITES_QUIET_MS;
 use crate::dynamo::store::BucketRecord;
 use crate::error::KvError;
 use crate::handler::Kv;
-use crate::params::{type_name, Params};
+use crate::params::Params;
 use crate::{time, validate};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -39,20 +39,7 @@ pub async fn run(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, Kv
 
 /// The buckets table's stream: continue every deletion its records mention.
 pub async fn run_purger(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
-    let records = match params.raw("Records") {
-        Some(Value::Array(records)) => records,
-        Some(other) => {
-            return Err(KvError::param(format!(
-                "Parameter 'Records' must be the array of a DynamoDB stream event, got {}",
-                type_name(other)
-            )))
-        }
-        None => {
-            return Err(KvError::param(
-                "Missing required parameter 'Records' (a DynamoDB stream event)",
-            ))
-        }
-    };
+    let records = params.stream_records()?;
     let mut deletions: Vec<(String, u64)> = records.iter().filter_map(deletion).collect();
     deletions.sort();
     deletions.dedup();

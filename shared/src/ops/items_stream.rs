@@ -21,7 +21,7 @@ use crate::dynamo::items::{
 };
 use crate::error::KvError;
 use crate::handler::Kv;
-use crate::params::{type_name, Params};
+use crate::params::Params;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
@@ -226,20 +226,7 @@ fn batch_token(ids: &[&str]) -> String {
 }
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let records = match params.raw("Records") {
-        Some(Value::Array(records)) => records,
-        Some(other) => {
-            return Err(KvError::param(format!(
-                "Parameter 'Records' must be the array of a DynamoDB stream event, got {}",
-                type_name(other)
-            )))
-        }
-        None => {
-            return Err(KvError::param(
-                "Missing required parameter 'Records' (a DynamoDB stream event)",
-            ))
-        }
-    };
+    let records = params.stream_records()?;
     let mut changes = Vec::new();
     for (index, record) in records.iter().enumerate() {
         if let Some(change) = head_change(index, record)? {
