@@ -25,9 +25,10 @@ use crate::handler::Kv;
 use crate::{codec, time};
 use std::time::{Duration, Instant};
 
-/// Enough for heavy contention on one key (each lost race costs one retry); past it the write
-/// reports `KvUnavailable` so the flow's Retry takes over.
-const MAX_ATTEMPTS: u32 = 200;
+/// Enough for heavy contention on one key (each lost race costs one retry, and losers back
+/// off further each time); the invocation's deadline bounds the loop first in practice. Past
+/// it the write reports `KvUnavailable` so the flow's Retry takes over.
+const MAX_ATTEMPTS: u32 = 1000;
 
 pub struct WriteRequest<'a> {
     pub bucket: &'a str,
@@ -126,7 +127,7 @@ fn check_limits(config: &BucketConfig, size: u64) -> Result<(), KvError> {
 }
 
 fn backoff(attempt: u32) -> Duration {
-    let ceiling_us = 2_000u64 << attempt.min(5);
+    let ceiling_us = 2_000u64 << attempt.min(6);
     Duration::from_micros(fastrand::u64(500..ceiling_us))
 }
 
