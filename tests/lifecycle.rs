@@ -46,34 +46,6 @@ fn listed_keys(response: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Every item of the bucket still in the items table (keys, heads, usage), by a full scan.
-async fn items_left(bucket: &str) -> usize {
-    let mut count = 0;
-    let mut start = None;
-    loop {
-        let output = client()
-            .scan()
-            .table_name(ITEMS_TABLE)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        count += output
-            .items()
-            .iter()
-            .filter(|item| {
-                let pk = items::get_str(item, items::PK).unwrap_or("");
-                pk == bucket || pk.starts_with(&format!("{bucket}/"))
-            })
-            .count();
-        match output.last_evaluated_key() {
-            Some(next) => start = Some(next.clone()),
-            None => return count,
-        }
-    }
-}
-
 #[tokio::test]
 async fn delete_writes_a_marker_and_frees_the_key() {
     let kv = container();

@@ -107,34 +107,6 @@ async fn bucket_item_exists(bucket: &str) -> bool {
         .is_some()
 }
 
-/// Items of the bucket left in the items table: its keys' items and its usage item.
-async fn items_left(bucket: &str) -> usize {
-    let mut count = 0;
-    let mut start = None;
-    loop {
-        let output = client()
-            .scan()
-            .table_name(ITEMS_TABLE)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        count += output
-            .items()
-            .iter()
-            .filter(|item| {
-                let pk = items::get_str(item, items::PK).unwrap_or("");
-                pk == bucket || pk.starts_with(&format!("{bucket}/"))
-            })
-            .count();
-        match output.last_evaluated_key() {
-            Some(next) => start = Some(next.clone()),
-            None => return count,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_bucket_delete_is_finished_through_the_stream() {
     let started = Instant::now();

@@ -346,3 +346,31 @@ pub async fn stored_revisions(bucket: &str, key: &str) -> Vec<kv::dynamo::items:
         .map(|stored| stored.decode(key).unwrap())
         .collect()
 }
+
+/// Every item of the bucket still in the items table (keys, heads, usage), by a full scan.
+pub async fn items_left(bucket: &str) -> usize {
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let output = client()
+            .scan()
+            .table_name(ITEMS_TABLE)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        count += output
+            .items()
+            .iter()
+            .filter(|item| {
+                let pk = kv::dynamo::items::get_str(item, kv::dynamo::items::PK).unwrap_or("");
+                pk == bucket || pk.starts_with(&format!("{bucket}/"))
+            })
+            .count();
+        match output.last_evaluated_key() {
+            Some(next) => start = Some(next.clone()),
+            None => return count,
+        }
+    }
+}
