@@ -289,11 +289,18 @@ struct Applied {
 fn applied_from_log(log: &[Value]) -> Vec<Applied> {
     let mut applied = Vec::new();
     for body in log {
-        let puts: Vec<&Value> = match body["TransactItems"].as_array() {
-            Some(writes) => writes.iter().map(|write| &write["Put"]["Item"]).collect(),
-            None => vec![&body["Item"]],
+        let written: Vec<Value> = match body["TransactItems"].as_array() {
+            Some(writes) => writes
+                .iter()
+                .map(|write| match write.get("Update") {
+                    Some(update) => update_as_item(update),
+                    None => write["Put"]["Item"].clone(),
+                })
+                .collect(),
+            None if body.get("UpdateExpression").is_some() => vec![update_as_item(body)],
+            None => vec![body["Item"].clone()],
         };
-        for item in puts {
+        for item in &written {
             let pk = item[items::PK]["S"].as_str().unwrap_or("");
             let number = |name: &str| -> u64 {
                 item[name]["N"]
@@ -323,6 +330,22 @@ fn applied_from_log(log: &[Value]) -> Vec<Applied> {
         }
     }
     applied
+}
+
+/// The item a head's update writes: its key and the attributes its `SET #sN = :sN` set.
+fn update_as_item(update: &Value) -> Value {
+    let mut item = update["Key"].clone();
+    let values = &update["ExpressionAttributeValues"];
+    for (placeholder, name) in update["ExpressionAttributeNames"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(index), Some(name)) = (placeholder.strip_prefix("#s"), name.as_str()) {
+            item[name] = values[format!(":s{index}")].clone();
+        }
+    }
+    item
 }
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
@@ -777,9 +800,13 @@ async fn responses_dropped_after_dynamodb_applied_the_write() {
             Rule::new(Fault::DropResponse)
                 .on("TransactWriteItems")
                 .probability(0.5),
-            // Head writes (and archives) outside a transaction.
+            // Head writes (UpdateItem) and archives (PutItem) outside a transaction.
             Rule::new(Fault::DropResponse)
                 .on("PutItem")
+                .probability(0.5),
+            Rule::new(Fault::DropResponse)
+                .on("UpdateItem")
+                .when(|request| request.body["TableName"] == support::ITEMS_TABLE)
                 .probability(0.5),
             Rule::new(Fault::DropResponse)
                 .on("UpdateItem")
@@ -856,7 +883,12 @@ async fn silent_endpoint_ends_as_unavailable() {
     let all_silent = FaultProxy::start(direct, 5).await;
     all_silent.set(Rule::new(Fault::Hang));
     let commit_silent = FaultProxy::start(direct, 6).await;
-    commit_silent.set(Rule::new(Fault::Hang).on("PutItem"));
+    // The head's write: the UpdateItem of the items table (the revision's is of the buckets one).
+    commit_silent.set(
+        Rule::new(Fault::Hang)
+            .on("UpdateItem")
+            .when(|request| request.body["TableName"] == support::ITEMS_TABLE),
+    );
 
     let bucket = buckets[1].name.clone();
     let mut tasks = Vec::new();

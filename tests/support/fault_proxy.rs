@@ -327,7 +327,10 @@ impl Shared {
     fn forwarded(&self, request: &Request, status: u16) {
         let mut state = self.state.lock().unwrap();
         state.stats.forwarded += 1;
-        let writes = matches!(request.operation.as_str(), "TransactWriteItems" | "PutItem");
+        let writes = matches!(
+            request.operation.as_str(),
+            "TransactWriteItems" | "PutItem" | "UpdateItem"
+        );
         if !writes || !(200..300).contains(&status) {
             return;
         }

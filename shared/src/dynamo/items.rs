@@ -73,6 +73,24 @@ pub const EXPIRY_SHARD: &str = "xp";
 pub const EXPIRY_SECONDS: &str = "xs";
 pub const EXPIRY_SHARDS: u64 = 16;
 
+/// On a head: the revisions it held before its latest, newest first, so a writer whose
+/// answer was lost can recognise its own revision a few writes later.
+pub const RECENT_REVISIONS: [&str; 3] = ["r1", "r2", "r3"];
+/// What a head holds only sometimes: a head write removes those the new head lacks.
+pub const OPTIONAL_HEAD_ATTRIBUTES: [&str; 11] = [
+    VALUE,
+    OP,
+    COMPRESSED,
+    EXPIRY_NS,
+    TTL,
+    MEMORY,
+    LATEST_IN_BUCKET,
+    LIST_VALUE,
+    EXACT_COUNTS,
+    EXPIRY_SHARD,
+    EXPIRY_SECONDS,
+];
+
 pub const BY_SEQUENCE_INDEX: &str = "by-sequence";
 pub const BY_EXPIRY_INDEX: &str = "by-expiry";
 pub const BY_BUCKET_INDEX: &str = "by-bucket";
@@ -153,6 +171,8 @@ pub struct Head {
     pub entries: Vec<HeadEntry>,
     /// The latest revision itself (value or marker), as the head holds it.
     pub latest: Option<Stored>,
+    /// The revisions the head held before its latest (`RECENT_REVISIONS`), newest first.
+    pub recent: Vec<u64>,
 }
 
 /// A revision as stored (a head's latest, or an archived older one): the value still encoded.
@@ -311,6 +331,11 @@ pub fn decode_head(item: Option<&Item>) -> Result<Head, KvError> {
         cur: Some(cur),
         entries,
         latest: Some(decode_stored(cur, item)?),
+        recent: RECENT_REVISIONS
+            .iter()
+            .filter_map(|name| get_u64(item, name))
+            .filter(|rev| *rev > 0)
+            .collect(),
     })
 }
 

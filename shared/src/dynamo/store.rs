@@ -8,8 +8,8 @@ use crate::error::KvError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
@@ -103,7 +103,7 @@ pub enum CommitError {
     WindowClosed,
     /// The head is not what the write required; here is the head as DynamoDB saw it, when it
     /// said (a compare-and-set refusal needs no second read).
-    HeadChanged(Option<Head>),
+    HeadChanged(Option<Box<Head>>),
     /// DynamoDB did not apply the transaction because of other transactions or throttling;
     /// a later attempt can succeed. Carries what to report if no attempt does.
     Contention(KvError),
@@ -311,19 +311,80 @@ impl Store {
         head.build().map_err(failed)
     }
 
-    /// Writes the head alone, in one `PutItem`: a refusal returns the head DynamoDB saw. Sent
-    /// again after an unknown outcome it is harmless: a head that already landed fails the
-    /// condition and shows its own revision.
-    pub async fn put_head(&self, write: &HeadWrite<'_>) -> Result<(), CommitError> {
+    /// The head's write as an update: every attribute of the new head set, every optional one
+    /// it lacks removed, and the revisions the head held before kept in `r1`..`r3`, so a
+    /// writer whose answer was lost can still recognise its revision after a few later writes.
+    fn head_update(&self, write: &HeadWrite<'_>) -> Result<Update, CommitError> {
         let put = self.head_put(write)?;
+        let mut names = put
+            .expression_attribute_names()
+            .cloned()
+            .unwrap_or_default();
+        let mut values = put
+            .expression_attribute_values()
+            .cloned()
+            .unwrap_or_default();
+        let mut sets = Vec::new();
+        let mut key = HashMap::new();
+        // In name order: a transaction sent again under its token must be the same request.
+        let mut attributes: Vec<(&String, &AttributeValue)> = put.item().iter().collect();
+        attributes.sort_by(|a, b| a.0.cmp(b.0));
+        for (index, (name, value)) in attributes.into_iter().enumerate() {
+            if name == PK || name == REV {
+                key.insert(name.clone(), value.clone());
+                continue;
+            }
+            names.insert(format!("#s{index}"), name.clone());
+            values.insert(format!(":s{index}"), value.clone());
+            sets.push(format!("#s{index} = :s{index}"));
+        }
+        for (index, name) in RECENT_REVISIONS.iter().enumerate() {
+            names.insert(format!("#r{index}"), (*name).to_string());
+        }
+        names.insert("#rc".into(), HEAD_REVISION.into());
+        values.insert(":zero".into(), n(0));
+        sets.push("#r2 = if_not_exists(#r1, :zero)".into());
+        sets.push("#r1 = if_not_exists(#r0, :zero)".into());
+        sets.push("#r0 = if_not_exists(#rc, :zero)".into());
+        let removed: Vec<String> = OPTIONAL_HEAD_ATTRIBUTES
+            .iter()
+            .filter(|name| !put.item().contains_key(**name))
+            .enumerate()
+            .map(|(index, name)| {
+                names.insert(format!("#m{index}"), (*name).to_string());
+                format!("#m{index}")
+            })
+            .collect();
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removed.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
+        }
+        Update::builder()
+            .table_name(&self.items)
+            .set_key(Some(key))
+            .update_expression(expression)
+            .set_condition_expression(put.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|error| CommitError::Failed(build_failed(error)))
+    }
+
+    /// Writes the head alone, in one `UpdateItem`: a refusal returns the head DynamoDB saw.
+    /// Sent again after an unknown outcome it is harmless: a head that already landed fails the
+    /// condition and shows its own revision (as `cur`, or among the recent ones).
+    pub async fn put_head(&self, write: &HeadWrite<'_>) -> Result<(), CommitError> {
+        let update = self.head_update(write)?;
         let result = self
             .client
-            .put_item()
-            .table_name(put.table_name())
-            .set_item(Some(put.item().clone()))
-            .set_condition_expression(put.condition_expression().map(str::to_string))
-            .set_expression_attribute_names(put.expression_attribute_names().cloned())
-            .set_expression_attribute_values(put.expression_attribute_values().cloned())
+            .update_item()
+            .table_name(update.table_name())
+            .set_key(Some(update.key().clone()))
+            .update_expression(update.update_expression())
+            .set_condition_expression(update.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(update.expression_attribute_names().cloned())
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -331,16 +392,16 @@ impl Store {
             Ok(_) => return Ok(()),
             Err(error) => error,
         };
-        if let Some(PutItemError::ConditionalCheckFailedException(refused)) =
+        if let Some(UpdateItemError::ConditionalCheckFailedException(refused)) =
             error.as_service_error()
         {
             let head = refused
                 .item()
                 .map(|item| decode_head(Some(item)))
                 .transpose();
-            return Err(CommitError::HeadChanged(head.ok().flatten()));
+            return Err(CommitError::HeadChanged(head.ok().flatten().map(Box::new)));
         }
-        Err(commit_failure("PutItem", error))
+        Err(commit_failure("UpdateItem", error))
     }
 
     /// Writes the head and the bucket's usage in one transaction (buckets with `max_bytes`,
@@ -354,7 +415,7 @@ impl Store {
         token: &str,
     ) -> Result<(), CommitError> {
         let failed = |error| CommitError::Failed(build_failed(error));
-        let head = self.head_put(write)?;
+        let head = self.head_update(write)?;
         let mut update = Update::builder()
             .table_name(&self.items)
             .key(PK, s(usage_pk(write.bucket)))
@@ -374,7 +435,7 @@ impl Store {
                 .expression_attribute_values(":ceiling", n(ceiling)),
         };
         let writes = vec![
-            TransactWriteItem::builder().put(head).build(),
+            TransactWriteItem::builder().update(head).build(),
             TransactWriteItem::builder()
                 .update(update.build().map_err(failed)?)
                 .build(),
@@ -414,7 +475,7 @@ impl Store {
                     .item()
                     .map(|item| decode_head(Some(item)))
                     .transpose();
-                return Err(CommitError::HeadChanged(head.ok().flatten()));
+                return Err(CommitError::HeadChanged(head.ok().flatten().map(Box::new)));
             }
             if reasons.iter().any(|reason| {
                 matches!(

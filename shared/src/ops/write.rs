@@ -422,7 +422,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
                 // A refusal carries the head as DynamoDB saw it (none: there was no head), or,
                 // if it does not, the head is read again.
                 let seen = match seen {
-                    Some(seen) => seen,
+                    Some(seen) => *seen,
                     None if matches!(condition, HeadCondition::Absent) || usage.is_none() => {
                         Head::default()
                     }
@@ -532,6 +532,7 @@ mod tests {
             cur: entries.last().map(|entry| entry.rev),
             entries,
             latest: None,
+            recent: Vec::new(),
         }
     }
 
