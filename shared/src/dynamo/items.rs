@@ -247,6 +247,28 @@ impl Head {
     pub fn current_revision(&self) -> u64 {
         self.cur.unwrap_or(0)
     }
+
+    /// Whether `rev` was committed to this head: it is the latest, still in the history, or
+    /// one of the recent revisions the head remembers.
+    pub fn shows(&self, rev: u64) -> bool {
+        self.cur == Some(rev)
+            || self.recent.contains(&rev)
+            || self.entries.iter().any(|entry| entry.rev == rev)
+    }
+
+    /// Whether this head proves that `rev` was never committed to it. A head's commits carry
+    /// increasing revisions (every head write's condition says so), and the head remembers its
+    /// latest and the `RECENT_REVISIONS` before it; so a revision it does not show was never
+    /// committed if the head remembers every commit it had (fewer than that many before the
+    /// latest), or remembers one older than `rev`.
+    pub fn rules_out(&self, rev: u64) -> bool {
+        if self.shows(rev) {
+            return false;
+        }
+        let remembers_all = self.recent.len() < RECENT_REVISIONS.len();
+        let oldest = self.recent.iter().chain(self.cur.iter()).min();
+        remembers_all || oldest.is_some_and(|oldest| *oldest < rev)
+    }
 }
 
 /// A revision as read back, value decoded.
@@ -394,6 +416,29 @@ pub fn head_overhead(bucket: &str, key: &str, history: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn remembering(cur: u64, recent: &[u64]) -> Head {
+        Head {
+            cur: Some(cur),
+            recent: recent.to_vec(),
+            ..Head::default()
+        }
+    }
+
+    #[test]
+    fn a_head_shows_or_rules_out_a_revision() {
+        let young = remembering(9, &[4]);
+        assert!(young.shows(4) && young.shows(9));
+        // It remembers every commit it had: 5 never landed.
+        assert!(young.rules_out(5) && young.rules_out(12));
+        let busy = remembering(20, &[18, 15, 11]);
+        assert!(!busy.rules_out(15));
+        // 12 would sit between 11 and 15, which it remembers.
+        assert!(busy.rules_out(12));
+        // 10 may have landed before 11 and been forgotten.
+        assert!(!busy.rules_out(10));
+        assert!(Head::default().rules_out(1));
+    }
 
     #[test]
     fn head_round_trips() {

@@ -287,20 +287,25 @@ impl Store {
             head = head.item(EXACT_COUNTS, AttributeValue::Bool(true));
         }
         head = match write.condition {
+            // Every condition keeps the head's commits in increasing revision order, which is
+            // what lets a head prove that a revision it does not show never landed.
             HeadCondition::At(revision) => head
-                .condition_expression("#cur = :cur")
+                .condition_expression("#cur = :cur AND #cur < :rev")
                 .expression_attribute_names("#cur", HEAD_REVISION)
-                .expression_attribute_values(":cur", n(revision)),
+                .expression_attribute_values(":cur", n(revision))
+                .expression_attribute_values(":rev", n(latest.rev)),
             HeadCondition::Absent => head
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", PK),
             HeadCondition::NoLiveValue { now_ns } => head
                 .condition_expression(
-                    "attribute_not_exists(#pk) OR attribute_exists(#op) OR #x <= :now",
+                    "attribute_not_exists(#pk) OR (#cur < :rev AND (attribute_exists(#op) OR #x <= :now))",
                 )
                 .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#cur", HEAD_REVISION)
                 .expression_attribute_names("#op", OP)
                 .expression_attribute_names("#x", EXPIRY_NS)
+                .expression_attribute_values(":rev", n(latest.rev))
                 .expression_attribute_values(":now", n(now_ns)),
             HeadCondition::Older => head
                 .condition_expression("attribute_not_exists(#pk) OR #cur < :rev")
@@ -376,6 +381,8 @@ impl Store {
     /// condition and shows its own revision (as `cur`, or among the recent ones).
     pub async fn put_head(&self, write: &HeadWrite<'_>) -> Result<(), CommitError> {
         let update = self.head_update(write)?;
+        // No retries inside the SDK: a resend after a lost answer would come back as a refusal
+        // that hides the landed first send, so the caller resends itself, knowing it did.
         let result = self
             .client
             .update_item()
@@ -386,6 +393,11 @@ impl Store {
             .set_expression_attribute_names(update.expression_attribute_names().cloned())
             .set_expression_attribute_values(update.expression_attribute_values().cloned())
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .customize()
+            .config_override(
+                aws_sdk_dynamodb::Config::builder()
+                    .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await;
         let error = match result {

@@ -151,14 +151,27 @@ fn request_token() -> String {
 fn landed(head: &Head, attempts: &[Written]) -> Option<Written> {
     attempts
         .iter()
-        .find(|attempt| {
-            head.cur == Some(attempt.revision)
-                || head
-                    .entries
-                    .iter()
-                    .any(|entry| entry.rev == attempt.revision)
-        })
+        .find(|attempt| head.shows(attempt.revision))
         .cloned()
+}
+
+/// History 1, no compare-and-set: when the head holds a later revision than every attempt,
+/// whatever this call wrote has been replaced in order, exactly as if it had landed and been
+/// overtaken, so the call is done (with its last attempt's revision).
+fn overtaken_in_order(head: &Head, attempts: &[Written]) -> Option<Written> {
+    attempts
+        .iter()
+        .all(|attempt| head.current_revision() > attempt.revision)
+        .then(|| attempts.last().cloned())
+        .flatten()
+}
+
+/// The answer when neither DynamoDB nor the head can say whether a send of this call landed.
+fn unconfirmed(key: &str, why: &str, cause: Option<KvError>) -> KvError {
+    let cause = cause.map(|error| format!(" ({error})")).unwrap_or_default();
+    KvError::Unavailable(format!(
+        "Could not confirm whether the write of key '{key}' was stored: {why}{cause}. Read the key before writing it again."
+    ))
 }
 
 /// Sends one head write, and while its outcome is unknown sends it again (a transaction with
@@ -300,6 +313,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
     let mut last_failure = None;
     let mut settle_by = None;
     let mut window_closed = false;
+    let mut must_reallocate = false;
 
     for attempt in 0..MAX_ATTEMPTS {
         if let Some(written) = head.as_ref().and_then(|head| landed(head, &unsettled)) {
@@ -320,8 +334,10 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         let overtaken = head
             .as_ref()
             .is_some_and(|head| head.current_revision() >= revision);
-        if overtaken || window_closed || allocated_at.elapsed() >= COMMIT_WINDOW {
+        if overtaken || must_reallocate || window_closed || allocated_at.elapsed() >= COMMIT_WINDOW
+        {
             window_closed = false;
+            must_reallocate = false;
             revision = store.allocate_revision(request.bucket).await?.seq;
             allocated_at = Instant::now();
             allocated_ms = time::ns_to_ms(time::now_ns());
@@ -435,6 +451,26 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
                 {
                     return Ok(written);
                 }
+                if !unsettled
+                    .iter()
+                    .all(|attempt| seen.rules_out(attempt.revision))
+                {
+                    // The head has moved on too far to say whether a send of ours landed.
+                    if head.is_none() && request.expected.is_none() {
+                        if let Some(written) = overtaken_in_order(&seen, &unsettled) {
+                            return Ok(written);
+                        }
+                    }
+                    return Err(unconfirmed(
+                        request.key,
+                        "DynamoDB's answer was lost, and so many writes followed that the key no longer shows whether it landed",
+                        last_failure,
+                    ));
+                }
+                // Every send whose outcome was unknown is now known not to have landed.
+                unsettled.clear();
+                // A head at or past this revision refuses it for ever: take a new one.
+                must_reallocate = seen.current_revision() >= revision;
                 if head.is_none() {
                     // History 1: the refusal is authoritative. A compare-and-set that fails
                     // against it is a 409; a plain write that met a later revision was
@@ -485,26 +521,17 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             if let Some(written) = landed(&seen, &unsettled) {
                 return Ok(written);
             }
-            if head.is_none()
-                && request.expected.is_none()
-                && unsettled
-                    .iter()
-                    .all(|attempt| seen.current_revision() > attempt.revision)
-            {
-                // History 1: a later revision has replaced whatever this call wrote, in order.
-                if let Some(written) = unsettled.last() {
-                    return Ok(written.clone());
+            if head.is_none() && request.expected.is_none() {
+                if let Some(written) = overtaken_in_order(&seen, &unsettled) {
+                    return Ok(written);
                 }
             }
         }
-        let cause = last_failure
-            .map(|error| error.to_string())
-            .unwrap_or_default();
-        return Err(KvError::Unavailable(format!(
-            "Could not confirm whether the write of key '{}' was stored: DynamoDB did not settle it within {} s ({cause}). Read the key before writing it again.",
-            request.key,
+        let why = format!(
+            "DynamoDB did not settle it within {} s",
             SETTLE_BUDGET.as_secs()
-        )));
+        );
+        return Err(unconfirmed(request.key, &why, last_failure));
     }
     Err(last_failure.unwrap_or_else(|| {
         KvError::Unavailable(format!(
