@@ -3,8 +3,11 @@
 //!
 //! 1. The bucket item is marked `deleting`: from then on puts, lists and info say 404 and a
 //!    create of the same name is refused, so a re-created bucket can never see old items.
-//! 2. The usage item is deleted: a put that took its revision before the mark fails its
-//!    transaction's condition on it, so no racing write lands after the delete.
+//! 2. The usage item is deleted, so a re-created bucket's counts start from nothing (the
+//!    stream consumer drops the old incarnation's changes, and a `max_bytes` write's
+//!    transaction fails its condition on it). No revision is handed out once the bucket is
+//!    marked, and no write sends its commit later than `COMMIT_WINDOW_MS` after taking its
+//!    revision, so nothing of the old bucket can land once the purge has waited that out.
 //! 3. Every key is found through the `by-bucket` index of heads and its items deleted
 //!    (revisions first, the head last, so an interrupted purge can always resume).
 //! 4. When the index is empty (and has had time to catch up with the last writes), the bucket
