@@ -9,7 +9,12 @@ use serde_json::Value;
 
 pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
     crate::logging::init();
-    let settings = Settings::from_env();
+    // A misconfigured function fails its init, where the deployment shows it, instead of
+    // running on a default the template did not ask for.
+    let settings = Settings::from_env().map_err(|message| {
+        tracing::error!(%message, "configuration");
+        lambda_runtime::Error::from(message)
+    })?;
     let client = crate::dynamo::client::from_env().await;
     // During init, so the first invocation costs what a warm one does: the client's lazy parts
     // are built and the connections it will use are open.
