@@ -1,29 +1,34 @@
-//! Capacity units by AWS's pricing model, for what DynamoDB Local does not report right.
+//! Capacity units by AWS's pricing model, for every write a call sends.
 //!
-//! DynamoDB Local reports `ConsumedCapacity` for single-item requests, queries and scans, but
-//! bills a `TransactWriteItems` like plain writes (1 unit per item) and leaves out index writes.
-//! So the benchmark records every transaction's items (the `Capture` interceptor) and prices
-//! each from the item as it was before and after the transaction (read back by `snapshot`):
+//! DynamoDB Local reports plain requests as AWS bills them, index units included, but bills a
+//! multi-item `TransactWriteItems` at plain-write rates. So the benchmark records the key of
+//! every item each write request writes (the `Capture` interceptor) and prices it from the item
+//! as it was before and after the call (read back by `snapshot`), the same way for plain and
+//! transactional writes; beside it, what DynamoDB Local reported for the plain ones:
 //!
-//! - transactional write of an item: 2 WCU per started KB of the larger of its size before
-//!   and after (a delete: its size before; at least 1 KB);
+//! - an item written outside a transaction: 1 WCU per started KB of the larger of its size
+//!   before and after (a delete: its size before; at least 1 KB); inside one: 2 WCU per KB;
 //! - each global secondary index whose entry for the item changes: 1 WCU per started KB of the
-//!   index entry (the whole item for `ALL`, the table and index keys for `KEYS_ONLY`); an entry
-//!   that moves to another index key is a delete plus an insert, 2 writes;
+//!   index entry (the whole item for `ALL`; the table and index keys for `KEYS_ONLY`, plus the
+//!   listed attributes for `INCLUDE`); an entry that moves to another index key is a delete
+//!   plus an insert, 2 writes;
 //! - item size: attribute names plus values (strings and binaries their bytes, numbers
 //!   1 byte per 2 significant digits plus 1, booleans and nulls 1, lists and maps 3 bytes plus
 //!   1 per element plus the elements).
 
 use aws_sdk_dynamodb::config::interceptors::{
-    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
-    FinalizerInterceptorContextRef,
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextMut,
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
-use aws_sdk_dynamodb::types::{AttributeValue, ProjectionType};
+use aws_sdk_dynamodb::operation::{
+    batch_write_item::BatchWriteItemInput, delete_item::DeleteItemInput, put_item::PutItemInput,
+    transact_write_items::TransactWriteItemsInput, update_item::UpdateItemInput,
+};
+use aws_sdk_dynamodb::types::{AttributeValue, ProjectionType, ReturnConsumedCapacity};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -76,9 +81,9 @@ pub enum Action {
     Check,
 }
 
-/// One item of a recorded transaction.
+/// One item a write request writes (or, in a transaction, checks).
 #[derive(Debug, Clone)]
-pub struct TxItem {
+pub struct WrittenItem {
     pub table: String,
     pub key: Item,
     pub action: Action,
@@ -86,10 +91,19 @@ pub struct TxItem {
     pub put: Option<Item>,
 }
 
+/// One write request as sent: `PutItem`, `UpdateItem`, `DeleteItem`, `BatchWriteItem` or
+/// `TransactWriteItems`, and the items it writes.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub operation: &'static str,
+    pub transactional: bool,
+    pub items: Vec<WrittenItem>,
+}
+
 /// What the `Capture` interceptor saw since the last `take`.
 #[derive(Debug, Clone, Default)]
 pub struct Captured {
-    pub transactions: Vec<Vec<TxItem>>,
+    pub writes: Vec<WriteRequest>,
     /// Capacity DynamoDB Local reported, per operation name: (requests, read, write).
     pub reported: BTreeMap<String, (usize, f64, f64)>,
     /// +1 when a request starts, -1 when it ends: the sequential round trips show in it.
@@ -111,9 +125,34 @@ impl Captured {
         }
         trips
     }
+
+    /// Every item the call's requests wrote, by table and key (condition checks left out).
+    pub fn written_keys(&self) -> BTreeSet<String> {
+        self.writes
+            .iter()
+            .flat_map(|request| request.items.iter())
+            .filter(|item| item.action != Action::Check)
+            .map(|item| describe_key(&item.table, &item.key))
+            .collect()
+    }
 }
 
-/// Records transactions' items and each response's reported capacity.
+/// A readable name for an item: `table[pk, rev]` or `table[bucket]`.
+pub fn describe_key(table: &str, key: &Item) -> String {
+    let show = |value: &AttributeValue| match value {
+        AttributeValue::S(text) => text.clone(),
+        AttributeValue::N(number) => number.clone(),
+        other => format!("{other:?}"),
+    };
+    let parts: Vec<String> = KEY_NAMES
+        .iter()
+        .filter_map(|name| key.get(*name).map(show))
+        .collect();
+    format!("{table}[{}]", parts.join(", "))
+}
+
+/// Records the items of every write request, and each response's reported capacity; asks
+/// DynamoDB for capacity with the index units broken out.
 #[derive(Debug, Clone, Default)]
 pub struct Capture {
     log: Arc<Mutex<Captured>>,
@@ -128,6 +167,97 @@ impl Capture {
     }
 }
 
+fn keys_of(item: &Item) -> Item {
+    item.iter()
+        .filter(|(name, _)| KEY_NAMES.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+fn put_of(table: &str, item: &Item) -> WrittenItem {
+    WrittenItem {
+        table: table.to_string(),
+        key: keys_of(item),
+        action: Action::Put,
+        put: Some(item.clone()),
+    }
+}
+
+fn keyed(table: &str, key: &Item, action: Action) -> WrittenItem {
+    WrittenItem {
+        table: table.to_string(),
+        key: key.clone(),
+        action,
+        put: None,
+    }
+}
+
+/// The write request an input is, if it is one.
+fn write_request(
+    input: &aws_smithy_runtime_api::client::interceptors::context::Input,
+) -> Option<WriteRequest> {
+    let plain = |operation, item| {
+        Some(WriteRequest {
+            operation,
+            transactional: false,
+            items: vec![item],
+        })
+    };
+    if let Some(put) = input.downcast_ref::<PutItemInput>() {
+        let table = put.table_name().unwrap_or("?");
+        return plain("PutItem", put_of(table, put.item().unwrap_or(&Item::new())));
+    }
+    if let Some(update) = input.downcast_ref::<UpdateItemInput>() {
+        let table = update.table_name().unwrap_or("?");
+        let key = update.key().cloned().unwrap_or_default();
+        return plain("UpdateItem", keyed(table, &key, Action::Update));
+    }
+    if let Some(delete) = input.downcast_ref::<DeleteItemInput>() {
+        let table = delete.table_name().unwrap_or("?");
+        let key = delete.key().cloned().unwrap_or_default();
+        return plain("DeleteItem", keyed(table, &key, Action::Delete));
+    }
+    if let Some(batch) = input.downcast_ref::<BatchWriteItemInput>() {
+        let mut items = Vec::new();
+        for (table, writes) in batch.request_items().into_iter().flatten() {
+            for write in writes {
+                if let Some(put) = write.put_request() {
+                    items.push(put_of(table, put.item()));
+                } else if let Some(delete) = write.delete_request() {
+                    items.push(keyed(table, delete.key(), Action::Delete));
+                }
+            }
+        }
+        return Some(WriteRequest {
+            operation: "BatchWriteItem",
+            transactional: false,
+            items,
+        });
+    }
+    let transaction = input.downcast_ref::<TransactWriteItemsInput>()?;
+    let items = transaction
+        .transact_items()
+        .iter()
+        .filter_map(|item| {
+            if let Some(put) = item.put() {
+                Some(put_of(put.table_name(), put.item()))
+            } else if let Some(update) = item.update() {
+                Some(keyed(update.table_name(), update.key(), Action::Update))
+            } else if let Some(delete) = item.delete() {
+                Some(keyed(delete.table_name(), delete.key(), Action::Delete))
+            } else {
+                item.condition_check()
+                    .map(|check| keyed(check.table_name(), check.key(), Action::Check))
+            }
+        })
+        .collect();
+    Some(WriteRequest {
+        operation: "TransactWriteItems",
+        transactional: true,
+        items,
+    })
+}
+
 impl Intercept for Capture {
     fn name(&self) -> &'static str {
         "KvBenchCapture"
@@ -138,55 +268,29 @@ impl Intercept for Capture {
         context: &BeforeSerializationInterceptorContextRef<'_>,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        let write = write_request(context.input());
         if let Ok(mut log) = self.log.lock() {
             log.edges.push((Instant::now(), 1));
+            log.writes.extend(write);
         }
-        let Some(input) = context.input().downcast_ref::<TransactWriteItemsInput>() else {
-            return Ok(());
-        };
-        let items = input
-            .transact_items()
-            .iter()
-            .filter_map(|item| {
-                if let Some(put) = item.put() {
-                    let key = put
-                        .item()
-                        .iter()
-                        .filter(|(name, _)| KEY_NAMES.contains(&name.as_str()))
-                        .map(|(name, value)| (name.clone(), value.clone()))
-                        .collect();
-                    Some(TxItem {
-                        table: put.table_name().to_string(),
-                        key,
-                        action: Action::Put,
-                        put: Some(put.item().clone()),
-                    })
-                } else if let Some(update) = item.update() {
-                    Some(TxItem {
-                        table: update.table_name().to_string(),
-                        key: update.key().clone(),
-                        action: Action::Update,
-                        put: None,
-                    })
-                } else if let Some(delete) = item.delete() {
-                    Some(TxItem {
-                        table: delete.table_name().to_string(),
-                        key: delete.key().clone(),
-                        action: Action::Delete,
-                        put: None,
-                    })
-                } else {
-                    item.condition_check().map(|check| TxItem {
-                        table: check.table_name().to_string(),
-                        key: check.key().clone(),
-                        action: Action::Check,
-                        put: None,
-                    })
-                }
-            })
-            .collect();
-        if let Ok(mut log) = self.log.lock() {
-            log.transactions.push(items);
+        Ok(())
+    }
+
+    fn modify_before_serialization(
+        &self,
+        context: &mut BeforeSerializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // The meter asks for TOTAL; INDEXES reports the same total with index units included.
+        let indexes = Some(ReturnConsumedCapacity::Indexes);
+        let input = context.input_mut();
+        if let Some(input) = input.downcast_mut::<PutItemInput>() {
+            input.return_consumed_capacity = indexes;
+        } else if let Some(input) = input.downcast_mut::<UpdateItemInput>() {
+            input.return_consumed_capacity = indexes;
+        } else if let Some(input) = input.downcast_mut::<DeleteItemInput>() {
+            input.return_consumed_capacity = indexes;
         }
         Ok(())
     }
@@ -259,12 +363,13 @@ impl Snapshot {
     }
 }
 
-/// Reads every item of these key partitions, and these single items, with strong consistency.
+/// Reads every item of these key partitions of the items table, and these single items (of
+/// any table), with strong consistency.
 pub async fn snapshot(
     client: &aws_sdk_dynamodb::Client,
-    table: &str,
+    items_table: &str,
     partitions: &[String],
-    singles: &[Item],
+    singles: &[(String, Item)],
 ) -> Snapshot {
     let mut snap = Snapshot::default();
     for pk in partitions {
@@ -272,7 +377,7 @@ pub async fn snapshot(
         loop {
             let page = client
                 .query()
-                .table_name(table)
+                .table_name(items_table)
                 .key_condition_expression("#pk = :pk")
                 .expression_attribute_names("#pk", kv::dynamo::items::PK)
                 .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
@@ -282,16 +387,16 @@ pub async fn snapshot(
                 .await
                 .expect("snapshot query");
             for item in page.items() {
-                snap.items.insert(key_id(table, item), item.clone());
+                snap.items.insert(key_id(items_table, item), item.clone());
             }
             match page.last_evaluated_key() {
                 Some(next) => start = Some(next.clone()),
                 None => break,
             }
         }
-        snap.partitions.push((table.to_string(), pk.clone()));
+        snap.partitions.push((items_table.to_string(), pk.clone()));
     }
-    for key in singles {
+    for (table, key) in singles {
         let found = client
             .get_item()
             .table_name(table)
@@ -314,7 +419,8 @@ pub struct IndexModel {
     pub name: &'static str,
     pub hash: &'static str,
     pub range: Option<&'static str>,
-    pub keys_only: bool,
+    /// The non-key attributes an entry carries: None for `ALL` (every attribute).
+    pub projected: Option<&'static [&'static str]>,
 }
 
 /// The items table's indexes, from the same schema `make tables` creates.
@@ -326,7 +432,11 @@ pub fn item_indexes() -> Vec<IndexModel> {
             name: index.name,
             hash: index.hash.0,
             range: index.range.as_ref().map(|range| range.0),
-            keys_only: index.projection == ProjectionType::KeysOnly,
+            projected: match index.projection {
+                ProjectionType::All => None,
+                ProjectionType::KeysOnly => Some(&[]),
+                _ => Some(index.non_key),
+            },
         })
         .collect()
 }
@@ -336,26 +446,39 @@ fn index_entry(index: &IndexModel, item: &Item) -> Option<Item> {
     {
         return None;
     }
-    if !index.keys_only {
+    let Some(projected) = index.projected else {
         return Some(item.clone());
-    }
+    };
     Some(
         item.iter()
             .filter(|(name, _)| {
                 KEY_NAMES.contains(&name.as_str())
                     || *name == index.hash
                     || index.range == Some(name.as_str())
+                    || projected.contains(&name.as_str())
             })
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect(),
     )
 }
 
-/// Where a transaction's units go, by AWS's model.
+/// One priced piece of a call's writes.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The request it belongs to, e.g. `PutItem` or `TransactWriteItems`.
+    pub request: &'static str,
+    /// The item and what happens to it, e.g. `head put` or `index by-sequence move (head)`.
+    pub what: String,
+    pub units: f64,
+}
+
+/// Where a call's write units go, by AWS's model.
 #[derive(Debug, Clone, Default)]
 pub struct Priced {
     pub total: f64,
-    pub parts: Vec<(String, f64)>,
+    pub parts: Vec<Part>,
+    /// Model units per plain (non-transactional) operation, to set beside DynamoDB Local's.
+    pub plain: BTreeMap<&'static str, f64>,
     /// Items whose before/after state the snapshots did not cover (priced as absent).
     pub uncovered: usize,
 }
@@ -376,65 +499,83 @@ fn kind(table: &str, items_table: &str, key: &Item) -> &'static str {
         .unwrap_or("0");
     match (pk.contains('/'), rev == "0") {
         (true, true) => "head",
-        (true, false) => "revision",
-        (false, _) => "usage",
+        (true, false) => "archived revision",
+        (false, _) => "usage item",
     }
 }
 
-pub fn price_transaction(
-    tx: &[TxItem],
+pub fn price_writes(
+    writes: &[WriteRequest],
     before: &Snapshot,
     after: &Snapshot,
     items_table: &str,
     indexes: &[IndexModel],
 ) -> Priced {
     let mut priced = Priced::default();
-    for item in tx {
-        let id = key_id(&item.table, &item.key);
-        if !before.covers(&item.table, &item.key) || !after.covers(&item.table, &item.key) {
-            priced.uncovered += 1;
-        }
-        let old = before.items.get(&id);
-        let new = after.items.get(&id).or(item.put.as_ref());
-        let size = |found: Option<&Item>| found.map(item_size).unwrap_or(0);
-        let billed = match item.action {
-            Action::Put | Action::Update => size(old).max(size(new)),
-            Action::Delete | Action::Check => size(old),
-        };
-        let what = kind(&item.table, items_table, &item.key);
-        let action = match item.action {
-            Action::Put => "put",
-            Action::Update => "update",
-            Action::Delete => "delete",
-            Action::Check => "condition check",
-        };
-        let units = 2.0 * kb(billed);
-        priced.total += units;
-        priced.parts.push((format!("{what} {action}"), units));
-        if item.table != items_table {
-            continue;
-        }
-        for index in indexes {
-            let was = old.and_then(|found| index_entry(index, found));
-            let now = new.and_then(|found| index_entry(index, found));
-            let same_key = |a: &Item, b: &Item| {
-                a.get(index.hash) == b.get(index.hash)
-                    && index.range.is_none_or(|range| a.get(range) == b.get(range))
+    for request in writes {
+        let per_kb = if request.transactional { 2.0 } else { 1.0 };
+        let mut request_units = 0.0;
+        for item in &request.items {
+            let id = key_id(&item.table, &item.key);
+            if !before.covers(&item.table, &item.key) || !after.covers(&item.table, &item.key) {
+                priced.uncovered += 1;
+            }
+            let old = before.items.get(&id);
+            let new = match item.action {
+                Action::Delete => None,
+                Action::Check => old,
+                Action::Put | Action::Update => after.items.get(&id).or(item.put.as_ref()),
             };
-            let (label, units) = match (&was, &now) {
-                (None, None) => continue,
-                (None, Some(entry)) => ("insert", kb(item_size(entry))),
-                (Some(entry), None) => ("remove", kb(item_size(entry))),
-                (Some(a), Some(b)) if !same_key(a, b) => {
-                    ("move", kb(item_size(a)) + kb(item_size(b)))
-                }
-                (Some(a), Some(b)) if a != b => ("update", kb(item_size(a).max(item_size(b)))),
-                _ => continue,
+            let size = |found: Option<&Item>| found.map(item_size).unwrap_or(0);
+            let billed = match item.action {
+                Action::Put | Action::Update => size(old).max(size(new)),
+                Action::Delete | Action::Check => size(old),
             };
-            priced.total += units;
-            priced
-                .parts
-                .push((format!("index {} {label} ({what})", index.name), units));
+            let what = kind(&item.table, items_table, &item.key);
+            let action = match item.action {
+                Action::Put => "put",
+                Action::Update => "update",
+                Action::Delete => "delete",
+                Action::Check => "condition check",
+            };
+            let units = per_kb * kb(billed);
+            request_units += units;
+            priced.parts.push(Part {
+                request: request.operation,
+                what: format!("{what} {action}"),
+                units,
+            });
+            if item.table != items_table {
+                continue;
+            }
+            for index in indexes {
+                let was = old.and_then(|found| index_entry(index, found));
+                let now = new.and_then(|found| index_entry(index, found));
+                let same_key = |a: &Item, b: &Item| {
+                    a.get(index.hash) == b.get(index.hash)
+                        && index.range.is_none_or(|range| a.get(range) == b.get(range))
+                };
+                let (label, units) = match (&was, &now) {
+                    (None, None) => continue,
+                    (None, Some(entry)) => ("insert", kb(item_size(entry))),
+                    (Some(entry), None) => ("remove", kb(item_size(entry))),
+                    (Some(a), Some(b)) if !same_key(a, b) => {
+                        ("move", kb(item_size(a)) + kb(item_size(b)))
+                    }
+                    (Some(a), Some(b)) if a != b => ("update", kb(item_size(a).max(item_size(b)))),
+                    _ => continue,
+                };
+                request_units += units;
+                priced.parts.push(Part {
+                    request: request.operation,
+                    what: format!("index {} {label} ({what})", index.name),
+                    units,
+                });
+            }
+        }
+        priced.total += request_units;
+        if !request.transactional {
+            *priced.plain.entry(request.operation).or_default() += request_units;
         }
     }
     priced
@@ -463,5 +604,44 @@ mod tests {
         assert_eq!(kb(0), 1.0);
         assert_eq!(kb(1024), 1.0);
         assert_eq!(kb(1025), 2.0);
+    }
+
+    #[test]
+    fn index_entries_carry_keys_and_projected_attributes() {
+        use kv::dynamo::items::*;
+        let blob = |n: usize| AttributeValue::B(vec![7u8; n].into());
+        let head: Item = [
+            (PK.to_string(), AttributeValue::S("b/k".into())),
+            (REV.to_string(), AttributeValue::N("0".into())),
+            (LATEST_IN_BUCKET.to_string(), AttributeValue::S("b".into())),
+            (HEAD_BUCKET.to_string(), AttributeValue::S("b".into())),
+            (HEAD_REVISION.to_string(), AttributeValue::N("9".into())),
+            (VALUE.to_string(), blob(100)),
+            (LIST_VALUE.to_string(), blob(100)),
+        ]
+        .into();
+        let indexes = item_indexes();
+        let names = |index: &IndexModel| {
+            let mut names: Vec<String> = index_entry(index, &head)
+                .map(|entry| entry.into_keys().collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        let by_sequence = indexes
+            .iter()
+            .find(|i| i.name == BY_SEQUENCE_INDEX)
+            .unwrap();
+        assert_eq!(names(by_sequence), ["cur", "gb", "lv", "pk", "rev"]);
+        let by_bucket = indexes.iter().find(|i| i.name == BY_BUCKET_INDEX).unwrap();
+        assert_eq!(names(by_bucket), ["hb", "pk", "rev"]);
+        // An archived revision has neither index's keys.
+        let archived: Item = [
+            (PK.to_string(), AttributeValue::S("b/k".into())),
+            (REV.to_string(), AttributeValue::N("8".into())),
+            (VALUE.to_string(), blob(100)),
+        ]
+        .into();
+        assert!(indexes.iter().all(|i| index_entry(i, &archived).is_none()));
     }
 }

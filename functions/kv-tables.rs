@@ -4,7 +4,13 @@ use kv::config::Settings;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let settings = Settings::from_env();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("{message}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let client = kv::dynamo::client::from_env().await;
     match kv::dynamo::schema::ensure_tables(&client, &settings).await {
         Ok(()) => {

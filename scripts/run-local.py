@@ -537,7 +537,22 @@ def inspect_store(port):
     invoke = invoker(port)
     say()
     step("What the store holds now: kv-bucket-list, then kv-key-list per bucket")
-    buckets = invoke("kv-bucket-list", {})
+    # Counts follow the items table's stream (make streams, kv-items-stream): give it the few
+    # seconds it takes, so the listing shows them caught up with the keys.
+    deadline = time.monotonic() + 15
+    while True:
+        buckets = invoke("kv-bucket-list", {})
+        listed = buckets["body"]["body"]["results"] if buckets.get("status_code") == 200 else []
+        behind = [
+            bucket["name"] for bucket in listed
+            if bucket["entry_total"] != len(invoke("kv-key-list", {"bucket": bucket["name"]})
+                                            .get("body", {}).get("body", {}).get("results", []))
+        ]
+        if not behind or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if behind:
+        say(f"    (the change stream has not counted everything yet in {', '.join(behind)})")
     for bucket in buckets["body"]["body"]["results"] if buckets.get("status_code") == 200 else []:
         say(f"    {paint('1', bucket['name'])}: {bucket['entry_total']} keys, {bucket['bytes']} bytes, "
             f"storage {bucket['config']['storage']}, history {bucket['config']['history']}, ttl {bucket['config']['ttl']} ns")

@@ -1020,10 +1020,16 @@ def main(argv=None):
     parser.add_argument("--poll-interval", type=float, default=0.25,
                         help="seconds between polls of an idle shard (Lambda: 4 polls a second)")
     parser.add_argument("--plan", action="store_true", help="print the mappings and schedules as JSON and exit")
+    parser.add_argument("--only", default="",
+                        help="comma-separated function names: serve only their mappings and schedules")
     args = parser.parse_args(argv)
 
     try:
         streams, schedules = read_sources(load_template(args.template), os.environ)
+        if args.only:
+            only = set(args.only.split(","))
+            streams = [source for source in streams if source.function in only]
+            schedules = [schedule for schedule in schedules if schedule.function in only]
     except ModuleNotFoundError as error:
         print(f"streams: {error.name} is missing: run `make tools`", file=sys.stderr)
         return 2

@@ -3,13 +3,17 @@
 
 mod support;
 
-use kv::Function::{BucketCreate, KeyGet, KeyPut};
+use kv::Function::{BucketCreate, BucketInfo, KeyGet, KeyPut};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use support::*;
 
 const WRITERS: usize = 16;
 const PUTS_EACH: usize = 50;
+/// How long the stream may take to catch up here: these tests keep DynamoDB Local saturated,
+/// so the consumer's requests wait behind the writers' (the counts' 5 s bound is checked by
+/// the other suites).
+const LOADED_STREAM: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn create(bucket: &str, history: u64) {
     let response = call(
@@ -122,7 +126,8 @@ async fn sixteen_writers_on_one_key() {
         latest["body"]["metadata"]["revision"],
         *newest.last().unwrap()
     );
-    assert_eq!(usage(&container(), &bucket).await, (1, 7 * history));
+    stream_pump::settled_within(LOADED_STREAM).await;
+    assert_eq!(listed_usage(&container(), &bucket).await, (1, 7 * history));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -157,7 +162,11 @@ async fn sixteen_writers_on_many_keys() {
         );
         expected_bytes += 7 * keep as u64;
     }
-    assert_eq!(usage(&container(), &bucket).await, (20, expected_bytes));
+    stream_pump::settled_within(LOADED_STREAM).await;
+    assert_eq!(
+        listed_usage(&container(), &bucket).await,
+        (20, expected_bytes)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,4 +223,148 @@ async fn compare_and_set_has_exactly_one_winner() {
         }
     }
     assert_eq!(created, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_on_many_buckets() {
+    // History 1: the path with no read and no transaction. Every writer writes to every
+    // bucket, so buckets share nothing and each bucket's counter serves many containers.
+    let buckets: Vec<String> = (0..4)
+        .map(|index| unique(&format!("many-buckets-{index}")))
+        .collect();
+    for bucket in &buckets {
+        create(bucket, 1).await;
+    }
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let buckets = buckets.clone();
+        tasks.push(tokio::spawn(async move {
+            let kv = container();
+            let mut written = Vec::new();
+            for index in 0..20 {
+                let bucket = &buckets[(writer + index) % buckets.len()];
+                let key = format!("k{:02}", (writer * 3 + index) % 10);
+                let value = format!("w{writer:02}-i{index:02}");
+                let response = call(
+                    &kv,
+                    KeyPut,
+                    json!({"bucket": bucket, "key": key, "value": value}),
+                )
+                .await;
+                assert_eq!(status(&response), 200, "{response}");
+                written.push((
+                    bucket.clone(),
+                    key,
+                    value,
+                    response["body"]["revision"].as_u64().unwrap(),
+                ));
+            }
+            written
+        }));
+    }
+    let mut written = Vec::new();
+    for task in tasks {
+        written.extend(task.await.expect("writer"));
+    }
+    for bucket in &buckets {
+        let mine: Vec<&(String, String, String, u64)> =
+            written.iter().filter(|entry| &entry.0 == bucket).collect();
+        let revisions: HashSet<u64> = mine.iter().map(|entry| entry.3).collect();
+        assert_eq!(
+            revisions.len(),
+            mine.len(),
+            "{bucket}: a revision handed out twice"
+        );
+        // Each key holds its highest acknowledged revision's value (or a later one's, if a
+        // write was overtaken in order), and the counts match the keys' values.
+        let mut expected_bytes = 0;
+        let mut keys = 0;
+        for key in (0..10).map(|index| format!("k{index:02}")) {
+            let Some(newest) = mine
+                .iter()
+                .filter(|entry| entry.1 == key)
+                .max_by_key(|entry| entry.3)
+            else {
+                continue;
+            };
+            let stored = stored_revisions(bucket, &key).await;
+            assert_eq!(
+                stored.len(),
+                1,
+                "{bucket}/{key}: history 1 keeps one revision"
+            );
+            assert_eq!(stored[0].rev, newest.3, "{bucket}/{key}");
+            assert_eq!(stored[0].text, newest.2, "{bucket}/{key}");
+            expected_bytes += stored[0].text.len() as u64;
+            keys += 1;
+        }
+        assert_eq!(
+            listed_usage(&container(), bucket).await,
+            (keys, expected_bytes),
+            "{bucket}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_near_max_bytes_never_pass_it() {
+    let bucket = unique("near-limit");
+    let max_bytes = 400;
+    let created = call(
+        &container(),
+        BucketCreate,
+        json!({"bucket": bucket, "history": 2, "max_bytes": max_bytes}),
+    )
+    .await;
+    assert_eq!(status(&created), 200, "{created}");
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let bucket = bucket.clone();
+        tasks.push(tokio::spawn(async move {
+            let kv = container();
+            let mut outcomes = Vec::new();
+            for index in 0..8 {
+                let value = format!("{writer:02}-{index}-{}", "x".repeat(10 + (writer + index) % 20));
+                let response = call(
+                    &kv,
+                    KeyPut,
+                    json!({"bucket": bucket, "key": format!("k{}", (writer + index) % 12), "value": value}),
+                )
+                .await;
+                outcomes.push(status(&response));
+                if status(&response) != 200 {
+                    assert_eq!(code(&response), "bucket_full", "{response}");
+                }
+                // The exact count never passes the limit, at any moment.
+                let info = call(&kv, BucketInfo, json!({"bucket": bucket})).await;
+                let used = info["body"]["body"]["bytes"].as_u64().unwrap();
+                assert!(used <= max_bytes, "bytes {used} past max_bytes {max_bytes}");
+            }
+            outcomes
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        refused += task
+            .await
+            .expect("writer")
+            .iter()
+            .filter(|status| **status == 413)
+            .count();
+    }
+    assert!(
+        refused > 0,
+        "the limit was never reached: the test proves nothing"
+    );
+    // And the count is exactly what the heads hold.
+    let mut bytes = 0;
+    for key in (0..12).map(|index| format!("k{index}")) {
+        bytes += stored_revisions(&bucket, &key)
+            .await
+            .iter()
+            .map(|revision| revision.text.len() as u64)
+            .sum::<u64>();
+    }
+    stream_pump::settled_within(LOADED_STREAM).await;
+    assert_eq!(listed_usage(&container(), &bucket).await.1, bytes);
 }

@@ -111,6 +111,11 @@ fn random_events_never_panic_or_fail() {
                         function.name()
                     ))
                 })?;
+                // A stream consumer answers Lambda's partial batch response, not an envelope.
+                if function.answers_stream_batches() && response.get("batchItemFailures").is_some()
+                {
+                    return Ok(());
+                }
                 let status = response["status_code"].as_u64().unwrap_or(0);
                 prop_assert!(
                     status == 200 || (400..500).contains(&status),

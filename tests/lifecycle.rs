@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;
 
+/// kv-bucket-info's body, once the stream has delivered every write made before the call.
 async fn info(kv: &Kv, bucket: &str) -> Value {
+    settled().await;
     let response = call(kv, BucketInfo, json!({"bucket": bucket})).await;
     assert_eq!(status(&response), 200, "{response}");
     response["body"]["body"].clone()
@@ -608,12 +610,13 @@ async fn deletes_racing_puts_keep_history_in_revision_order() {
 
 #[tokio::test]
 async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
-    use kv::dynamo::items::{HeadEntry, Op};
-    use kv::dynamo::store::{Commit, CommitError};
+    use kv::dynamo::items::{HeadEntry, Op, Stored};
+    use kv::dynamo::store::{CommitError, HeadCondition, HeadWrite};
     let kv = container();
     let name = bucket(&kv, "incarnation", json!({})).await;
     // A writer takes its revision, then stalls while the bucket is deleted and re-created.
     let stalled = kv.store.allocate_revision(&name).await.unwrap();
+    let allocated_ms = stalled.last_allocated_ms.unwrap();
     let deleted = call(&kv, BucketDelete, json!({"bucket": name})).await;
     assert_eq!(deleted["body"]["purged"], true, "{deleted}");
     assert_eq!(
@@ -626,35 +629,245 @@ async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
         expiry_ns: None,
         op: Op::Put,
     }];
+    let latest = Stored {
+        rev: stalled.seq,
+        bytes: b"x".to_vec(),
+        compressed: false,
+        created_ms: 0,
+        expiry_ns: None,
+        op: Op::Put,
+        memory: false,
+    };
     let late = kv
         .store
-        .commit(
-            &Commit {
-                bucket: &name,
-                incarnation: stalled.created_ms,
-                key: "late",
-                expected_cur: None,
-                entries: &entries,
-                rev: stalled.seq,
-                stored: b"x",
-                compressed: false,
-                created_ms: 0,
-                expiry_ns: None,
-                op: Op::Put,
-                memory: false,
-                unmark: None,
-                trimmed: Vec::new(),
-                bytes_delta: 1,
-                keys_delta: 1,
-                bytes_ceiling: None,
-            },
-            "stalled-writer",
-        )
+        .put_head(&HeadWrite {
+            bucket: &name,
+            key: "late",
+            incarnation: stalled.created_ms,
+            allocated_ms,
+            latest: &latest,
+            entries: &entries,
+            exact_counts: false,
+            condition: HeadCondition::Older,
+        })
         .await;
-    assert!(matches!(late, Err(CommitError::BucketGone)), "{late:?}");
+    // The delete waited until every write of the old bucket had landed or could no longer be
+    // sent: this one's revision is too old to be written.
+    assert!(matches!(late, Err(CommitError::WindowClosed)), "{late:?}");
     assert_error(
         &call(&kv, KeyGet, json!({"bucket": name, "key": "late"})).await,
         404,
         "key_not_found",
     );
+}
+
+#[tokio::test]
+async fn the_expiry_sweeper_alone_takes_expired_values_out() {
+    // The harness's tables have DynamoDB's own TTL sweep off (as good as on AWS, where it may
+    // come days late): what leaves here, the project's sweeper took out.
+    let kv = container();
+    let name = bucket(&kv, "expiry", json!({"history": 3})).await;
+    let first = put(&kv, &name, "short", json!("v1")).await;
+    let expiring = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": "short", "value": "v2", "ttl": 1_000_000_000u64}),
+    )
+    .await;
+    assert_eq!(status(&expiring), 200, "{expiring}");
+    let kept = put(&kv, &name, "long", json!("stays")).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    let swept = call(
+        &kv,
+        kv::Function::ExpirySweep,
+        json!({"source": "aws.events"}),
+    )
+    .await;
+    assert_eq!(status(&swept), 200, "{swept}");
+    assert_eq!(swept["body"]["expired"], 1, "{swept}");
+
+    // The head lost its value and its index entries; the latest is an expiry.
+    let head = kv.store.read_head(&name, "short", true).await.unwrap();
+    let latest = head.latest.unwrap();
+    assert_eq!(latest.op, items::Op::Expired);
+    assert!(latest.bytes.is_empty());
+    let (listed, _) = kv.store.latest_page(&name, 0, 10).await.unwrap();
+    let listed: Vec<u64> = listed
+        .iter()
+        .filter_map(|entry| items::get_u64(entry, items::HEAD_REVISION))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![kept],
+        "the key-list index still lists the expired key"
+    );
+    assert_eq!(
+        history(&kv, &name, "short").await,
+        vec![(first, "PUT".into(), json!("v1"))]
+    );
+    assert_error(
+        &call(&kv, KeyGet, json!({"bucket": name, "key": "short"})).await,
+        404,
+        "key_not_found",
+    );
+    // No live value: a create succeeds. A second sweep finds nothing more to do.
+    let created = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": "short", "value": "v3", "revision": 0}),
+    )
+    .await;
+    assert_eq!(status(&created), 200, "{created}");
+    let again = call(&kv, kv::Function::ExpirySweep, json!({})).await;
+    assert_eq!(again["body"]["expired"], 0, "{again}");
+    // The counts followed, through the stream: v1 (history) + v3 + "stays"; two live keys.
+    let counted = info(&kv, &name).await;
+    assert_eq!(
+        (counted["entry_total"].clone(), counted["bytes"].clone()),
+        (json!(2), json!(2 + 2 + 5)),
+        "{counted}"
+    );
+}
+
+#[tokio::test]
+async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
+    use kv::dynamo::items::{HeadEntry, Op, Stored};
+    use kv::dynamo::store::{HeadCondition, HeadWrite};
+    let kv = container();
+    let name = bucket(&kv, "stopped", json!({"history": 3})).await;
+    let first = put(&kv, &name, "k", json!("one")).await;
+    // A writer commits its head and stops before archiving the value it replaced.
+    let head = kv.store.read_head(&name, "k", true).await.unwrap();
+    let next = kv.store.allocate_revision(&name).await.unwrap();
+    let latest = Stored {
+        rev: next.seq,
+        bytes: b"two".to_vec(),
+        compressed: false,
+        created_ms: 1,
+        expiry_ns: None,
+        op: Op::Put,
+        memory: false,
+    };
+    let entries = [
+        head.entries[0],
+        HeadEntry {
+            rev: next.seq,
+            size: 3,
+            expiry_ns: None,
+            op: Op::Put,
+        },
+    ];
+    kv.store
+        .put_head(&HeadWrite {
+            bucket: &name,
+            key: "k",
+            incarnation: next.created_ms,
+            allocated_ms: next.last_allocated_ms.unwrap(),
+            latest: &latest,
+            entries: &entries,
+            exact_counts: false,
+            condition: HeadCondition::At(first),
+        })
+        .await
+        .unwrap();
+    // The stream carries the replaced value in the head's old image: once it has run, the
+    // history holds every revision with its value.
+    settled().await;
+    assert_eq!(
+        history(&kv, &name, "k").await,
+        vec![
+            (first, "PUT".into(), json!("one")),
+            (next.seq, "PUT".into(), json!("two"))
+        ]
+    );
+}
+
+/// (entry_total, bytes) of a bucket recomputed from its heads as stored.
+async fn recount(bucket: &str, keys: &[String]) -> (u64, u64) {
+    let store = kv::dynamo::Store::new(client(), &settings());
+    let (mut live, mut bytes) = (0, 0);
+    for key in keys {
+        let head = store.read_head(bucket, key, true).await.unwrap();
+        bytes += head.entries.iter().map(|entry| entry.size).sum::<u64>();
+        live += u64::from(
+            head.latest_entry()
+                .is_some_and(|entry| entry.op == items::Op::Put),
+        );
+    }
+    (live, bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_from_the_stream_equal_a_recount_and_redelivery_changes_nothing() {
+    let kv = container();
+    let buckets = [
+        bucket(&kv, "recount-h1", json!({})).await,
+        bucket(&kv, "recount-h3", json!({"history": 3})).await,
+    ];
+    let keys: Vec<String> = (0..6).map(|index| format!("k{index}")).collect();
+    let mut rng = fastrand::Rng::with_seed(20261128);
+    for step in 0..120 {
+        if step == 60 {
+            // The first bucket is deleted (its purge waits out writes still in flight) and
+            // created again: the old incarnation's changes must not reach the new counts.
+            let deleted = call(&kv, BucketDelete, json!({"bucket": buckets[0]})).await;
+            assert_eq!(deleted["body"]["purged"], true, "{deleted}");
+            let created = call(&kv, BucketCreate, json!({"bucket": buckets[0]})).await;
+            assert_eq!(status(&created), 200, "{created}");
+        }
+        let bucket = &buckets[rng.usize(..buckets.len())];
+        let key = &keys[rng.usize(..keys.len())];
+        let response = match rng.u8(..10) {
+            0..=5 => {
+                let mut params =
+                    json!({"bucket": bucket, "key": key, "value": "v".repeat(rng.usize(1..60))});
+                if rng.u8(..5) == 0 {
+                    // Expires within the run: the sweeper takes it out.
+                    params["ttl"] = json!(200_000_000u64);
+                }
+                call(&kv, KeyPut, params).await
+            }
+            6 | 7 => call(&kv, KeyDelete, json!({"bucket": bucket, "key": key})).await,
+            _ => {
+                call(
+                    &kv,
+                    KeyDelete,
+                    json!({"bucket": bucket, "key": key, "purge": true}),
+                )
+                .await
+            }
+        };
+        assert_eq!(status(&response), 200, "step {step}: {response}");
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let swept = call(&kv, kv::Function::ExpirySweep, json!({})).await;
+    assert_eq!(status(&swept), 200, "{swept}");
+    settled().await;
+    let mut counted = Vec::new();
+    for bucket in &buckets {
+        let body = info(&kv, bucket).await;
+        let reported = (
+            body["entry_total"].as_u64().unwrap(),
+            body["bytes"].as_u64().unwrap(),
+        );
+        assert_eq!(reported, recount(bucket, &keys).await, "{bucket}");
+        counted.push(reported);
+    }
+    // Every batch delivered again, as Lambda may: nothing changes.
+    for batch in stream_pump::delivered() {
+        let result = invoke(&kv, kv::Function::ItemsStream, batch).await.unwrap();
+        assert_eq!(result["batchItemFailures"], json!([]), "{result}");
+    }
+    for (bucket, before) in buckets.iter().zip(&counted) {
+        let body = info(&kv, bucket).await;
+        assert_eq!(
+            (
+                body["entry_total"].as_u64().unwrap(),
+                body["bytes"].as_u64().unwrap()
+            ),
+            *before,
+            "{bucket} changed when its batches came again"
+        );
+    }
 }

@@ -192,7 +192,15 @@ async fn play(event: Event, setup: Vec<Event>) -> (BTreeMap<String, Grants>, Opt
         .or_default()
         .extend(grants);
     let (want_code, want_status) = event.expect.unwrap_or(("", 200));
-    let problem = if status(&response) != want_status || code(&response) != want_code {
+    // A stream consumer's answer is Lambda's partial batch response, not an envelope.
+    let problem = if event.function.answers_stream_batches() {
+        (response["batchItemFailures"] != serde_json::json!([])).then(|| {
+            format!(
+                "events/{}: expected every record processed, got {response}",
+                event.file
+            )
+        })
+    } else if status(&response) != want_status || code(&response) != want_code {
         Some(format!(
             "events/{}: expected {want_status} {want_code}, got {response}",
             event.file

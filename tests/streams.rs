@@ -71,7 +71,13 @@ fn runner(endpoint: &str, invoke_port: u16) -> Command {
     let mut command = Command::new("python3");
     command
         .current_dir(sam::root())
-        .args(["scripts/streams.py", "--poll-interval", "0.1"])
+        .args([
+            "scripts/streams.py",
+            "--only",
+            "kv-bucket-purge",
+            "--poll-interval",
+            "0.1",
+        ])
         .env("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
         .env(
             "AWS_ENDPOINT_URL_LAMBDA",

@@ -61,7 +61,15 @@ fn declared(logical_id: &str) -> Shape {
                 (
                     text(&index["IndexName"]),
                     key_pairs(&index["KeySchema"]),
-                    text(&index["Projection"]["ProjectionType"]),
+                    projection(
+                        text(&index["Projection"]["ProjectionType"]),
+                        index["Projection"]["NonKeyAttributes"]
+                            .as_sequence()
+                            .into_iter()
+                            .flatten()
+                            .map(text)
+                            .collect(),
+                    ),
                 )
             })
             .collect(),
@@ -122,11 +130,17 @@ async fn created(table: &str) -> Shape {
                 (
                     index.index_name().unwrap_or("").to_string(),
                     pairs(index.key_schema()),
-                    index
-                        .projection()
-                        .and_then(|projection| projection.projection_type())
-                        .map(|kind| kind.as_str().to_string())
-                        .unwrap_or_default(),
+                    projection(
+                        index
+                            .projection()
+                            .and_then(|projection| projection.projection_type())
+                            .map(|kind| kind.as_str().to_string())
+                            .unwrap_or_default(),
+                        index
+                            .projection()
+                            .map(|projection| projection.non_key_attributes().to_vec())
+                            .unwrap_or_default(),
+                    ),
                 )
             })
             .collect(),
@@ -364,4 +378,10 @@ fn outputs_give_every_arn() {
         .filter(|wanted| !outputs.contains(*wanted))
         .collect();
     assert!(missing.is_empty(), "no output for {missing:?}");
+}
+
+/// An index's projection as one comparable text: its type and the attributes it includes.
+fn projection(kind: String, mut non_key: Vec<String>) -> String {
+    non_key.sort();
+    format!("{kind} {}", non_key.join(","))
 }

@@ -165,3 +165,30 @@ mod tests {
         assert!(small.get("b", "99", 0).is_some());
     }
 }
+
+/// Per container: whether a bucket's writes need the key's head read first (history above 1,
+/// or `max_bytes`), learnt from the configuration each write's revision comes with. A bucket
+/// not seen yet is read as if it did; a stale answer costs one more round trip, never a wrong
+/// write (the configuration that comes with the revision decides).
+#[derive(Default)]
+pub struct WriteShapes {
+    needs_head: Mutex<HashMap<String, bool>>,
+}
+
+/// Enough for any realistic number of buckets per container; past it the map starts over.
+const WRITE_SHAPES_MAX: usize = 10_000;
+
+impl WriteShapes {
+    pub fn needs_head(&self, bucket: &str) -> Option<bool> {
+        self.needs_head.lock().ok()?.get(bucket).copied()
+    }
+
+    pub fn remember(&self, bucket: &str, needs_head: bool) {
+        if let Ok(mut map) = self.needs_head.lock() {
+            if map.len() >= WRITE_SHAPES_MAX && !map.contains_key(bucket) {
+                map.clear();
+            }
+            map.insert(bucket.to_string(), needs_head);
+        }
+    }
+}

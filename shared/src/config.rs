@@ -326,28 +326,78 @@ pub const DEFAULT_BUCKETS_TABLE: &str = "kv-buckets";
 pub const DEFAULT_ITEMS_TABLE: &str = "kv-items";
 
 impl Settings {
-    pub fn from_env() -> Settings {
-        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    /// The settings from the environment. A variable that is set but not a number is an error
+    /// naming it: silently falling back to the default would hide a typo in the template.
+    pub fn from_env() -> Result<Settings, String> {
+        Settings::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+        let var = |name: &str| lookup(name).filter(|value| !value.is_empty());
+        let defaults = Settings::defaults();
+        let number = |name: &str, default: u64| -> Result<u64, String> {
+            match var(name) {
+                None => Ok(default),
+                Some(text) => text.trim().parse().map_err(|_| {
+                    format!("Environment variable {name} must be a whole number, not '{text}'")
+                }),
+            }
+        };
+        Ok(Settings {
+            buckets_table: var("KV_BUCKETS_TABLE").unwrap_or(defaults.buckets_table),
+            items_table: var("KV_ITEMS_TABLE").unwrap_or(defaults.items_table),
+            memory_cache_staleness_ms: number(
+                "KV_MEMORY_CACHE_MS",
+                defaults.memory_cache_staleness_ms,
+            )?,
+            memory_cache_max_bytes: usize::try_from(number(
+                "KV_MEMORY_CACHE_MAX_BYTES",
+                defaults.memory_cache_max_bytes as u64,
+            )?)
+            .map_err(|_| {
+                "Environment variable KV_MEMORY_CACHE_MAX_BYTES is too large".to_string()
+            })?,
+            purge_budget_ms: number("KV_PURGE_BUDGET_MS", defaults.purge_budget_ms)?,
+        })
+    }
+
+    fn defaults() -> Settings {
         Settings {
-            buckets_table: var("KV_BUCKETS_TABLE").unwrap_or_else(|| DEFAULT_BUCKETS_TABLE.into()),
-            items_table: var("KV_ITEMS_TABLE").unwrap_or_else(|| DEFAULT_ITEMS_TABLE.into()),
-            memory_cache_staleness_ms: var("KV_MEMORY_CACHE_MS")
-                .and_then(|ms| ms.parse().ok())
-                .unwrap_or(1000),
-            memory_cache_max_bytes: var("KV_MEMORY_CACHE_MAX_BYTES")
-                .and_then(|bytes| bytes.parse().ok())
-                .unwrap_or(64 * 1024 * 1024),
-            purge_budget_ms: var("KV_PURGE_BUDGET_MS")
-                .and_then(|ms| ms.parse().ok())
-                .unwrap_or(60_000),
+            buckets_table: DEFAULT_BUCKETS_TABLE.into(),
+            items_table: DEFAULT_ITEMS_TABLE.into(),
+            memory_cache_staleness_ms: 1000,
+            memory_cache_max_bytes: 64 * 1024 * 1024,
+            purge_budget_ms: 60_000,
         }
     }
 
+    /// Default settings on the given tables (tests and tools that make their own tables).
     pub fn with_tables(buckets_table: &str, items_table: &str) -> Settings {
         Settings {
             buckets_table: buckets_table.into(),
             items_table: items_table.into(),
-            ..Settings::from_env()
+            ..Settings::defaults()
         }
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_variable_is_an_error_naming_it() {
+        let error =
+            Settings::from_vars(|name| (name == "KV_MEMORY_CACHE_MS").then(|| "abc".into()))
+                .expect_err("abc is not a number");
+        assert!(
+            error.contains("KV_MEMORY_CACHE_MS") && error.contains("abc"),
+            "{error}"
+        );
+        let settings =
+            Settings::from_vars(|name| (name == "KV_PURGE_BUDGET_MS").then(|| "500".into()))
+                .expect("500 is a number");
+        assert_eq!(settings.purge_budget_ms, 500);
+        assert_eq!(settings.memory_cache_staleness_ms, 1000);
     }
 }

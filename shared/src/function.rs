@@ -13,10 +13,14 @@ pub enum Function {
     BucketDelete,
     /// Internal: finishes bucket deletions, invoked by the buckets table's stream.
     BucketPurge,
+    /// Internal, every minute: takes expired values out of the store.
+    ExpirySweep,
+    /// Internal: fed by the items table's stream (counts, trimmed and archived revisions).
+    ItemsStream,
 }
 
 impl Function {
-    pub const ALL: [Function; 10] = [
+    pub const ALL: [Function; 12] = [
         Function::BucketCreate,
         Function::KeyPut,
         Function::KeyGet,
@@ -27,6 +31,8 @@ impl Function {
         Function::BucketInfo,
         Function::BucketDelete,
         Function::BucketPurge,
+        Function::ExpirySweep,
+        Function::ItemsStream,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,7 +47,15 @@ impl Function {
             Function::BucketInfo => "kv-bucket-info",
             Function::BucketDelete => "kv-bucket-delete",
             Function::BucketPurge => "kv-bucket-purge",
+            Function::ExpirySweep => "kv-expiry-sweep",
+            Function::ItemsStream => "kv-items-stream",
         }
+    }
+
+    /// A stream consumer that reports partial batch failures: its result is Lambda's
+    /// `{"batchItemFailures": [...]}` itself, not an envelope.
+    pub fn answers_stream_batches(self) -> bool {
+        self == Function::ItemsStream
     }
 
     /// The parameters each function accepts; anything else is rejected by name.
@@ -71,7 +85,19 @@ impl Function {
             Function::KeyHistory => &["bucket", "key", "json"],
             Function::BucketInfo => &["bucket"],
             Function::BucketDelete => &["bucket"],
-            Function::BucketPurge => &["Records"],
+            Function::BucketPurge | Function::ItemsStream => &["Records"],
+            // The fields of EventBridge's scheduled event, which carry nothing the sweep needs.
+            Function::ExpirySweep => &[
+                "version",
+                "id",
+                "detail-type",
+                "source",
+                "account",
+                "time",
+                "region",
+                "resources",
+                "detail",
+            ],
         }
     }
 }

@@ -1,6 +1,6 @@
 //! From an event to a result: parse the parameters, run the operation, wrap the envelope.
 
-use crate::cache::MemoryCache;
+use crate::cache::{MemoryCache, WriteShapes};
 use crate::config::Settings;
 use crate::dynamo::Store;
 use crate::envelope;
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 pub struct Kv {
     pub store: Store,
     pub cache: MemoryCache,
+    pub write_shapes: WriteShapes,
     pub purge_budget: Duration,
 }
 
@@ -30,6 +31,7 @@ impl Kv {
                 Duration::from_millis(settings.memory_cache_staleness_ms),
                 settings.memory_cache_max_bytes,
             ),
+            write_shapes: WriteShapes::default(),
             purge_budget: Duration::from_millis(settings.purge_budget_ms),
         }
     }
@@ -65,7 +67,11 @@ pub async fn handle_until(
             "refused"
         ),
     }
-    envelope::respond(outcome)
+    match (function.answers_stream_batches(), outcome) {
+        // Lambda's event source mapping reads `batchItemFailures` at the top of the result.
+        (true, Ok(result)) => Ok(result),
+        (_, outcome) => envelope::respond(outcome),
+    }
 }
 
 /// The Lambda entry point: what `service_fn` calls and what tests call with a `LambdaEvent`.
@@ -108,5 +114,7 @@ fn run(kv: &Kv, function: Function, params: Params, deadline: Instant) -> OpFutu
         Function::BucketInfo => Box::pin(ops::bucket_info::run(kv, params)),
         Function::BucketDelete => Box::pin(ops::bucket_delete::run(kv, params, deadline)),
         Function::BucketPurge => Box::pin(ops::bucket_delete::run_purger(kv, params, deadline)),
+        Function::ExpirySweep => Box::pin(ops::expiry_sweep::run(kv, params, deadline)),
+        Function::ItemsStream => Box::pin(ops::items_stream::run(kv, params)),
     }
 }

@@ -62,6 +62,20 @@ impl Params {
         self.get(name)
     }
 
+    /// The `Records` of a DynamoDB stream event, for the functions a stream feeds.
+    pub fn stream_records(&self) -> Result<&Vec<Value>, KvError> {
+        match self.raw("Records") {
+            Some(Value::Array(records)) => Ok(records),
+            Some(other) => Err(KvError::param(format!(
+                "Parameter 'Records' must be the array of a DynamoDB stream event, got {}",
+                type_name(other)
+            ))),
+            None => Err(KvError::param(
+                "Missing required parameter 'Records' (a DynamoDB stream event)",
+            )),
+        }
+    }
+
     /// The parameter as sent, null included, for parameters where null is itself an error.
     pub fn raw_with_null(&self, name: &str) -> Option<&Value> {
         self.map.get(name)

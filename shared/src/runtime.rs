@@ -9,7 +9,12 @@ use serde_json::Value;
 
 pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
     crate::logging::init();
-    let settings = Settings::from_env();
+    // A misconfigured function fails its init, where the deployment shows it, instead of
+    // running on a default the template did not ask for.
+    let settings = Settings::from_env().map_err(|message| {
+        tracing::error!(%message, "configuration");
+        lambda_runtime::Error::from(message)
+    })?;
     let client = crate::dynamo::client::from_env().await;
     // During init, so the first invocation costs what a warm one does: the client's lazy parts
     // are built and the connections it will use are open.
@@ -29,17 +34,25 @@ pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
 fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
     use Operation::*;
     match function {
-        // UpdateItem (revision) alongside GetItem (head), then the transaction.
-        Function::KeyPut | Function::KeyDelete => (2, &[UpdateItem, GetItem, TransactWriteItems]),
-        Function::KeyGet => (1, &[Query, GetItem]),
-        // The index Query alongside the usage GetItem.
-        Function::KeyList => (2, &[Query, GetItem]),
+        // UpdateItem (revision) alongside GetItem (head), then the head's PutItem alongside the
+        // archive's (history above 1), or the head and usage transaction (max_bytes).
+        Function::KeyPut | Function::KeyDelete => {
+            (2, &[UpdateItem, GetItem, PutItem, TransactWriteItems])
+        }
+        // The head, or the head alongside an archived revision.
+        Function::KeyGet => (2, &[GetItem]),
+        // The index Query alongside the usage GetItem, then large values' heads.
+        Function::KeyList => (2, &[Query, GetItem, BatchGetItem]),
         Function::KeyHistory => (1, &[Query, GetItem]),
         // Bucket, usage and first live revision at once.
         Function::BucketInfo => (3, &[GetItem, Query]),
         // Scan, then BatchGetItem at once: the Scan's connection may not be back in the pool.
         Function::BucketList => (2, &[Scan, BatchGetItem]),
         Function::BucketCreate => (1, &[TransactWriteItems]),
+        // A count update per bucket, then trimmed revisions' deletes alongside archives.
+        Function::ItemsStream => (2, &[UpdateItem, BatchWriteItem]),
+        // The index Query, then each expired head's GetItem and UpdateItem.
+        Function::ExpirySweep => (1, &[Query, GetItem, UpdateItem]),
         Function::BucketDelete | Function::BucketPurge => {
             (1, &[UpdateItem, DeleteItem, Query, BatchWriteItem])
         }

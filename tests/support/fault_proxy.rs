@@ -327,7 +327,11 @@ impl Shared {
     fn forwarded(&self, request: &Request, status: u16) {
         let mut state = self.state.lock().unwrap();
         state.stats.forwarded += 1;
-        if request.operation != "TransactWriteItems" || !(200..300).contains(&status) {
+        let writes = matches!(
+            request.operation.as_str(),
+            "TransactWriteItems" | "PutItem" | "UpdateItem"
+        );
+        if !writes || !(200..300).contains(&status) {
             return;
         }
         if let Some(token) = request.token() {
@@ -456,7 +460,8 @@ impl FaultProxy {
         self.shared.state.lock().unwrap().stats.clone()
     }
 
-    /// Bodies of the `TransactWriteItems` DynamoDB applied (2xx), once per token.
+    /// Bodies of the `TransactWriteItems` (once per token) and `PutItem` requests DynamoDB
+    /// applied (2xx).
     pub fn applied(&self) -> Vec<Value> {
         self.shared.state.lock().unwrap().applied.clone()
     }

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 mod dynamodb_local;
+pub mod stream_pump;
+
+pub use stream_pump::settled;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use kv::config::Settings;
@@ -67,6 +70,21 @@ fn start_dynamodb_local() -> String {
                 Err(error) => panic!("could not create tables: {error}"),
             }
         }
+        // DynamoDB's own TTL sweep off, as good as on AWS, where it may come days late: what
+        // expires leaves the counts, listings and histories through the project's sweeper.
+        client
+            .update_time_to_live()
+            .table_name(ITEMS_TABLE)
+            .time_to_live_specification(
+                aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                    .attribute_name(kv::dynamo::items::TTL)
+                    .enabled(false)
+                    .build()
+                    .expect("TTL specification"),
+            )
+            .send()
+            .await
+            .expect("turn DynamoDB's TTL sweep off");
     });
     endpoint
 }
@@ -176,9 +194,13 @@ pub fn endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     // Started from a plain thread: tests call this from inside their own tokio runtime.
     ENDPOINT.get_or_init(|| {
-        std::thread::spawn(start_dynamodb_local)
+        let endpoint = std::thread::spawn(start_dynamodb_local)
             .join()
-            .expect("DynamoDB Local started")
+            .expect("DynamoDB Local started");
+        // The stream is followed from the start, as Lambda's mapping does, so counts keep up
+        // with the writes instead of catching up when a test first asks.
+        stream_pump::follow(&endpoint);
+        endpoint
     })
 }
 
@@ -293,8 +315,15 @@ pub async fn put(kv: &Kv, bucket: &str, key: &str, value: Value) -> u64 {
     response["body"]["revision"].as_u64().expect("revision")
 }
 
-/// (entry_total, bytes) as kv-bucket-list reports them.
+/// (entry_total, bytes) as kv-bucket-list reports them, once the stream has delivered every
+/// write made before the call.
 pub async fn usage(kv: &Kv, bucket: &str) -> (u64, u64) {
+    settled().await;
+    listed_usage(kv, bucket).await
+}
+
+/// (entry_total, bytes) as kv-bucket-list reports them now.
+pub async fn listed_usage(kv: &Kv, bucket: &str) -> (u64, u64) {
     let listed = call(kv, Function::BucketList, serde_json::json!({})).await;
     let entry = listed["body"]["body"]["results"]
         .as_array()
@@ -307,25 +336,14 @@ pub async fn usage(kv: &Kv, bucket: &str) -> (u64, u64) {
     )
 }
 
-/// The key's revision items as stored, read straight from the table.
+/// The key's retained revisions as the store holds them (its head's latest and the archived
+/// revisions the head lists), oldest first; empty when the key has no head.
 pub async fn stored_revisions(bucket: &str, key: &str) -> Vec<kv::dynamo::items::Revision> {
-    use kv::dynamo::items;
-    let output = client()
-        .query()
-        .table_name(ITEMS_TABLE)
-        .key_condition_expression("#pk = :pk AND #rev > :zero")
-        .expression_attribute_names("#pk", items::PK)
-        .expression_attribute_names("#rev", items::REV)
-        .expression_attribute_values(":pk", items::s(items::key_pk(bucket, key)))
-        .expression_attribute_values(":zero", items::n(0))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    output
-        .items()
+    let store = kv::dynamo::Store::new(client(), &settings());
+    let (_, retained) = store.history(bucket, key).await.unwrap();
+    retained
         .iter()
-        .map(|item| items::decode_revision(bucket, item).unwrap())
+        .map(|stored| stored.decode(key).unwrap())
         .collect()
 }
 

@@ -212,6 +212,7 @@ pub enum Operation {
     Scan,
     BatchGetItem,
     UpdateItem,
+    PutItem,
     DeleteItem,
     TransactWriteItems,
     BatchWriteItem,
@@ -300,6 +301,12 @@ async fn rehearse(
             .table_name(table)
             .set_key(Some(key()))
             .update_expression("REMOVE #pk")
+            .expression_attribute_names("#pk", PK)),
+        Operation::PutItem => sent!(client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(key()))
+            .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)),
         Operation::DeleteItem => sent!(client.delete_item().table_name(table).set_key(Some(key()))),
         Operation::TransactWriteItems => match ConditionCheck::builder()

@@ -3,7 +3,9 @@
 
 use super::errors::storage_error;
 use super::items::{
-    BUCKET, BY_BUCKET_INDEX, BY_SEQUENCE_INDEX, HEAD_BUCKET, LATEST_IN_BUCKET, PK, REV, TTL,
+    BUCKET, BY_BUCKET_INDEX, BY_EXPIRY_INDEX, BY_SEQUENCE_INDEX, COMPRESSED, CREATED_MS, EXPIRY_NS,
+    EXPIRY_SECONDS, EXPIRY_SHARD, HEAD_BUCKET, HEAD_REVISION, LATEST_IN_BUCKET, LIST_VALUE, PK,
+    REV, TTL,
 };
 use crate::config::Settings;
 use crate::error::KvError;
@@ -24,6 +26,8 @@ pub struct IndexSpec {
     pub hash: KeyAttr,
     pub range: Option<KeyAttr>,
     pub projection: ProjectionType,
+    /// With `ProjectionType::Include`: the attributes the index copies besides the keys.
+    pub non_key: &'static [&'static str],
 }
 
 #[derive(Debug, Clone)]
@@ -50,14 +54,26 @@ pub fn items_table() -> TableSpec {
     TableSpec {
         hash: (PK, ScalarAttributeType::S),
         range: Some((REV, ScalarAttributeType::N)),
-        // Only a key's latest value carries `gb`, so the index holds one item per live key,
-        // ordered by revision: kv-key-list pages it without reading old revisions.
+        // Only a head whose latest revision is a value carries `gb`, so the index holds one
+        // entry per live key, ordered by revision: kv-key-list pages it without reading old
+        // revisions. An entry carries the value only when it is small (`lv`), so a put moves
+        // at most two small index entries whatever the value's size.
         indexes: vec![
             IndexSpec {
                 name: BY_SEQUENCE_INDEX,
                 hash: (LATEST_IN_BUCKET, ScalarAttributeType::S),
-                range: Some((REV, ScalarAttributeType::N)),
-                projection: ProjectionType::All,
+                range: Some((HEAD_REVISION, ScalarAttributeType::N)),
+                projection: ProjectionType::Include,
+                non_key: &[LIST_VALUE, COMPRESSED, CREATED_MS, EXPIRY_NS],
+            },
+            // Heads whose latest value expires, keys only, by when: the expiry sweeper finds
+            // what has expired without a scan, however late DynamoDB's own TTL sweep is.
+            IndexSpec {
+                name: BY_EXPIRY_INDEX,
+                hash: (EXPIRY_SHARD, ScalarAttributeType::S),
+                range: Some((EXPIRY_SECONDS, ScalarAttributeType::N)),
+                projection: ProjectionType::KeysOnly,
+                non_key: &[],
             },
             // Heads only, keys only: written once per key (a head's keys never change), read
             // only when a bucket is deleted. No sort key: `pk` (bucket/key, up to 1280 bytes)
@@ -67,6 +83,7 @@ pub fn items_table() -> TableSpec {
                 hash: (HEAD_BUCKET, ScalarAttributeType::S),
                 range: None,
                 projection: ProjectionType::KeysOnly,
+                non_key: &[],
             },
         ],
         ttl_attribute: Some(TTL),
@@ -118,18 +135,22 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
         );
     }
     for index in &spec.indexes {
-        request = request.global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(index.name)
-                .set_key_schema(Some(key_schema(&index.hash, index.range.as_ref())?))
-                .projection(
-                    Projection::builder()
-                        .projection_type(index.projection.clone())
-                        .build(),
-                )
-                .build()
-                .map_err(build_error)?,
-        );
+        request =
+            request.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index.name)
+                    .set_key_schema(Some(key_schema(&index.hash, index.range.as_ref())?))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(index.projection.clone())
+                            .set_non_key_attributes((!index.non_key.is_empty()).then(|| {
+                                index.non_key.iter().map(|name| name.to_string()).collect()
+                            }))
+                            .build(),
+                    )
+                    .build()
+                    .map_err(build_error)?,
+            );
     }
     if let Some(view) = &spec.stream {
         request = request.stream_specification(

@@ -5,11 +5,14 @@ use super::errors::{classify, is_condition_failure, storage_error, Failure};
 use super::items::*;
 use crate::config::{BucketConfig, Settings};
 use crate::error::KvError;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, DeleteRequest, KeysAndAttributes, Put, ReturnValue,
+    AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
@@ -30,6 +33,8 @@ pub struct BucketRecord {
     pub seq: u64,
     /// When kv-bucket-delete started, if it has: such a bucket no longer exists for callers.
     pub deleting_ms: Option<u64>,
+    /// When the last revision was handed out (epoch ms), if ever.
+    pub last_allocated_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,27 +43,44 @@ pub struct Usage {
     pub keys: i64,
 }
 
-/// A new revision of one key, committed atomically with its head, the index marker of the
-/// revision it replaces, the revisions it pushes out of history, and the bucket's usage.
+/// A key's new latest revision, written as its head (the head is the record: its value and its
+/// retained revisions' list), and what the write is conditional on.
 #[derive(Debug)]
-pub struct Commit<'a> {
+pub struct HeadWrite<'a> {
     pub bucket: &'a str,
+    pub key: &'a str,
     /// The bucket's `created`, as read when the revision was handed out.
     pub incarnation: u64,
-    pub key: &'a str,
-    /// The head's `cur` the plan was made from; None when the key has no head yet.
-    pub expected_cur: Option<u64>,
+    /// When (epoch ms) the revision was handed out: past `COMMIT_WINDOW_MS` the write is not
+    /// sent, since a bucket delete may then believe every write of the bucket has landed.
+    pub allocated_ms: u64,
+    pub latest: &'a Stored,
+    /// Every retained revision, the new latest last.
     pub entries: &'a [HeadEntry],
-    pub rev: u64,
-    pub stored: &'a [u8],
-    pub compressed: bool,
-    pub created_ms: u64,
-    pub expiry_ns: Option<u64>,
-    pub op: Op,
-    pub memory: bool,
-    /// The previous latest value, kept in history but no longer the key's latest.
-    pub unmark: Option<u64>,
-    pub trimmed: Vec<u64>,
+    /// The bucket has `max_bytes`: its usage moves with the head, so the stream leaves it be.
+    pub exact_counts: bool,
+    pub condition: HeadCondition,
+}
+
+/// What a head write requires of the head it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadCondition {
+    /// The head is still at this revision: the one the write was planned from, or the one a
+    /// compare-and-set names.
+    At(u64),
+    /// The key has never been written.
+    Absent,
+    /// The key has no live value (compare-and-set with revision 0): no head, a marker, or a
+    /// value expired by `now_ns`.
+    NoLiveValue { now_ns: u64 },
+    /// The head holds an older revision than the new one, whatever it is.
+    Older,
+}
+
+/// The usage change that moves with a head in a bucket with `max_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageChange {
+    pub incarnation: u64,
     pub bytes_delta: i64,
     pub keys_delta: i64,
     /// The bucket's `bytes` must be at most this before the write (max_bytes minus the growth).
@@ -68,16 +90,20 @@ pub struct Commit<'a> {
 /// Which items of a key's partition a query returns.
 #[derive(Debug, Clone, Copy)]
 enum Partition {
-    /// Revisions and markers, whole.
-    Revisions,
+    /// The head and the archived revisions, whole.
+    Whole,
     /// Every item including the head, keys only.
     KeysOnly,
 }
 
 #[derive(Debug)]
 pub enum CommitError {
-    /// Another writer changed the key since its head was read.
-    HeadChanged,
+    /// The revision was handed out too long ago to be written (nothing was sent): a write must
+    /// take a new one.
+    WindowClosed,
+    /// The head is not what the write required; here is the head as DynamoDB saw it, when it
+    /// said (a compare-and-set refusal needs no second read).
+    HeadChanged(Option<Box<Head>>),
     /// DynamoDB did not apply the transaction because of other transactions or throttling;
     /// a later attempt can succeed. Carries what to report if no attempt does.
     Contention(KvError),
@@ -181,9 +207,11 @@ impl Store {
             .update_item()
             .table_name(&self.buckets)
             .key(BUCKET, s(bucket))
-            .update_expression("ADD #seq :one")
+            .update_expression("ADD #seq :one SET #alloc = :now")
             .condition_expression("attribute_exists(#bucket) AND attribute_not_exists(#deleting)")
             .expression_attribute_names("#seq", SEQ)
+            .expression_attribute_names("#alloc", LAST_ALLOCATED)
+            .expression_attribute_values(":now", n(crate::time::ns_to_ms(crate::time::now_ns())))
             .expression_attribute_names("#bucket", BUCKET)
             .expression_attribute_names("#deleting", DELETING)
             .expression_attribute_values(":one", n(1))
@@ -209,114 +237,221 @@ impl Store {
         key: &str,
         consistent: bool,
     ) -> Result<Head, KvError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.items)
-            .key(PK, s(key_pk(bucket, key)))
-            .key(REV, n(0))
-            .consistent_read(consistent)
+        self.read_head_of(&key_pk(bucket, key), consistent).await
+    }
+
+    /// The head of the key whose partition key is `pk`.
+    pub async fn read_head_of(&self, pk: &str, consistent: bool) -> Result<Head, KvError> {
+        let output = head_read(&self.client, &self.items, pk, consistent)
             .send()
             .await
             .map_err(|error| storage_error("GetItem", error))?;
         decode_head(output.item())
     }
 
-    /// Commits with `token` as the transaction's `ClientRequestToken`: sent again with the same
-    /// token within 10 minutes, a transaction DynamoDB already applied succeeds without being
-    /// applied again, and one still in progress is reported as such.
-    pub async fn commit(&self, commit: &Commit<'_>, token: &str) -> Result<(), CommitError> {
+    fn head_put(&self, write: &HeadWrite<'_>) -> Result<Put, CommitError> {
         let failed = |error| CommitError::Failed(build_failed(error));
-        let pk = key_pk(commit.bucket, commit.key);
+        let now_ms = crate::time::ns_to_ms(crate::time::now_ns());
+        if now_ms > write.allocated_ms + COMMIT_WINDOW_MS {
+            return Err(CommitError::WindowClosed);
+        }
+        let latest = write.latest;
         let mut head = Put::builder()
             .table_name(&self.items)
-            .item(PK, s(&pk))
+            .set_item(Some(latest.attributes()))
+            .item(PK, s(key_pk(write.bucket, write.key)))
             .item(REV, n(0))
-            .item(HEAD_REVISION, n(commit.rev))
-            .item(HEAD_ENTRIES, encode_head_entries(commit.entries))
-            .item(HEAD_BUCKET, s(commit.bucket))
-            .expression_attribute_names("#pk", PK);
-        head = match commit.expected_cur {
-            None => head.condition_expression("attribute_not_exists(#pk)"),
-            Some(cur) => head
-                .condition_expression("attribute_exists(#pk) AND #cur = :cur")
+            .item(HEAD_REVISION, n(latest.rev))
+            .item(HEAD_ENTRIES, encode_head_entries(write.entries))
+            .item(HEAD_BUCKET, s(write.bucket))
+            .item(INCARNATION, n(write.incarnation))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if latest.op == Op::Put {
+            if let Some(expiry_ns) = latest.expiry_ns {
+                head = head
+                    .item(
+                        EXPIRY_SHARD,
+                        s(expiry_shard(&key_pk(write.bucket, write.key))),
+                    )
+                    .item(EXPIRY_SECONDS, n(expiry_ns / 1_000_000_000));
+            }
+            head = head.item(LATEST_IN_BUCKET, s(write.bucket));
+            if latest.bytes.len() <= LIST_VALUE_MAX_BYTES {
+                head = head.item(
+                    LIST_VALUE,
+                    AttributeValue::B(Blob::new(latest.bytes.clone())),
+                );
+            }
+        }
+        if write.exact_counts {
+            head = head.item(EXACT_COUNTS, AttributeValue::Bool(true));
+        }
+        head = match write.condition {
+            // Every condition keeps the head's commits in increasing revision order, which is
+            // what lets a head prove that a revision it does not show never landed.
+            HeadCondition::At(revision) => head
+                .condition_expression("#cur = :cur AND #cur < :rev")
                 .expression_attribute_names("#cur", HEAD_REVISION)
-                .expression_attribute_values(":cur", n(cur)),
+                .expression_attribute_values(":cur", n(revision))
+                .expression_attribute_values(":rev", n(latest.rev)),
+            HeadCondition::Absent => head
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
+            HeadCondition::NoLiveValue { now_ns } => head
+                .condition_expression(
+                    "attribute_not_exists(#pk) OR (#cur < :rev AND (attribute_exists(#op) OR #x <= :now))",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#cur", HEAD_REVISION)
+                .expression_attribute_names("#op", OP)
+                .expression_attribute_names("#x", EXPIRY_NS)
+                .expression_attribute_values(":rev", n(latest.rev))
+                .expression_attribute_values(":now", n(now_ns)),
+            HeadCondition::Older => head
+                .condition_expression("attribute_not_exists(#pk) OR #cur < :rev")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#cur", HEAD_REVISION)
+                .expression_attribute_values(":rev", n(latest.rev)),
         };
-        let mut revision = Put::builder()
+        head.build().map_err(failed)
+    }
+
+    /// The head's write as an update: every attribute of the new head set, every optional one
+    /// it lacks removed, and the revisions the head held before kept in `r1`..`r3`, so a
+    /// writer whose answer was lost can still recognise its revision after a few later writes.
+    fn head_update(&self, write: &HeadWrite<'_>) -> Result<Update, CommitError> {
+        let put = self.head_put(write)?;
+        let mut names = put
+            .expression_attribute_names()
+            .cloned()
+            .unwrap_or_default();
+        let mut values = put
+            .expression_attribute_values()
+            .cloned()
+            .unwrap_or_default();
+        let mut sets = Vec::new();
+        let mut key = HashMap::new();
+        // In name order: a transaction sent again under its token must be the same request.
+        let mut attributes: Vec<(&String, &AttributeValue)> = put.item().iter().collect();
+        attributes.sort_by(|a, b| a.0.cmp(b.0));
+        for (index, (name, value)) in attributes.into_iter().enumerate() {
+            if name == PK || name == REV {
+                key.insert(name.clone(), value.clone());
+                continue;
+            }
+            names.insert(format!("#s{index}"), name.clone());
+            values.insert(format!(":s{index}"), value.clone());
+            sets.push(format!("#s{index} = :s{index}"));
+        }
+        for (index, name) in RECENT_REVISIONS.iter().enumerate() {
+            names.insert(format!("#r{index}"), (*name).to_string());
+        }
+        names.insert("#rc".into(), HEAD_REVISION.into());
+        values.insert(":zero".into(), n(0));
+        sets.push("#r2 = if_not_exists(#r1, :zero)".into());
+        sets.push("#r1 = if_not_exists(#r0, :zero)".into());
+        sets.push("#r0 = if_not_exists(#rc, :zero)".into());
+        let removed: Vec<String> = OPTIONAL_HEAD_ATTRIBUTES
+            .iter()
+            .filter(|name| !put.item().contains_key(**name))
+            .enumerate()
+            .map(|(index, name)| {
+                names.insert(format!("#m{index}"), (*name).to_string());
+                format!("#m{index}")
+            })
+            .collect();
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removed.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
+        }
+        Update::builder()
             .table_name(&self.items)
-            .item(PK, s(&pk))
-            .item(REV, n(commit.rev))
-            .item(VALUE, AttributeValue::B(Blob::new(commit.stored)))
-            .item(CREATED_MS, n(commit.created_ms));
-        if commit.compressed {
-            revision = revision.item(COMPRESSED, AttributeValue::Bool(true));
-        }
-        if let Some(expiry) = commit.expiry_ns {
-            revision = revision
-                .item(EXPIRY_NS, n(expiry))
-                .item(TTL, n(crate::time::ttl_attribute_secs(expiry)));
-        }
-        if commit.memory {
-            revision = revision.item(MEMORY, AttributeValue::Bool(true));
-        }
-        revision = match commit.op {
-            Op::Put => revision.item(LATEST_IN_BUCKET, s(commit.bucket)),
-            marker => revision.item(OP, s(marker.as_str())),
+            .set_key(Some(key))
+            .update_expression(expression)
+            .set_condition_expression(put.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|error| CommitError::Failed(build_failed(error)))
+    }
+
+    /// Writes the head alone, in one `UpdateItem`: a refusal returns the head DynamoDB saw.
+    /// Sent again after an unknown outcome it is harmless: a head that already landed fails the
+    /// condition and shows its own revision (as `cur`, or among the recent ones).
+    pub async fn put_head(&self, write: &HeadWrite<'_>) -> Result<(), CommitError> {
+        let update = self.head_update(write)?;
+        // No retries inside the SDK: a resend after a lost answer would come back as a refusal
+        // that hides the landed first send, so the caller resends itself, knowing it did.
+        let result = self
+            .client
+            .update_item()
+            .table_name(update.table_name())
+            .set_key(Some(update.key().clone()))
+            .update_expression(update.update_expression())
+            .set_condition_expression(update.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(update.expression_attribute_names().cloned())
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .customize()
+            .config_override(
+                aws_sdk_dynamodb::Config::builder()
+                    .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+            )
+            .send()
+            .await;
+        let error = match result {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
         };
-        let mut writes = vec![
-            TransactWriteItem::builder()
-                .put(head.build().map_err(failed)?)
-                .build(),
-            TransactWriteItem::builder()
-                .put(revision.build().map_err(failed)?)
-                .build(),
-        ];
-        if let Some(previous) = commit.unmark {
-            let update = Update::builder()
-                .table_name(&self.items)
-                .key(PK, s(&pk))
-                .key(REV, n(previous))
-                .update_expression("REMOVE #gb")
-                .expression_attribute_names("#gb", LATEST_IN_BUCKET)
-                .build()
-                .map_err(failed)?;
-            writes.push(TransactWriteItem::builder().update(update).build());
+        if let Some(UpdateItemError::ConditionalCheckFailedException(refused)) =
+            error.as_service_error()
+        {
+            let head = refused
+                .item()
+                .map(|item| decode_head(Some(item)))
+                .transpose();
+            return Err(CommitError::HeadChanged(head.ok().flatten().map(Box::new)));
         }
-        for rev in &commit.trimmed {
-            let delete = Delete::builder()
-                .table_name(&self.items)
-                .key(PK, s(&pk))
-                .key(REV, n(rev))
-                .build()
-                .map_err(failed)?;
-            writes.push(TransactWriteItem::builder().delete(delete).build());
-        }
-        let mut usage = Update::builder()
+        Err(commit_failure("UpdateItem", error))
+    }
+
+    /// Writes the head and the bucket's usage in one transaction (buckets with `max_bytes`,
+    /// whose counts must be exact at every moment), with `token` as its `ClientRequestToken`:
+    /// sent again with the same token within 10 minutes, a transaction DynamoDB already applied
+    /// succeeds without being applied again, and one still in progress is reported as such.
+    pub async fn put_head_and_usage(
+        &self,
+        write: &HeadWrite<'_>,
+        usage: &UsageChange,
+        token: &str,
+    ) -> Result<(), CommitError> {
+        let failed = |error| CommitError::Failed(build_failed(error));
+        let head = self.head_update(write)?;
+        let mut update = Update::builder()
             .table_name(&self.items)
-            .key(PK, s(usage_pk(commit.bucket)))
+            .key(PK, s(usage_pk(write.bucket)))
             .key(REV, n(0))
             .update_expression("ADD #bytes :bytes, #keys :keys")
             .expression_attribute_names("#bytes", USED_BYTES)
             .expression_attribute_names("#keys", LIVE_KEYS)
             .expression_attribute_names("#inc", INCARNATION)
-            .expression_attribute_values(":bytes", n(commit.bytes_delta))
-            .expression_attribute_values(":keys", n(commit.keys_delta))
-            .expression_attribute_values(":inc", n(commit.incarnation))
+            .expression_attribute_values(":bytes", n(usage.bytes_delta))
+            .expression_attribute_values(":keys", n(usage.keys_delta))
+            .expression_attribute_values(":inc", n(usage.incarnation))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        usage = match commit.bytes_ceiling {
-            None => usage.condition_expression("#inc = :inc"),
-            Some(ceiling) => usage
+        update = match usage.bytes_ceiling {
+            None => update.condition_expression("#inc = :inc"),
+            Some(ceiling) => update
                 .condition_expression("#inc = :inc AND #bytes <= :ceiling")
                 .expression_attribute_values(":ceiling", n(ceiling)),
         };
-        writes.push(
+        let writes = vec![
+            TransactWriteItem::builder().update(head).build(),
             TransactWriteItem::builder()
-                .update(usage.build().map_err(failed)?)
+                .update(update.build().map_err(failed)?)
                 .build(),
-        );
-        let usage_index = writes.len() - 1;
-
+        ];
         let result = self
             .client
             .transact_write_items()
@@ -332,13 +467,14 @@ impl Store {
             error.as_service_error()
         {
             let reasons = cancelled.cancellation_reasons();
-            let code = |index: usize| reasons.get(index).and_then(|reason| reason.code());
-            if let Some(usage) = reasons
-                .get(usage_index)
-                .filter(|_| code(usage_index) == Some("ConditionalCheckFailed"))
-            {
-                return Err(match usage.item() {
-                    Some(old) if get_u64(old, INCARNATION) == Some(commit.incarnation) => {
+            let refused = |index: usize| {
+                reasons
+                    .get(index)
+                    .filter(|reason| reason.code() == Some("ConditionalCheckFailed"))
+            };
+            if let Some(usage_now) = refused(1) {
+                return Err(match usage_now.item() {
+                    Some(old) if get_u64(old, INCARNATION) == Some(usage.incarnation) => {
                         CommitError::BucketFull {
                             used: get_i64(old, USED_BYTES).unwrap_or(0),
                         }
@@ -346,8 +482,12 @@ impl Store {
                     _ => CommitError::BucketGone,
                 });
             }
-            if code(0) == Some("ConditionalCheckFailed") {
-                return Err(CommitError::HeadChanged);
+            if let Some(head_now) = refused(0) {
+                let head = head_now
+                    .item()
+                    .map(|item| decode_head(Some(item)))
+                    .transpose();
+                return Err(CommitError::HeadChanged(head.ok().flatten().map(Box::new)));
             }
             if reasons.iter().any(|reason| {
                 matches!(
@@ -363,56 +503,31 @@ impl Store {
                 )));
             }
         }
-        if error.code() == Some("ValidationException")
-            && error
-                .message()
-                .is_some_and(|message| message.to_ascii_lowercase().contains("item size"))
-        {
-            return Err(CommitError::Failed(KvError::ValueTooLarge(format!(
-                "The value does not fit in one DynamoDB item ({} KB at most, key and metadata included): {}",
-                MAX_ITEM_BYTES / 1024,
-                error.message().unwrap_or("")
-            ))));
-        }
-        match classify(&error) {
-            Failure::OutcomeUnknown => Err(CommitError::OutcomeUnknown(storage_error(
-                "TransactWriteItems",
-                error,
-            ))),
-            Failure::Refused => Err(CommitError::Contention(storage_error(
-                "TransactWriteItems",
-                error,
-            ))),
-            Failure::Permanent => Err(CommitError::Failed(storage_error(
-                "TransactWriteItems",
-                error,
-            ))),
-        }
+        Err(commit_failure("TransactWriteItems", error))
     }
 
-    /// The key's newest revision (value or marker), in one strongly consistent request.
-    pub async fn latest_revision(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<Revision>, KvError> {
-        let output = latest_revision_query(&self.client, &self.items, bucket, key)
+    /// Keeps a replaced revision as an item of its own, so the key's history can show it. The
+    /// same revision always has the same content, so writing it again changes nothing.
+    pub async fn archive(&self, bucket: &str, key: &str, stored: &Stored) -> Result<(), KvError> {
+        self.client
+            .put_item()
+            .table_name(&self.items)
+            .set_item(Some(stored.attributes()))
+            .item(PK, s(key_pk(bucket, key)))
+            .item(REV, n(stored.rev))
             .send()
             .await
-            .map_err(|error| storage_error("Query", error))?;
-        output
-            .items()
-            .first()
-            .map(|item| decode_revision(bucket, item))
-            .transpose()
+            .map_err(|error| storage_error("PutItem", error))?;
+        Ok(())
     }
 
-    pub async fn revision(
+    /// An archived older revision of a key (its latest lives in the head).
+    pub async fn archived(
         &self,
         bucket: &str,
         key: &str,
         rev: u64,
-    ) -> Result<Option<Revision>, KvError> {
+    ) -> Result<Option<Stored>, KvError> {
         let output = self
             .client
             .get_item()
@@ -423,10 +538,7 @@ impl Store {
             .send()
             .await
             .map_err(|error| storage_error("GetItem", error))?;
-        output
-            .item()
-            .map(|item| decode_revision(bucket, item))
-            .transpose()
+        output.item().map(decode_archived).transpose()
     }
 
     pub async fn usage(&self, bucket: &str) -> Result<Option<Usage>, KvError> {
@@ -457,25 +569,7 @@ impl Store {
                     .into(),
                 );
             }
-            let request =
-                HashMap::from([(self.items.clone(), keys.build().map_err(build_failed)?)]);
-            let read = until_processed(request, |pending| async move {
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|error| storage_error("BatchGetItem", error))?;
-                let items = output
-                    .responses()
-                    .and_then(|tables| tables.get(&self.items));
-                Ok((
-                    items.cloned().unwrap_or_default(),
-                    output.unprocessed_keys().cloned(),
-                ))
-            })
-            .await?;
+            let read = self.get_batch(keys).await?;
             for item in &read {
                 if let Some(bucket) = get_str(item, PK) {
                     found.insert(bucket.to_string(), decode_usage(item));
@@ -515,8 +609,9 @@ impl Store {
         Ok((records, next))
     }
 
-    /// Up to `limit` latest values with a revision above `after`, in revision order, in one
-    /// request; the flag says whether the index holds more beyond them.
+    /// Up to `limit` heads of live values with a revision above `after`, in revision order, in
+    /// one request (index entries: keys, revision, and the value when it is small); the flag
+    /// says whether the index holds more beyond them.
     pub async fn latest_page(
         &self,
         bucket: &str,
@@ -528,9 +623,9 @@ impl Store {
             .query()
             .table_name(&self.items)
             .index_name(BY_SEQUENCE_INDEX)
-            .key_condition_expression("#gb = :bucket AND #rev > :after")
+            .key_condition_expression("#gb = :bucket AND #cur > :after")
             .expression_attribute_names("#gb", LATEST_IN_BUCKET)
-            .expression_attribute_names("#rev", REV)
+            .expression_attribute_names("#cur", HEAD_REVISION)
             .expression_attribute_values(":bucket", s(bucket))
             .expression_attribute_values(":after", n(after))
             .limit(limit)
@@ -541,14 +636,55 @@ impl Store {
         Ok((output.items().to_vec(), more))
     }
 
-    /// Every retained revision of a key, oldest first (markers and not yet swept expired
-    /// revisions included), in as many pages as the values need.
-    pub async fn revisions(&self, bucket: &str, key: &str) -> Result<Vec<Revision>, KvError> {
-        self.partition(&key_pk(bucket, key), Partition::Revisions)
-            .await?
-            .iter()
-            .map(|item| decode_revision(bucket, item))
-            .collect()
+    /// The values of heads whose values were too large for the index, by partition key, in
+    /// `BatchGetItem`s of 100.
+    pub async fn head_values(&self, pks: &[String]) -> Result<HashMap<String, Item>, KvError> {
+        let mut found = HashMap::new();
+        for chunk in pks.chunks(100) {
+            let mut keys = KeysAndAttributes::builder()
+                .consistent_read(true)
+                .projection_expression("#pk, #cur, #v, #z")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#cur", HEAD_REVISION)
+                .expression_attribute_names("#v", VALUE)
+                .expression_attribute_names("#z", COMPRESSED);
+            for pk in chunk {
+                keys = keys.keys([(PK.to_string(), s(pk)), (REV.to_string(), n(0))].into());
+            }
+            let read = self.get_batch(keys).await?;
+            for item in read {
+                if let Some(pk) = get_str(&item, PK) {
+                    found.insert(pk.to_string(), item.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The key's head and every archived revision the head still lists, in as many pages as
+    /// the values need: what the head does not list (trimmed, or left over) is never shown.
+    pub async fn history(&self, bucket: &str, key: &str) -> Result<(Head, Vec<Stored>), KvError> {
+        let items = self
+            .partition(&key_pk(bucket, key), Partition::Whole)
+            .await?;
+        let head = decode_head(items.iter().find(|item| get_u64(item, REV) == Some(0)))?;
+        let mut archived: HashMap<u64, Stored> = HashMap::new();
+        for item in &items {
+            if get_u64(item, REV).is_some_and(|rev| rev > 0) {
+                let stored = decode_archived(item)?;
+                archived.insert(stored.rev, stored);
+            }
+        }
+        let mut retained = Vec::with_capacity(head.entries.len());
+        for entry in &head.entries {
+            match (&head.latest, archived.remove(&entry.rev)) {
+                (Some(latest), _) if latest.rev == entry.rev => retained.push(latest.clone()),
+                (_, Some(stored)) => retained.push(stored),
+                // Its archive write has not landed (yet): the stream consumer restores it.
+                _ => {}
+            }
+        }
+        Ok((head, retained))
     }
 
     /// Every item of one partition, strongly consistent, in as many pages as it takes.
@@ -565,10 +701,7 @@ impl Store {
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take());
             query = match part {
-                Partition::Revisions => query
-                    .key_condition_expression("#pk = :pk AND #rev > :head")
-                    .expression_attribute_names("#rev", REV)
-                    .expression_attribute_values(":head", n(0)),
+                Partition::Whole => query.key_condition_expression("#pk = :pk"),
                 Partition::KeysOnly => query
                     .key_condition_expression("#pk = :pk")
                     .projection_expression("#rev")
@@ -596,13 +729,158 @@ impl Store {
             .key_condition_expression("#gb = :bucket")
             .expression_attribute_names("#gb", LATEST_IN_BUCKET)
             .expression_attribute_values(":bucket", s(bucket))
-            .projection_expression("#rev")
-            .expression_attribute_names("#rev", REV)
+            .projection_expression("#cur")
+            .expression_attribute_names("#cur", HEAD_REVISION)
             .limit(1)
             .send()
             .await
             .map_err(|error| storage_error("Query", error))?;
-        Ok(output.items().first().and_then(|item| get_u64(item, REV)))
+        Ok(output
+            .items()
+            .first()
+            .and_then(|item| get_u64(item, HEAD_REVISION)))
+    }
+
+    /// Adds one batch's changes to the bucket's counts, unless the bucket already counted that
+    /// batch (its token is among the last `COUNTED_TOKENS` kept) or is another incarnation
+    /// (deleted, or re-created since): false then.
+    pub async fn count_changes(
+        &self,
+        bucket: &str,
+        delta: &crate::ops::items_stream::BucketDelta,
+    ) -> Result<bool, KvError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.items)
+            .key(PK, s(usage_pk(bucket)))
+            .key(REV, n(0))
+            .update_expression(
+                "ADD #bytes :bytes, #keys :keys SET #counted = list_append(if_not_exists(#counted, :none), :token)",
+            )
+            .condition_expression("#inc = :inc AND NOT contains(#counted, :id)")
+            .expression_attribute_names("#bytes", USED_BYTES)
+            .expression_attribute_names("#keys", LIVE_KEYS)
+            .expression_attribute_names("#counted", COUNTED_BATCHES)
+            .expression_attribute_names("#inc", INCARNATION)
+            .expression_attribute_values(":bytes", n(delta.bytes))
+            .expression_attribute_values(":keys", n(delta.keys))
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":token", AttributeValue::L(vec![s(&delta.token)]))
+            .expression_attribute_values(":id", s(&delta.token))
+            .expression_attribute_values(":inc", n(delta.incarnation))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(error) if is_condition_failure(&error) => return Ok(false),
+            Err(error) => return Err(storage_error("UpdateItem", error)),
+        };
+        let kept = output
+            .attributes()
+            .and_then(|item| item.get(COUNTED_BATCHES))
+            .and_then(|list| list.as_l().ok())
+            .map_or(0, Vec::len);
+        if kept > COUNTED_TOKENS {
+            // The oldest half goes; a redelivery comes long before that many later batches.
+            let oldest: Vec<String> = (0..COUNTED_TOKENS / 2)
+                .map(|index| format!("#counted[{index}]"))
+                .collect();
+            let trimmed = self
+                .client
+                .update_item()
+                .table_name(&self.items)
+                .key(PK, s(usage_pk(bucket)))
+                .key(REV, n(0))
+                .update_expression(format!("REMOVE {}", oldest.join(", ")))
+                .condition_expression("size(#counted) > :kept")
+                .expression_attribute_names("#counted", COUNTED_BATCHES)
+                .expression_attribute_values(":kept", n(COUNTED_TOKENS))
+                .send()
+                .await;
+            match trimmed {
+                Ok(_) => {}
+                Err(error) if is_condition_failure(&error) => {}
+                Err(error) => return Err(storage_error("UpdateItem", error)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// One page of the heads one `by-expiry` partition lists as expired by `now_secs`, and where
+    /// the next page starts.
+    pub async fn expired_heads(
+        &self,
+        shard: &str,
+        now_secs: u64,
+        start: Option<Item>,
+    ) -> Result<(Vec<String>, Option<Item>), KvError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.items)
+            .index_name(BY_EXPIRY_INDEX)
+            .key_condition_expression("#xp = :shard AND #xs <= :now")
+            .expression_attribute_names("#xp", EXPIRY_SHARD)
+            .expression_attribute_names("#xs", EXPIRY_SECONDS)
+            .expression_attribute_values(":shard", s(shard))
+            .expression_attribute_values(":now", n(now_secs))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|error| storage_error("Query", error))?;
+        let pks = output
+            .items()
+            .iter()
+            .filter_map(|item| get_str(item, PK))
+            .map(str::to_string)
+            .collect();
+        Ok((pks, output.last_evaluated_key().cloned()))
+    }
+
+    /// Takes an expired latest value out of its head: no value, out of the key-list and expiry
+    /// indexes, `op` EXPIRED (which the stream reports), and the retained list without expired
+    /// revisions. Conditional on the head being the one read and still expired, so a write
+    /// that replaced it meanwhile is never touched; false when that condition failed.
+    pub async fn expire_head(
+        &self,
+        pk: &str,
+        head: &Head,
+        entries: &[HeadEntry],
+        now_ns: u64,
+    ) -> Result<bool, KvError> {
+        let Some(cur) = head.cur else {
+            return Ok(false);
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.items)
+            .key(PK, s(pk))
+            .key(REV, n(0))
+            .update_expression("SET #op = :expired, #h = :h REMOVE #v, #lv, #gb, #xp, #xs")
+            .condition_expression("#cur = :cur AND #x <= :now")
+            .expression_attribute_names("#op", OP)
+            .expression_attribute_names("#h", HEAD_ENTRIES)
+            .expression_attribute_names("#v", VALUE)
+            .expression_attribute_names("#lv", LIST_VALUE)
+            .expression_attribute_names("#gb", LATEST_IN_BUCKET)
+            .expression_attribute_names("#xp", EXPIRY_SHARD)
+            .expression_attribute_names("#xs", EXPIRY_SECONDS)
+            .expression_attribute_names("#cur", HEAD_REVISION)
+            .expression_attribute_names("#x", EXPIRY_NS)
+            .expression_attribute_values(":expired", s(Op::Expired.as_str()))
+            .expression_attribute_values(":h", encode_head_entries(entries))
+            .expression_attribute_values(":cur", n(cur))
+            .expression_attribute_values(":now", n(now_ns))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(storage_error("UpdateItem", error)),
+        }
     }
 
     /// Marks the bucket as being deleted (idempotently) and returns it; None if it never existed.
@@ -692,17 +970,62 @@ impl Store {
 
     /// Deletes items 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed.
     pub async fn delete_items(&self, keys: &[(String, u64)]) -> Result<(), KvError> {
-        for chunk in keys.chunks(25) {
-            let mut writes = Vec::with_capacity(chunk.len());
-            for (pk, rev) in chunk {
-                let delete = DeleteRequest::builder()
-                    .key(PK, s(pk))
-                    .key(REV, n(rev))
-                    .build()
-                    .map_err(build_failed)?;
-                writes.push(WriteRequest::builder().delete_request(delete).build());
-            }
-            let request = HashMap::from([(self.items.clone(), writes)]);
+        let mut writes = Vec::with_capacity(keys.len());
+        for (pk, rev) in keys {
+            let delete = DeleteRequest::builder()
+                .key(PK, s(pk))
+                .key(REV, n(rev))
+                .build()
+                .map_err(build_failed)?;
+            writes.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.write_batches(writes).await
+    }
+
+    /// The items of one `BatchGetItem` of the items table (100 keys at most), re-sending what
+    /// DynamoDB leaves unprocessed.
+    async fn get_batch(
+        &self,
+        keys: aws_sdk_dynamodb::types::builders::KeysAndAttributesBuilder,
+    ) -> Result<Vec<Item>, KvError> {
+        let request = HashMap::from([(self.items.clone(), keys.build().map_err(build_failed)?)]);
+        until_processed(request, |pending| async move {
+            let output = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(|error| storage_error("BatchGetItem", error))?;
+            let items = output
+                .responses()
+                .and_then(|tables| tables.get(&self.items));
+            Ok((
+                items.cloned().unwrap_or_default(),
+                output.unprocessed_keys().cloned(),
+            ))
+        })
+        .await
+    }
+
+    /// Writes archived revisions (partition key, revision) 25 per BatchWriteItem.
+    pub async fn archive_many(&self, archives: &[(String, &Stored)]) -> Result<(), KvError> {
+        let mut writes = Vec::with_capacity(archives.len());
+        for (pk, stored) in archives {
+            let put = PutRequest::builder()
+                .set_item(Some(stored.attributes()))
+                .item(PK, s(pk))
+                .item(REV, n(stored.rev))
+                .build()
+                .map_err(build_failed)?;
+            writes.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.write_batches(writes).await
+    }
+
+    async fn write_batches(&self, writes: Vec<WriteRequest>) -> Result<(), KvError> {
+        for chunk in writes.chunks(25) {
+            let request = HashMap::from([(self.items.clone(), chunk.to_vec())]);
             until_processed(request, |pending| async move {
                 let output = self
                     .client
@@ -801,6 +1124,7 @@ fn decode_bucket(item: &Item) -> Result<BucketRecord, KvError> {
         created_ms: get_u64(item, CREATED).unwrap_or(0),
         seq: get_u64(item, SEQ).unwrap_or(0),
         deleting_ms: get_u64(item, DELETING),
+        last_allocated_ms: get_u64(item, LAST_ALLOCATED),
     })
 }
 
@@ -811,23 +1135,48 @@ fn decode_usage(item: &Item) -> Usage {
     }
 }
 
-/// The request behind `Store::latest_revision`, unsent: `make bench` times it raw beside the
-/// handler, so the two must be the same request.
-pub fn latest_revision_query(
+/// A failed head write that is not a refusal of its condition: the item too large (the
+/// caller's input), or a storage failure whose outcome may or may not be known.
+fn commit_failure<E>(operation: &str, error: SdkError<E, HttpResponse>) -> CommitError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if error.code() == Some("ValidationException")
+        && error
+            .message()
+            .is_some_and(|message| message.to_ascii_lowercase().contains("item size"))
+    {
+        return CommitError::Failed(KvError::ValueTooLarge(format!(
+            "The value does not fit in one DynamoDB item ({} KB at most, key and metadata included): {}",
+            MAX_ITEM_BYTES / 1024,
+            error.message().unwrap_or("")
+        )));
+    }
+    match classify(&error) {
+        Failure::OutcomeUnknown => CommitError::OutcomeUnknown(storage_error(operation, error)),
+        Failure::Refused => CommitError::Contention(storage_error(operation, error)),
+        Failure::Permanent => CommitError::Failed(storage_error(operation, error)),
+    }
+}
+
+fn decode_archived(item: &Item) -> Result<Stored, KvError> {
+    let rev = get_u64(item, REV)
+        .ok_or_else(|| KvError::Internal("Stored item is malformed: item without 'rev'".into()))?;
+    decode_stored(rev, item)
+}
+
+/// The request behind `Store::read_head` with a consistent read, unsent: `make bench` times it
+/// raw beside the handler, so the two must be the same request.
+pub fn head_read(
     client: &Client,
     items_table: &str,
-    bucket: &str,
-    key: &str,
-) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+    pk: &str,
+    consistent: bool,
+) -> aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder {
     client
-        .query()
+        .get_item()
         .table_name(items_table)
-        .key_condition_expression("#pk = :pk AND #rev > :head")
-        .expression_attribute_names("#pk", PK)
-        .expression_attribute_names("#rev", REV)
-        .expression_attribute_values(":pk", s(key_pk(bucket, key)))
-        .expression_attribute_values(":head", n(0))
-        .scan_index_forward(false)
-        .limit(1)
-        .consistent_read(true)
+        .key(PK, s(pk))
+        .key(REV, n(0))
+        .consistent_read(consistent)
 }

@@ -3,8 +3,11 @@
 //!
 //! 1. The bucket item is marked `deleting`: from then on puts, lists and info say 404 and a
 //!    create of the same name is refused, so a re-created bucket can never see old items.
-//! 2. The usage item is deleted: a put that took its revision before the mark fails its
-//!    transaction's condition on it, so no racing write lands after the delete.
+//! 2. The usage item is deleted, so a re-created bucket's counts start from nothing (the
+//!    stream consumer drops the old incarnation's changes, and a `max_bytes` write's
+//!    transaction fails its condition on it). No revision is handed out once the bucket is
+//!    marked, and no write sends its commit later than `COMMIT_WINDOW_MS` after taking its
+//!    revision, so nothing of the old bucket can land once the purge has waited that out.
 //! 3. Every key is found through the `by-bucket` index of heads and its items deleted
 //!    (revisions first, the head last, so an interrupted purge can always resume).
 //! 4. When the index is empty (and has had time to catch up with the last writes), the bucket
@@ -14,9 +17,11 @@
 //! is bumped, and the buckets table's stream invokes kv-bucket-purge, which does the same
 //! until the bucket is gone. Calling kv-bucket-delete again continues the purge as well.
 
+use crate::dynamo::items::WRITES_QUIET_MS;
+use crate::dynamo::store::BucketRecord;
 use crate::error::KvError;
 use crate::handler::Kv;
-use crate::params::{type_name, Params};
+use crate::params::Params;
 use crate::{time, validate};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -37,20 +42,7 @@ pub async fn run(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, Kv
 
 /// The buckets table's stream: continue every deletion its records mention.
 pub async fn run_purger(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
-    let records = match params.raw("Records") {
-        Some(Value::Array(records)) => records,
-        Some(other) => {
-            return Err(KvError::param(format!(
-                "Parameter 'Records' must be the array of a DynamoDB stream event, got {}",
-                type_name(other)
-            )))
-        }
-        None => {
-            return Err(KvError::param(
-                "Missing required parameter 'Records' (a DynamoDB stream event)",
-            ))
-        }
-    };
+    let records = params.stream_records()?;
     let mut deletions: Vec<(String, u64)> = records.iter().filter_map(deletion).collect();
     deletions.sort();
     deletions.dedup();
@@ -58,11 +50,13 @@ pub async fn run_purger(kv: &Kv, params: Params, deadline: Instant) -> Result<Va
     for (bucket, since_ms) in deletions {
         // Only the deletion the record speaks of is continued: a late record must never start
         // deleting a bucket re-created under the same name since.
-        let current = kv.store.read_bucket(&bucket).await?;
-        if current.and_then(|record| record.deleting_ms) != Some(since_ms) {
+        let Some(current) = kv.store.read_bucket(&bucket).await? else {
+            continue;
+        };
+        if current.deleting_ms != Some(since_ms) {
             continue;
         }
-        let purged = purge_and_hand_on(kv, &bucket, since_ms, deadline).await?;
+        let purged = purge_and_hand_on(kv, &bucket, quiet_at(&current, since_ms), deadline).await?;
         results.push(json!({"bucket": bucket, "purged": purged.done, "keys_removed": purged.keys}));
     }
     Ok(json!({"message": "Purge step done", "results": results}))
@@ -97,24 +91,41 @@ pub async fn delete_bucket(kv: &Kv, bucket: &str, deadline: Instant) -> Result<P
     };
     kv.store.delete_usage(bucket).await?;
     let since_ms = record.deleting_ms.unwrap_or(now_ms);
-    purge_and_hand_on(kv, bucket, since_ms, deadline).await
+    purge_and_hand_on(kv, bucket, quiet_at(&record, since_ms), deadline).await
+}
+
+/// When (epoch ms) the bucket's items can be taken as final: the index has caught up with the
+/// last writes, and no write of the bucket can land any more (a write never sends its commit
+/// later than `COMMIT_WINDOW_MS` after its revision, and no revision is handed out once the
+/// bucket is marked deleting).
+fn quiet_at(record: &BucketRecord, since_ms: u64) -> u64 {
+    let index_settled = since_ms + SETTLE.as_millis() as u64;
+    let writes_landed = record
+        .last_allocated_ms
+        .map_or(0, |allocated| allocated + WRITES_QUIET_MS);
+    index_settled.max(writes_landed)
 }
 
 /// Purges until done or out of time; what is left goes to the purger through the stream.
 async fn purge_and_hand_on(
     kv: &Kv,
     bucket: &str,
-    since_ms: u64,
+    quiet_at_ms: u64,
     deadline: Instant,
 ) -> Result<Purged, KvError> {
-    let purged = purge(kv, bucket, since_ms, deadline).await?;
+    let purged = purge(kv, bucket, quiet_at_ms, deadline).await?;
     if !purged.done {
         kv.store.bump_purge_round(bucket).await?;
     }
     Ok(purged)
 }
 
-async fn purge(kv: &Kv, bucket: &str, since_ms: u64, deadline: Instant) -> Result<Purged, KvError> {
+async fn purge(
+    kv: &Kv,
+    bucket: &str,
+    quiet_at_ms: u64,
+    deadline: Instant,
+) -> Result<Purged, KvError> {
     let mut keys = 0;
     // Every invocation purges at least one page, however little time it was given: otherwise
     // a budget spent before the first page would hand on for ever without progress.
@@ -136,7 +147,7 @@ async fn purge(kv: &Kv, bucket: &str, since_ms: u64, deadline: Instant) -> Resul
             }
         }
         if !found_any {
-            let settled_at = Duration::from_millis(since_ms) + SETTLE;
+            let settled_at = Duration::from_millis(quiet_at_ms);
             let now = Duration::from_millis(time::ns_to_ms(time::now_ns()));
             if now >= settled_at {
                 kv.store.delete_bucket_record(bucket).await?;

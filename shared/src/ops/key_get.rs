@@ -1,8 +1,8 @@
-//! kv-key-get: the key's latest live value (or a given revision), in one DynamoDB request, or
-//! none for a `memory` bucket's cached value.
+//! kv-key-get: the key's latest live value, in one `GetItem` of its head (none for a `memory`
+//! bucket's cached value), or a given revision: the head and that revision's item at once.
 
 use crate::cache::CachedValue;
-use crate::dynamo::items::Op;
+use crate::dynamo::items::{Op, Stored};
 use crate::error::KvError;
 use crate::handler::Kv;
 use crate::params::Params;
@@ -25,12 +25,13 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         Some(hit) => hit,
         None => {
             let stored = match revision {
-                None => kv.store.latest_revision(bucket, key).await?,
-                Some(rev) => kv.store.revision(bucket, key, rev).await?,
+                None => kv.store.read_head(bucket, key, true).await?.latest,
+                Some(rev) => at_revision(kv, bucket, key, rev).await?,
             };
             let Some(stored) = stored else {
                 return Err(super::key_or_bucket_missing(kv, bucket).await);
             };
+            let stored = stored.decode(key)?;
             if stored.op != Op::Put || time::is_expired(stored.expiry_ns, now_ns) {
                 return Err(KvError::KeyNotFound);
             }
@@ -59,4 +60,29 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         "body": {"key": key, "value": value},
         "metadata": {"Bucket": bucket, "revision": found.revision, "created": found.created_ms},
     }))
+}
+
+/// A given revision of the key: the head's latest, or an archived one the head still lists (an
+/// archived item the head no longer lists was trimmed and is gone for readers).
+async fn at_revision(
+    kv: &Kv,
+    bucket: &str,
+    key: &str,
+    rev: u64,
+) -> Result<Option<Stored>, KvError> {
+    let (head, archived) = tokio::join!(
+        kv.store.read_head(bucket, key, true),
+        kv.store.archived(bucket, key, rev)
+    );
+    let head = head?;
+    if head.cur.is_none() {
+        return Ok(None);
+    }
+    if let Some(latest) = head.latest.filter(|latest| latest.rev == rev) {
+        return Ok(Some(latest));
+    }
+    if !head.entries.iter().any(|entry| entry.rev == rev) {
+        return Err(KvError::KeyNotFound);
+    }
+    archived
 }

@@ -10,18 +10,20 @@ use serde_json::{json, Value};
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
     let (bucket, key) = params.bucket_and_key()?;
     let as_json = params.opt_bool("json")?.unwrap_or(false);
-    let revisions = kv.store.revisions(bucket, key).await?;
-    if revisions.is_empty() {
+    let (head, retained) = kv.store.history(bucket, key).await?;
+    if head.cur.is_none() {
         return Err(super::key_or_bucket_missing(kv, bucket).await);
     }
     let now_ns = time::now_ns();
-    let mut results = Vec::with_capacity(revisions.len());
-    for revision in revisions {
-        if time::is_expired(revision.expiry_ns, now_ns) {
+    let mut results = Vec::with_capacity(retained.len());
+    for stored in retained {
+        let revision = stored.decode(key)?;
+        // Expired values are gone, as if the sweep had removed them.
+        if revision.op == Op::Expired || time::is_expired(revision.expiry_ns, now_ns) {
             continue;
         }
         let value = match revision.op {
-            Op::Del | Op::Purge => Value::Null,
+            Op::Del | Op::Purge | Op::Expired => Value::Null,
             Op::Put if as_json => serde_json::from_str(&revision.text).map_err(|error| {
                 KvError::ValueNotJson(format!(
                     "Revision {} of key '{key}' is not valid JSON ({error}); read it with json: false",

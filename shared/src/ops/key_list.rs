@@ -1,6 +1,6 @@
 //! kv-key-list: the bucket's live keys in revision order, paged by `last_sequence`.
 
-use crate::dynamo::items::decode_revision;
+use crate::dynamo::items::{self, get_str, get_u64, Item};
 use crate::error::KvError;
 use crate::handler::Kv;
 use crate::params::Params;
@@ -28,20 +28,39 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
     let limit = usize::try_from(limit).unwrap_or(100);
     let has_more = items.len() > limit || index_has_more;
     let now_ns = time::now_ns();
+    let page: Vec<&Item> = items.iter().take(limit).collect();
+    // Index entries carry small values; larger ones are read from their heads, all at once.
+    let large: Vec<String> = page
+        .iter()
+        .filter(|entry| !entry.contains_key(items::LIST_VALUE))
+        .filter_map(|entry| get_str(entry, items::PK).map(str::to_string))
+        .collect();
+    let heads = match large.is_empty() {
+        true => Default::default(),
+        false => kv.store.head_values(&large).await?,
+    };
     let mut results = Vec::new();
     let mut cursor = last_sequence;
-    for item in items.iter().take(limit) {
-        let revision = decode_revision(bucket, item)?;
-        cursor = revision.rev;
-        let live = !time::is_expired(revision.expiry_ns, now_ns);
-        let wanted = filter
-            .as_ref()
-            .is_none_or(|filter| filter.matches(&revision.key));
-        if live && wanted {
-            results.push(
-                json!({"key": revision.key, "value": revision.text, "sequence": revision.rev}),
-            );
+    for entry in page {
+        let pk = get_str(entry, items::PK).unwrap_or_default();
+        let key = items::key_from_pk(bucket, pk)
+            .ok_or_else(|| KvError::Internal(format!("Index entry of another bucket: {pk}")))?;
+        let revision = get_u64(entry, items::HEAD_REVISION).unwrap_or(0);
+        cursor = revision;
+        let live = !time::is_expired(get_u64(entry, items::EXPIRY_NS), now_ns);
+        let wanted = filter.as_ref().is_none_or(|filter| filter.matches(key));
+        if !(live && wanted) {
+            continue;
         }
+        let text = match entry.get(items::LIST_VALUE) {
+            Some(value) => list_text(value, entry)?,
+            // A head replaced since the index was read shows its newer value: still the key's.
+            None => match heads.get(pk) {
+                Some(head) => list_text(head.get(items::VALUE).unwrap_or(&items::s("")), head)?,
+                None => continue,
+            },
+        };
+        results.push(json!({"key": key, "value": text, "sequence": revision}));
     }
     Ok(json!({
         "body": {
@@ -52,4 +71,17 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         },
         "metadata": {"Bucket": bucket},
     }))
+}
+
+fn list_text(
+    value: &aws_sdk_dynamodb::types::AttributeValue,
+    item: &Item,
+) -> Result<String, KvError> {
+    let bytes = value.as_b().map(|blob| blob.as_ref()).unwrap_or_default();
+    let compressed = item
+        .get(items::COMPRESSED)
+        .and_then(|flag| flag.as_bool().ok())
+        .copied()
+        .unwrap_or(false);
+    crate::codec::decode(bytes, compressed)
 }

@@ -4,6 +4,8 @@ pub mod bucket_create;
 pub mod bucket_delete;
 pub mod bucket_info;
 pub mod bucket_list;
+pub mod expiry_sweep;
+pub mod items_stream;
 pub mod key_delete;
 pub mod key_get;
 pub mod key_history;

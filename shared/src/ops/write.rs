@@ -1,26 +1,34 @@
-//! Writing a revision of a key (a value now; delete markers later) with NATS KV's guarantees:
-//! one bucket-wide sequence, compare-and-set, per-key history, and exact usage accounting.
+//! Writing a revision of a key (a value or a delete marker) with NATS KV's guarantees: one
+//! bucket-wide sequence, compare-and-set, per-key history, and usage accounting.
 //!
-//! A write takes two round trips. First, in parallel: `UpdateItem` on the bucket hands out the
-//! next revision and returns the configuration, and `GetItem` reads the key's small head.
-//! Then one `TransactWriteItems` commits the new revision, the head (conditional on the head
-//! being unchanged, which serialises writers of the key), the index marker of the replaced
-//! value, the revisions pushed out of history, and the bucket's usage (conditional on
-//! `max_bytes`). A writer that loses the race re-reads the head and tries again; if a later
-//! revision than its own was committed meanwhile, it takes a new revision, so a key's
-//! revisions always increase in commit order.
+//! The head of a key is its record: the latest value and the list of retained revisions. A
+//! write hands out the next revision (`UpdateItem ADD` on the bucket item, which also returns
+//! the configuration) and writes the head with one conditional `PutItem`:
+//! - history 1, no `max_bytes`: nothing is read first. The head is written if it holds an
+//!   older revision (or, for compare-and-set, exactly the expected one); a refusal returns the
+//!   head DynamoDB saw, which answers a 409 or shows the write was overtaken in order;
+//! - history above 1: the head is read beside the revision, the replaced value is archived as
+//!   an item of its own beside the head's write, and the head is written only if it is still
+//!   the one read, so the retained list is exact. Trimmed revisions are deleted afterwards, by
+//!   the items table's stream consumer, never before;
+//! - `max_bytes`: the head and the bucket's usage move together in one transaction, so the
+//!   limit is exact at every moment.
+//!
+//! Elsewhere `bytes` and `entry_total` follow from the heads' changes on the items table's
+//! stream (`ops::items_stream`).
 
 use crate::config::BucketConfig;
-use crate::dynamo::items::{Head, HeadEntry, Op, MAX_ITEM_BYTES};
-use crate::dynamo::store::{Commit, CommitError};
+use crate::dynamo::items::{Head, HeadEntry, Op, Stored, COMMIT_WINDOW_MS, MAX_ITEM_BYTES};
+use crate::dynamo::store::{CommitError, HeadCondition, HeadWrite, UsageChange};
 use crate::error::KvError;
 use crate::handler::Kv;
 use crate::{codec, time};
 use std::time::{Duration, Instant};
 
-/// Enough for heavy contention on one key (each lost race costs one retry); past it the write
-/// reports `KvUnavailable` so the flow's Retry takes over.
-const MAX_ATTEMPTS: u32 = 200;
+/// Enough for heavy contention on one key (each lost race costs one retry, and losers back
+/// off further each time); the invocation's deadline bounds the loop first in practice. Past
+/// it the write reports `KvUnavailable` so the flow's Retry takes over.
+const MAX_ATTEMPTS: u32 = 1000;
 
 pub struct WriteRequest<'a> {
     pub bucket: &'a str,
@@ -54,7 +62,7 @@ pub struct Plan {
 }
 
 pub fn plan(head: &Head, new: HeadEntry, history: usize, now_ns: u64) -> Plan {
-    let previous = head.latest().copied();
+    let previous = head.latest_entry().copied();
     let mut entries = Vec::with_capacity(head.entries.len() + 1);
     let mut trimmed = Vec::new();
     for entry in &head.entries {
@@ -91,7 +99,7 @@ pub fn check_compare_and_set(head: &Head, expected: u64, now_ns: u64) -> Result<
     let current = head.current_revision();
     if expected == 0 {
         let live = head
-            .latest()
+            .latest_entry()
             .is_some_and(|entry| entry.op == Op::Put && !time::is_expired(entry.expiry_ns, now_ns));
         if live {
             return Err(KvError::KeyExists { current });
@@ -119,7 +127,7 @@ fn check_limits(config: &BucketConfig, size: u64) -> Result<(), KvError> {
 }
 
 fn backoff(attempt: u32) -> Duration {
-    let ceiling_us = 2_000u64 << attempt.min(5);
+    let ceiling_us = 2_000u64 << attempt.min(6);
     Duration::from_micros(fastrand::u64(500..ceiling_us))
 }
 
@@ -143,42 +151,61 @@ fn request_token() -> String {
 fn landed(head: &Head, attempts: &[Written]) -> Option<Written> {
     attempts
         .iter()
-        .find(|attempt| {
-            head.cur == Some(attempt.revision)
-                || head
-                    .entries
-                    .iter()
-                    .any(|entry| entry.rev == attempt.revision)
-        })
+        .find(|attempt| head.shows(attempt.revision))
         .cloned()
 }
 
-/// Sends one commit, and while its outcome is unknown sends it again with the same token
-/// (which DynamoDB applies at most once) until DynamoDB says how it went or the time to settle
-/// runs out. `settle_by` is set when a write first meets an unknown outcome and bounds every
-/// later send of the call. The flag says whether any send's outcome was unknown: then a
-/// refusal may hide an earlier send that landed, and the caller must look at the head before
-/// believing it.
+/// History 1, no compare-and-set: when the head holds a later revision than every attempt,
+/// whatever this call wrote has been replaced in order, exactly as if it had landed and been
+/// overtaken, so the call is done (with its last attempt's revision).
+fn overtaken_in_order(head: &Head, attempts: &[Written]) -> Option<Written> {
+    attempts
+        .iter()
+        .all(|attempt| head.current_revision() > attempt.revision)
+        .then(|| attempts.last().cloned())
+        .flatten()
+}
+
+/// The answer when neither DynamoDB nor the head can say whether a send of this call landed.
+fn unconfirmed(key: &str, why: &str, cause: Option<KvError>) -> KvError {
+    let cause = cause.map(|error| format!(" ({error})")).unwrap_or_default();
+    KvError::Unavailable(format!(
+        "Could not confirm whether the write of key '{key}' was stored: {why}{cause}. Read the key before writing it again."
+    ))
+}
+
+/// Sends one head write, and while its outcome is unknown sends it again (a transaction with
+/// the same token, which DynamoDB applies at most once; a `PutItem` whose condition a landed
+/// copy fails) until DynamoDB says how it went or the time to settle runs out. `settle_by` is
+/// set when a write first meets an unknown outcome and bounds every later send of the call.
+/// The flag says whether any send's outcome was unknown: then a refusal may hide an earlier
+/// send that landed, and the caller must look at the head before believing it.
 async fn commit_settled(
     kv: &Kv,
-    commit: &Commit<'_>,
-    started: Instant,
-    deadline: Instant,
+    write: &HeadWrite<'_>,
+    usage: Option<&UsageChange>,
+    limits: SendLimits,
     settle_by: &mut Option<Instant>,
 ) -> (Result<(), CommitError>, bool) {
     let token = request_token();
+    let send = || async {
+        match usage {
+            Some(usage) => kv.store.put_head_and_usage(write, usage, &token).await,
+            None => kv.store.put_head(write).await,
+        }
+    };
     let mut was_unknown = false;
     let mut attempt = 0;
     loop {
         let outcome = match *settle_by {
             // A first send is bounded by the client's own timeouts.
-            None => kv.store.commit(commit, &token).await,
+            None => send().await,
             Some(settle_by) => {
                 let remaining = settle_by.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, kv.store.commit(commit, &token)).await {
+                match tokio::time::timeout(remaining, send()).await {
                     Ok(outcome) => outcome,
                     Err(_) => Err(CommitError::OutcomeUnknown(KvError::Unavailable(
-                        "DynamoDB TransactWriteItems did not answer in time".to_string(),
+                        "DynamoDB did not answer the write in time".to_string(),
                     ))),
                 }
             }
@@ -186,16 +213,12 @@ async fn commit_settled(
         match outcome {
             Err(CommitError::OutcomeUnknown(error)) => {
                 was_unknown = true;
-                let settle_by = *settle_by.get_or_insert_with(|| {
-                    (Instant::now() + SETTLE_BUDGET)
-                        .min(started + SETTLE_HORIZON)
-                        .min(deadline.checked_sub(LAST_CHECK).unwrap_or(deadline))
-                });
+                let settle_by = *settle_by.get_or_insert_with(|| limits.settle_by());
                 let pause = backoff(attempt).max(Duration::from_millis(50));
                 if Instant::now() + pause >= settle_by {
                     return (Err(CommitError::OutcomeUnknown(error)), true);
                 }
-                tracing::warn!(error = %error, "write outcome unknown; sending it again with its token");
+                tracing::warn!(error = %error, "write outcome unknown; sending it again");
                 tokio::time::sleep(pause).await;
                 attempt += 1;
             }
@@ -204,23 +227,69 @@ async fn commit_settled(
     }
 }
 
+/// What bounds the sends of one commit.
+#[derive(Clone, Copy)]
+struct SendLimits {
+    started: Instant,
+    allocated: Instant,
+    deadline: Instant,
+}
+
+impl SendLimits {
+    /// When settling an unknown outcome must stop: 8 s after it began, 12 s after the write
+    /// began, before the commit window of the revision closes, and before the deadline less
+    /// the time of the last check.
+    fn settle_by(self) -> Instant {
+        (Instant::now() + SETTLE_BUDGET)
+            .min(self.started + SETTLE_HORIZON)
+            .min(self.allocated + COMMIT_WINDOW)
+            .min(
+                self.deadline
+                    .checked_sub(LAST_CHECK)
+                    .unwrap_or(self.deadline),
+            )
+    }
+}
+
+/// A write never sends a commit later than this after its revision was handed out, which is
+/// what lets a bucket delete know when no more writes can land (`WRITES_QUIET_MS`).
+const COMMIT_WINDOW: Duration = Duration::from_millis(COMMIT_WINDOW_MS);
+
 pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvError> {
     let started = Instant::now();
     let store = &kv.store;
-    let mut settle_by = None;
-    let (allocated, head) = tokio::join!(
-        store.allocate_revision(request.bucket),
-        store.read_head(request.bucket, request.key, false)
-    );
+    // A bucket this container has not written to yet is treated as one that needs the head.
+    let read_first = kv.write_shapes.needs_head(request.bucket).unwrap_or(true);
+    let (allocated, first_head) = tokio::join!(store.allocate_revision(request.bucket), async {
+        match read_first {
+            true => store
+                .read_head(request.bucket, request.key, false)
+                .await
+                .map(Some),
+            false => Ok(None),
+        }
+    });
     let bucket = allocated?;
-    let mut head = head?;
+    let mut allocated_at = Instant::now();
+    let mut allocated_ms = time::ns_to_ms(time::now_ns());
     let config = &bucket.config;
+    let exact_counts = config.max_bytes > 0;
+    let needs_head = config.history > 1 || exact_counts;
+    kv.write_shapes.remember(request.bucket, needs_head);
+    // The head the plan is made from: None when the write needs none (history 1, no max_bytes).
+    let mut head = match (needs_head, first_head?) {
+        (false, _) => None,
+        (true, Some(head)) => Some(head),
+        (true, None) => Some(store.read_head(request.bucket, request.key, false).await?),
+    };
     let size = request.text.len() as u64;
     check_limits(config, size)?;
+    let history = usize::try_from(config.history).unwrap_or(1);
     let (stored, compressed) = codec::encode(request.text, config.compression);
-    let storage_limit = MAX_ITEM_BYTES.saturating_sub(crate::dynamo::items::revision_overhead(
+    let storage_limit = MAX_ITEM_BYTES.saturating_sub(crate::dynamo::items::head_overhead(
         request.bucket,
         request.key,
+        history,
     ));
     if stored.len() > storage_limit {
         return Err(KvError::ValueTooLarge(format!(
@@ -232,36 +301,46 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
     // Markers never expire: a delete must not be undone by the TTL sweep revealing an older value.
     let ttl_ns = match request.op {
         Op::Put => request.ttl_ns.filter(|ttl| *ttl > 0).unwrap_or(config.ttl),
-        Op::Del | Op::Purge => 0,
+        Op::Del | Op::Purge | Op::Expired => 0,
     };
     let memory = config.storage == crate::config::Storage::Memory;
-    let history = usize::try_from(config.history).unwrap_or(1);
     let mut revision = bucket.seq;
     let mut consistent = false;
-    // Commits of this call whose outcome was unknown when last sent: until the head shows
+    // Writes of this call whose outcome was unknown when last sent: until the head shows
     // otherwise, any of them may be the one that landed, and answering anything but its
     // revision would store the value twice or refuse a write that succeeded.
     let mut unsettled: Vec<Written> = Vec::new();
     let mut last_failure = None;
+    let mut settle_by = None;
+    let mut window_closed = false;
+    let mut must_reallocate = false;
 
     for attempt in 0..MAX_ATTEMPTS {
-        if let Some(written) = landed(&head, &unsettled) {
+        if let Some(written) = head.as_ref().and_then(|head| landed(head, &unsettled)) {
             return Ok(written);
         }
         let now_ns = time::now_ns();
-        if let Some(expected) = request.expected {
-            if let Err(refused) = check_compare_and_set(&head, expected, now_ns) {
+        if let (Some(expected), Some(read)) = (request.expected, &head) {
+            if let Err(refused) = check_compare_and_set(read, expected, now_ns) {
                 if consistent {
                     return Err(refused);
                 }
                 // The first head read was eventually consistent: confirm before refusing.
-                head = store.read_head(request.bucket, request.key, true).await?;
+                head = Some(store.read_head(request.bucket, request.key, true).await?);
                 consistent = true;
                 continue;
             }
         }
-        if head.current_revision() >= revision {
+        let overtaken = head
+            .as_ref()
+            .is_some_and(|head| head.current_revision() >= revision);
+        if overtaken || must_reallocate || window_closed || allocated_at.elapsed() >= COMMIT_WINDOW
+        {
+            window_closed = false;
+            must_reallocate = false;
             revision = store.allocate_revision(request.bucket).await?.seq;
+            allocated_at = Instant::now();
+            allocated_ms = time::ns_to_ms(time::now_ns());
         }
         let expiry_ns = time::expiry_ns(now_ns, ttl_ns);
         let new = HeadEntry {
@@ -270,28 +349,52 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             expiry_ns,
             op: request.op,
         };
-        let plan = plan(&head, new, history, now_ns);
-        let bytes_ceiling = (config.max_bytes > 0 && plan.bytes_delta > 0)
-            .then(|| config.max_bytes - plan.bytes_delta);
         let created_ms = time::ns_to_ms(now_ns);
-        let commit = Commit {
-            bucket: request.bucket,
-            incarnation: bucket.created_ms,
-            key: request.key,
-            expected_cur: head.cur,
-            entries: &plan.entries,
+        let latest = Stored {
             rev: revision,
-            stored: &stored,
+            bytes: stored.clone(),
             compressed,
             created_ms,
             expiry_ns,
             op: request.op,
             memory,
-            unmark: plan.unmark,
-            trimmed: plan.trimmed,
-            bytes_delta: plan.bytes_delta,
-            keys_delta: plan.keys_delta,
-            bytes_ceiling,
+        };
+        let (entries, archive, usage, condition) = match &head {
+            Some(read) => {
+                let plan = plan(read, new, history, now_ns);
+                // The replaced latest stays in history: it becomes an item of its own.
+                let archive = read
+                    .latest
+                    .as_ref()
+                    .filter(|previous| plan.entries.iter().any(|kept| kept.rev == previous.rev));
+                let usage = exact_counts.then(|| UsageChange {
+                    incarnation: bucket.created_ms,
+                    bytes_delta: plan.bytes_delta,
+                    keys_delta: plan.keys_delta,
+                    bytes_ceiling: (plan.bytes_delta > 0)
+                        .then(|| config.max_bytes - plan.bytes_delta),
+                });
+                let condition = read.cur.map_or(HeadCondition::Absent, HeadCondition::At);
+                (plan.entries, archive, usage, condition)
+            }
+            None => {
+                let condition = match request.expected {
+                    Some(0) => HeadCondition::NoLiveValue { now_ns },
+                    Some(expected) => HeadCondition::At(expected),
+                    None => HeadCondition::Older,
+                };
+                (vec![new], None, None, condition)
+            }
+        };
+        let write = HeadWrite {
+            bucket: request.bucket,
+            key: request.key,
+            incarnation: bucket.created_ms,
+            allocated_ms,
+            latest: &latest,
+            entries: &entries,
+            exact_counts,
+            condition,
         };
         let written = Written {
             revision,
@@ -299,8 +402,25 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             expiry_ns,
             memory,
         };
-        let (outcome, was_unknown) =
-            commit_settled(kv, &commit, started, request.deadline, &mut settle_by).await;
+        let limits = SendLimits {
+            started,
+            allocated: allocated_at,
+            deadline: request.deadline,
+        };
+        let archiving = async {
+            match archive {
+                Some(previous) => store.archive(request.bucket, request.key, previous).await,
+                None => Ok(()),
+            }
+        };
+        let ((outcome, was_unknown), archived) = tokio::join!(
+            commit_settled(kv, &write, usage.as_ref(), limits, &mut settle_by),
+            archiving
+        );
+        if let Err(error) = archived {
+            // The head's stream record carries the replaced value: the consumer archives it.
+            tracing::warn!(error = %error, "archiving the replaced revision failed; the stream consumer will");
+        }
         let refusal = match outcome {
             Ok(()) => return Ok(written),
             Err(CommitError::OutcomeUnknown(error)) => {
@@ -311,22 +431,69 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             Err(refusal) => refusal,
         };
         if was_unknown {
-            // A send whose outcome was unknown may have landed before this refusal; the
-            // refusal may even be caused by it (the head or the usage already moved).
-            unsettled.push(written);
-            let head = store.read_head(request.bucket, request.key, true).await?;
-            if let Some(written) = landed(&head, &unsettled) {
-                return Ok(written);
-            }
+            unsettled.push(written.clone());
         }
         match refusal {
-            // Losers of a race back off with jitter so they do not collide again in lockstep.
-            CommitError::HeadChanged if attempt == 0 => {}
-            CommitError::HeadChanged => tokio::time::sleep(backoff(attempt)).await,
+            CommitError::HeadChanged(seen) => {
+                // A refusal carries the head as DynamoDB saw it (none: there was no head), or,
+                // if it does not, the head is read again.
+                let seen = match seen {
+                    Some(seen) => *seen,
+                    None if matches!(condition, HeadCondition::Absent) || usage.is_none() => {
+                        Head::default()
+                    }
+                    None => store.read_head(request.bucket, request.key, true).await?,
+                };
+                // This call's revision in the head: a send of ours landed (the client's own
+                // retry of a request whose answer was lost looks exactly like this).
+                if let Some(written) = landed(&seen, std::slice::from_ref(&written))
+                    .or_else(|| landed(&seen, &unsettled))
+                {
+                    return Ok(written);
+                }
+                if !unsettled
+                    .iter()
+                    .all(|attempt| seen.rules_out(attempt.revision))
+                {
+                    // The head has moved on too far to say whether a send of ours landed.
+                    if head.is_none() && request.expected.is_none() {
+                        if let Some(written) = overtaken_in_order(&seen, &unsettled) {
+                            return Ok(written);
+                        }
+                    }
+                    return Err(unconfirmed(
+                        request.key,
+                        "DynamoDB's answer was lost, and so many writes followed that the key no longer shows whether it landed",
+                        last_failure,
+                    ));
+                }
+                // Every send whose outcome was unknown is now known not to have landed.
+                unsettled.clear();
+                // A head at or past this revision refuses it for ever: take a new one.
+                must_reallocate = seen.current_revision() >= revision;
+                if head.is_none() {
+                    // History 1: the refusal is authoritative. A compare-and-set that fails
+                    // against it is a 409; a plain write that met a later revision was
+                    // overtaken in order and, as history keeps only the latest, is done.
+                    match request.expected {
+                        Some(expected) => check_compare_and_set(&seen, expected, now_ns)?,
+                        None if seen.current_revision() > revision => return Ok(written),
+                        None => {}
+                    }
+                } else {
+                    head = Some(seen);
+                    consistent = true;
+                }
+                if attempt > 0 {
+                    // Losers of a race back off with jitter so they do not collide again.
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
             CommitError::Contention(error) => {
                 last_failure = Some(error);
-                tokio::time::sleep(backoff(attempt)).await
+                tokio::time::sleep(backoff(attempt)).await;
             }
+            CommitError::WindowClosed => window_closed = true,
             CommitError::BucketFull { used } => {
                 return Err(KvError::BucketFull(format!(
                     "Bucket '{}' holds {used} bytes; writing {size} more bytes would exceed its max_bytes of {}",
@@ -341,16 +508,6 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         if Instant::now() >= request.deadline {
             break;
         }
-        // The race was lost to a commit that most likely holds a later revision than ours, so
-        // a fresh revision is taken alongside the re-read instead of after it (a number left
-        // unused is only a gap in the sequence).
-        let (fresh_head, fresh_revision) = tokio::join!(
-            store.read_head(request.bucket, request.key, true),
-            store.allocate_revision(request.bucket)
-        );
-        head = fresh_head?;
-        revision = fresh_revision?.seq;
-        consistent = true;
     }
     if !unsettled.is_empty() {
         // The last word: the head, read consistently. If it names none of this call's
@@ -360,19 +517,21 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             store.read_head(request.bucket, request.key, true),
         )
         .await;
-        if let Ok(Ok(head)) = last_look {
-            if let Some(written) = landed(&head, &unsettled) {
+        if let Ok(Ok(seen)) = last_look {
+            if let Some(written) = landed(&seen, &unsettled) {
                 return Ok(written);
             }
+            if head.is_none() && request.expected.is_none() {
+                if let Some(written) = overtaken_in_order(&seen, &unsettled) {
+                    return Ok(written);
+                }
+            }
         }
-        let cause = last_failure
-            .map(|error| error.to_string())
-            .unwrap_or_default();
-        return Err(KvError::Unavailable(format!(
-            "Could not confirm whether the write of key '{}' was stored: DynamoDB did not settle it within {} s ({cause}). Read the key before writing it again.",
-            request.key,
+        let why = format!(
+            "DynamoDB did not settle it within {} s",
             SETTLE_BUDGET.as_secs()
-        )));
+        );
+        return Err(unconfirmed(request.key, &why, last_failure));
     }
     Err(last_failure.unwrap_or_else(|| {
         KvError::Unavailable(format!(
@@ -399,6 +558,8 @@ mod tests {
         Head {
             cur: entries.last().map(|entry| entry.rev),
             entries,
+            latest: None,
+            recent: Vec::new(),
         }
     }
 
