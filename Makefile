@@ -8,17 +8,18 @@ tools:
 
 ## Everything: lints, the template check, unit tests and the DynamoDB Local suites.
 test: tools lint streams-unit
-	cargo test
+	cargo test --workspace
 
 lint: tools
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 	cfn-lint template.yaml
 	@./scripts/check-asl.sh
 
-## Unit tests only (no DynamoDB Local).
+## Unit tests only (no DynamoDB Local): the library's and the flow engine's (flow/).
 unit:
 	cargo test --lib
+	cargo test -p kv-flow
 
 ## Create both tables (idempotent) at the endpoint the environment names, e.g.
 ## AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:8000 AWS_REGION=us-east-1 make tables
