@@ -8,22 +8,22 @@ tools:
 
 ## Everything: lints, the template check, unit tests and the DynamoDB Local suites.
 test: tools lint streams-unit
-	cargo test
+	cargo test --workspace
 
 lint: tools
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 	cfn-lint template.yaml
 	@./scripts/check-asl.sh
 
 ## Unit tests only (no DynamoDB Local).
 unit:
-	cargo test --lib
+	cargo test --workspace --lib --bins
 
 ## Create both tables (idempotent) at the endpoint the environment names, e.g.
 ## AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:8000 AWS_REGION=us-east-1 make tables
 tables:
-	cargo run --quiet --bin kv-tables
+	cargo run --quiet -p kv-dev --bin kv-tables
 
 ## Lambda's part locally: polls the streams of template.yaml's DynamoDB event sources and fires
 ## its schedules, invoking the functions through the Invoke API, until Ctrl-C. The environment
@@ -63,4 +63,5 @@ sam-validate:
 ## Starts its own DynamoDB Local; takes a few minutes. Not part of `make test`.
 bench: tools
 	cargo build --release --bins
+	cargo build --release -p kv-dev --bin kv-bench
 	./target/release/kv-bench

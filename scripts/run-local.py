@@ -192,10 +192,10 @@ def start_stack(stack, watch_args, watch_log, env_extra=None, streams_log=None):
 
     env = environment(dynamodb_port)
     env.update(env_extra or {})
-    step(f"Creating the tables {env['KV_BUCKETS_TABLE']} and {env['KV_ITEMS_TABLE']} (cargo run --bin kv-tables)")
+    step(f"Creating the tables {env['KV_BUCKETS_TABLE']} and {env['KV_ITEMS_TABLE']} (cargo run -p kv-dev --bin kv-tables)")
     deadline = time.monotonic() + 60
     while True:
-        result = subprocess.run(["cargo", "run", "--quiet", "--bin", "kv-tables"], cwd=ROOT, env=env)
+        result = subprocess.run(["cargo", "run", "--quiet", "-p", "kv-dev", "--bin", "kv-tables"], cwd=ROOT, env=env)
         if result.returncode == 0:
             break
         if time.monotonic() > deadline:

@@ -3,7 +3,6 @@
 pub mod client;
 pub mod errors;
 pub mod items;
-pub mod meter;
 pub mod schema;
 pub mod store;
 

@@ -28,18 +28,16 @@
 //! the history and the operations up to the first difference; `NATS_DIFF_SEED=S` (and
 //! `NATS_DIFF_HISTORY=H`) runs just that sequence.
 
-mod support;
-
 use kv::Function::{KeyDelete, KeyGet, KeyHistory, KeyList, KeyPut};
 use kv::Kv;
+use kv_dev::support::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 const HISTORIES: [i64; 4] = [1, 3, 10, 64];
 const SEEDS: [u64; 3] = [0x5eed_0001, 0x5eed_0002, 0x5eed_0003];
@@ -300,7 +298,7 @@ impl Nats {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nats/driver.py");
+        let script = kv_dev::root().join("dev/tests/it/nats/driver.py");
         let mut command = Command::new("python3");
         command
             .arg(script)

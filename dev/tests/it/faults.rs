@@ -16,15 +16,11 @@
 //! - every outcome is a 200, a 4xx the call could cause, or a Lambda error `KvUnavailable` or
 //!   `KvInternal` whose message is a sentence, not SDK text.
 
-mod support;
-
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-
-use fault_proxy::{ErrorReply, Fault, FaultProxy, Rule};
 use kv::dynamo::items::{self, Op};
 use kv::Function::{BucketCreate, BucketInfo, BucketList, KeyDelete, KeyGet, KeyPut};
 use kv::Kv;
+use kv_dev::fault_proxy::{ErrorReply, Fault, FaultProxy, Rule};
+use kv_dev::support::{config_for, settings, status, unique};
 use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,7 +28,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{config_for, settings, status, unique};
 
 /// Longer than any call may take: a call still running then is a failure of its own.
 const CALL_LIMIT: Duration = Duration::from_secs(60);
@@ -74,7 +69,7 @@ async fn create_buckets(kv: &Kv, tag: &str) -> Vec<BucketSpec> {
         if let Some(max_bytes) = max_bytes {
             params["max_bytes"] = json!(max_bytes);
         }
-        let response = support::call(kv, BucketCreate, params).await;
+        let response = kv_dev::support::call(kv, BucketCreate, params).await;
         assert_eq!(status(&response), 200, "{response}");
         buckets.push(BucketSpec {
             name,
@@ -140,7 +135,8 @@ impl Call {
 /// One function call, bounded in time, as a flow would see its outcome.
 async fn attempt(kv: &Kv, function: kv::Function, payload: Value) -> (Outcome, Duration) {
     let started = Instant::now();
-    let result = tokio::time::timeout(CALL_LIMIT, support::invoke(kv, function, payload)).await;
+    let result =
+        tokio::time::timeout(CALL_LIMIT, kv_dev::support::invoke(kv, function, payload)).await;
     let outcome = match result {
         Err(_) => Outcome::Failed {
             error_type: "(none: the call did not end)".into(),
@@ -165,7 +161,7 @@ async fn attempt(kv: &Kv, function: kv::Function, payload: Value) -> (Outcome, D
             },
             Some(code) => Outcome::Refused {
                 status: code,
-                code: support::code(&response).to_string(),
+                code: kv_dev::support::code(&response).to_string(),
                 current: response["body"]["current_revision"].as_u64(),
                 body: response["body"].clone(),
             },
@@ -380,7 +376,7 @@ struct StoredKey {
 }
 
 async fn read_key(client: &aws_sdk_dynamodb::Client, bucket: &str, key: &str) -> StoredKey {
-    let store = kv::dynamo::Store::new(client.clone(), &support::settings());
+    let store = kv::dynamo::Store::new(client.clone(), &kv_dev::support::settings());
     let (head, retained) = store
         .history(bucket, key)
         .await
@@ -396,10 +392,10 @@ async fn read_key(client: &aws_sdk_dynamodb::Client, bucket: &str, key: &str) ->
 
 /// (entry_total, bytes) from kv-bucket-info and from kv-bucket-list.
 async fn reported_usage(kv: &Kv, bucket: &str) -> ((u64, u64), (u64, u64)) {
-    let info = support::call(kv, BucketInfo, json!({"bucket": bucket})).await;
+    let info = kv_dev::support::call(kv, BucketInfo, json!({"bucket": bucket})).await;
     assert_eq!(status(&info), 200, "{info}");
     let info = &info["body"]["body"];
-    let listed = support::call(kv, BucketList, json!({})).await;
+    let listed = kv_dev::support::call(kv, BucketList, json!({})).await;
     let entry = listed["body"]["body"]["results"]
         .as_array()
         .and_then(|results| results.iter().find(|entry| entry["name"] == bucket))
@@ -477,7 +473,7 @@ async fn verify(
     let kv = container_at(endpoint);
     let client = aws_sdk_dynamodb::Client::from_conf(config_for(endpoint).build());
     // Counts, trims and repaired archives follow from the stream: wait for it.
-    support::stream_pump::settled_at(endpoint).await;
+    kv_dev::support::stream_pump::settled_at(endpoint).await;
 
     // Outcomes: a 200, a 4xx this call could cause, or a classified, readable Lambda error.
     for call in calls {
@@ -742,10 +738,10 @@ async fn proxied_scenario(
     rules: Vec<Rule>,
     writers: usize,
     calls_each: usize,
-    fired: impl Fn(&fault_proxy::Stats) -> bool,
+    fired: impl Fn(&kv_dev::fault_proxy::Stats) -> bool,
 ) {
     let started = Instant::now();
-    let direct = support::endpoint();
+    let direct = kv_dev::support::endpoint();
     let buckets = create_buckets(&container_at(direct), scenario).await;
     let proxy = FaultProxy::start(direct, seed).await;
     for rule in rules {
@@ -806,7 +802,7 @@ async fn responses_dropped_after_dynamodb_applied_the_write() {
                 .probability(0.5),
             Rule::new(Fault::DropResponse)
                 .on("UpdateItem")
-                .when(|request| request.body["TableName"] == support::ITEMS_TABLE)
+                .when(|request| request.body["TableName"] == kv_dev::support::ITEMS_TABLE)
                 .probability(0.5),
             Rule::new(Fault::DropResponse)
                 .on("UpdateItem")
@@ -878,7 +874,7 @@ async fn injected_server_errors_and_throttling() {
 async fn silent_endpoint_ends_as_unavailable() {
     const BOUND: Duration = Duration::from_secs(15);
     let started = Instant::now();
-    let direct = support::endpoint();
+    let direct = kv_dev::support::endpoint();
     let buckets = create_buckets(&container_at(direct), "silent").await;
     let all_silent = FaultProxy::start(direct, 5).await;
     all_silent.set(Rule::new(Fault::Hang));
@@ -887,7 +883,7 @@ async fn silent_endpoint_ends_as_unavailable() {
     commit_silent.set(
         Rule::new(Fault::Hang)
             .on("UpdateItem")
-            .when(|request| request.body["TableName"] == support::ITEMS_TABLE),
+            .when(|request| request.body["TableName"] == kv_dev::support::ITEMS_TABLE),
     );
 
     let bucket = buckets[1].name.clone();
@@ -985,7 +981,7 @@ async fn silent_endpoint_ends_as_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_killed_and_restarted_mid_load() {
     let started = Instant::now();
-    let local = support::PersistentLocal::start().await;
+    let local = kv_dev::support::PersistentLocal::start().await;
     let endpoint = local.endpoint();
     let buckets = create_buckets(&container_at(&endpoint), "restart").await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -1056,7 +1052,7 @@ async fn dynamodb_killed_and_restarted_mid_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_rules_fire_as_programmed() {
     use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-    let proxy = FaultProxy::start(support::endpoint(), 1).await;
+    let proxy = FaultProxy::start(kv_dev::support::endpoint(), 1).await;
     let client = aws_sdk_dynamodb::Client::from_conf(config_for(&proxy.url()).build());
     proxy.set(
         Rule::new(Fault::Error(ErrorReply::InternalServerError))

@@ -1,16 +1,14 @@
 //! Deleting keys and buckets, key history and bucket info, against DynamoDB Local.
 
-mod support;
-
 use kv::dynamo::items;
 use kv::Function::{
     BucketCreate, BucketDelete, BucketInfo, BucketList, BucketPurge, KeyDelete, KeyGet, KeyHistory,
     KeyList, KeyPut,
 };
 use kv::Kv;
+use kv_dev::support::*;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::*;
 
 /// kv-bucket-info's body, once the stream has delivered every write made before the call.
 async fn info(kv: &Kv, bucket: &str) -> Value {
@@ -784,8 +782,8 @@ async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
 }
 
 /// (entry_total, bytes) of a bucket recomputed from its heads as stored.
-async fn recount(bucket: &str, keys: &[String]) -> (u64, u64) {
-    let store = kv::dynamo::Store::new(client(), &settings());
+async fn recount(kv: &Kv, bucket: &str, keys: &[String]) -> (u64, u64) {
+    let store = &kv.store;
     let (mut live, mut bytes) = (0, 0);
     for key in keys {
         let head = store.read_head(bucket, key, true).await.unwrap();
@@ -800,7 +798,10 @@ async fn recount(bucket: &str, keys: &[String]) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_from_the_stream_equal_a_recount_and_redelivery_changes_nothing() {
-    let kv = container();
+    // Its own DynamoDB Local: the replay below sends every batch of the stream again, and
+    // other tests' batches must not be part of it.
+    let endpoint = private_endpoint();
+    let kv = Kv::new(client_for(&endpoint), &settings());
     let buckets = [
         bucket(&kv, "recount-h1", json!({})).await,
         bucket(&kv, "recount-h3", json!({"history": 3})).await,
@@ -843,7 +844,7 @@ async fn counts_from_the_stream_equal_a_recount_and_redelivery_changes_nothing()
     tokio::time::sleep(Duration::from_millis(250)).await;
     let swept = call(&kv, kv::Function::ExpirySweep, json!({})).await;
     assert_eq!(status(&swept), 200, "{swept}");
-    settled().await;
+    stream_pump::settled_at(&endpoint).await;
     let mut counted = Vec::new();
     for bucket in &buckets {
         let body = info(&kv, bucket).await;
@@ -851,11 +852,11 @@ async fn counts_from_the_stream_equal_a_recount_and_redelivery_changes_nothing()
             body["entry_total"].as_u64().unwrap(),
             body["bytes"].as_u64().unwrap(),
         );
-        assert_eq!(reported, recount(bucket, &keys).await, "{bucket}");
+        assert_eq!(reported, recount(&kv, bucket, &keys).await, "{bucket}");
         counted.push(reported);
     }
     // Every batch delivered again, as Lambda may: nothing changes.
-    for batch in stream_pump::delivered() {
+    for batch in stream_pump::delivered_at(&endpoint) {
         let result = invoke(&kv, kv::Function::ItemsStream, batch).await.unwrap();
         assert_eq!(result["batchItemFailures"], json!([]), "{result}");
     }

@@ -3,14 +3,12 @@
 //! comparing what DynamoDB reports with what the template declares); every function is declared
 //! with its binary; the deployment settings, outputs and state machines are as the README says.
 
-mod sam;
-mod support;
-
-use sam::{template, text};
+use kv_dev::sam;
+use kv_dev::sam::{template, text};
+use kv_dev::support::*;
 use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use support::*;
 
 /// (attribute name, key type) pairs of a key schema.
 type KeyPairs = Vec<(String, String)>;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -70,7 +70,7 @@ fn start(endpoint: String) -> &'static Pump {
                 std::thread::spawn(move || serve(pump, stream));
             }
         });
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = crate::root();
         let port_of_dynamodb = endpoint.rsplit(':').next().unwrap_or_default().to_string();
         let log = std::env::temp_dir().join(format!(
             "kv-stream-pump-{}-{port_of_dynamodb}.log",
@@ -91,7 +91,7 @@ fn start(endpoint: String) -> &'static Pump {
             .env("AWS_SECRET_ACCESS_KEY", "local")
             .env("KV_BUCKETS_TABLE", BUCKETS_TABLE)
             .env("KV_ITEMS_TABLE", ITEMS_TABLE)
-            .current_dir(root)
+            .current_dir(&root)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("pump log"))
             .stderr(log);
@@ -240,9 +240,9 @@ async fn settle(endpoint: &str, bound: Duration) {
     }
 }
 
-/// Every batch this binary's pump has delivered so far, in order.
-pub fn delivered() -> Vec<Value> {
-    pump(endpoint())
+/// Every batch the pump of the DynamoDB Local at `endpoint` has delivered so far, in order.
+pub fn delivered_at(endpoint: &str) -> Vec<Value> {
+    pump(endpoint)
         .delivered
         .lock()
         .map(|delivered| delivered.clone())

@@ -303,7 +303,7 @@ impl Intercept for Capture {
     ) -> Result<(), BoxError> {
         let operation = cfg.load::<Metadata>().map(Metadata::name);
         if let (Ok(output), Some(operation)) = (context.output_or_error(), operation) {
-            let (read, write) = kv::dynamo::meter::capacity(output);
+            let (read, write) = kv_dev::meter::capacity(output);
             if let Ok(mut log) = self.log.lock() {
                 let entry = log.reported.entry(operation.to_string()).or_default();
                 entry.0 += 1;

@@ -1,12 +1,10 @@
 //! Many Lambda containers writing at once: each writer has its own SDK client, as separate
 //! containers would, all against one DynamoDB Local.
 
-mod support;
-
 use kv::Function::{BucketCreate, BucketInfo, KeyGet, KeyPut};
+use kv_dev::support::*;
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
-use support::*;
 
 const WRITERS: usize = 16;
 const PUTS_EACH: usize = 50;

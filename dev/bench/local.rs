@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[path = "../tests/support/dynamodb_local.rs"]
-mod dynamodb_local;
+use kv_dev::dynamodb_local;
 
 /// DynamoDB Local, killed when this value drops; started through `setpriv --pdeathsig` when
 /// that exists, so it also dies if the benchmark is killed.

@@ -7,19 +7,17 @@
 //! runner's own logic (filters, batching, retries, bisection, partial failures, shards,
 //! schedules) is unit-tested in scripts/test_streams.py, which `make test` runs.
 
-mod sam;
-mod support;
-
 use kv::dynamo::items;
 use kv::Function::{BucketCreate, BucketDelete};
 use kv::Kv;
+use kv_dev::sam;
+use kv_dev::support::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// The budget of each kv-bucket-purge invocation: 1 ms, so each round purges the one page an
 /// invocation always does, and the purge takes several rounds through the stream.
@@ -137,7 +135,7 @@ async fn a_large_bucket_delete_is_finished_through_the_stream() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut purger = Command::new(env!("CARGO_BIN_EXE_kv-bucket-purge"));
+    let mut purger = Command::new(function_binary("kv-bucket-purge"));
     purger
         .env(
             "AWS_LAMBDA_RUNTIME_API",

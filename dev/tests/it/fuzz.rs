@@ -1,13 +1,11 @@
 //! Random JSON to every function: always a 4xx envelope with a readable message, or a 200
 //! where the input happens to be valid; never a panic, a 5xx or a KvUnavailable.
 
-mod support;
-
 use kv::Function;
+use kv_dev::support::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Map, Value};
-use support::*;
 
 fn scalar() -> impl Strategy<Value = Value> {
     prop_oneof![

@@ -1,6 +1,6 @@
 //! Least privilege, checked against what the code really does. Every ready event of `events/`
 //! is played through its function's handler against DynamoDB Local, with a client that records
-//! the IAM permission of each request it sends (`kv::dynamo::meter::Meter`). Each function's
+//! the IAM permission of each request it sends (`kv_dev::meter::Meter`). Each function's
 //! inline policy in `template.yaml` must grant exactly the actions and resources recorded for
 //! it: none missing (the deployed function would fail with AccessDenied), none unused.
 //!
@@ -12,15 +12,13 @@
 //! the others refer to (events/README.md). A `kv-bucket-purge` event's buckets are first marked
 //! deleting at the time its records show, as the stream only sends such records.
 
-mod sam;
-mod support;
-
 use kv::config::Settings;
-use kv::dynamo::meter::Meter;
 use kv::{Function, Kv};
+use kv_dev::meter::Meter;
+use kv_dev::sam;
+use kv_dev::support::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use support::*;
 
 /// The contract's error codes and their status (SPEC.md).
 const ERROR_CODES: &[(&str, u64)] = &[

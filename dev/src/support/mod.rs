@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
-mod dynamodb_local;
 pub mod stream_pump;
+
+use crate::dynamodb_local;
 
 pub use stream_pump::settled;
 
@@ -14,7 +15,7 @@ use kv::{Function, Kv};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -38,7 +39,7 @@ pub fn spawn_owned(mut command: Command) -> std::process::Child {
 }
 
 fn start_dynamodb_local() -> String {
-    let dir = dynamodb_local::jar_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let dir = dynamodb_local::jar_dir(&crate::root());
     let port = free_port();
     let (ready, started) = std::sync::mpsc::channel();
     // The child is tied to this thread's life (PR_SET_PDEATHSIG), so the thread lives as long
@@ -129,7 +130,7 @@ impl PersistentLocal {
 
     /// Starts the process and waits until it accepts connections.
     async fn launch(&self) {
-        let dir = dynamodb_local::jar_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+        let dir = dynamodb_local::jar_dir(&crate::root());
         let db_dir = self.db_dir.clone();
         let port = self.port;
         let (started, pid) = std::sync::mpsc::channel();
@@ -204,6 +205,16 @@ pub fn endpoint() -> &'static str {
     })
 }
 
+/// A DynamoDB Local of the calling test's own, with its stream followed, for a test that must
+/// see only its own writes on the stream (the suite's other tests share `endpoint()`).
+pub fn private_endpoint() -> String {
+    let endpoint = std::thread::spawn(start_dynamodb_local)
+        .join()
+        .expect("DynamoDB Local started");
+    stream_pump::follow(&endpoint);
+    endpoint
+}
+
 pub fn client_for(endpoint: &str) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config_for(endpoint).build())
 }
@@ -219,8 +230,8 @@ pub fn config_for(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
 }
 
 /// A container whose client records every request it sends.
-pub fn metered_container() -> (Kv, kv::dynamo::meter::Meter) {
-    let meter = kv::dynamo::meter::Meter::new();
+pub fn metered_container() -> (Kv, crate::meter::Meter) {
+    let meter = crate::meter::Meter::new();
     let client = aws_sdk_dynamodb::Client::from_conf(
         config_for(endpoint()).interceptor(meter.clone()).build(),
     );
@@ -373,4 +384,32 @@ pub async fn items_left(bucket: &str) -> usize {
             None => return count,
         }
     }
+}
+
+/// The path of a function's binary, built (once per test process) with the suite's own profile:
+/// the functions are another package of the workspace, whose binaries Cargo does not build
+/// for this package's tests by itself.
+pub fn function_binary(name: &str) -> std::path::PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--quiet", "-p", "kv-functions", "--bins"])
+            .current_dir(crate::root())
+            .status()
+            .map_err(|error| format!("could not run cargo: {error}"))?;
+        match status.success() {
+            true => Ok(()),
+            false => Err(format!("cargo build of the functions failed: {status}")),
+        }
+    });
+    if let Err(error) = built {
+        panic!("{error}");
+    }
+    // The suite runs from target/<profile>/deps; the binaries sit in target/<profile>.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary sits in target/<profile>/deps");
+    profile_dir.join(name)
 }

@@ -1,13 +1,11 @@
 //! Every parameter, response and error of the contract, through the handlers, against
 //! DynamoDB Local.
 
-mod support;
-
 use kv::dynamo::items;
 use kv::Function::{BucketCreate, BucketList, KeyGet, KeyList, KeyPut};
 use kv::Kv;
+use kv_dev::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 async fn create(kv: &Kv, params: Value) -> Value {
     let response = call(kv, BucketCreate, params).await;

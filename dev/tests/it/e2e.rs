@@ -12,19 +12,17 @@
 //!   them through its Invoke API, checking the JSON logs carry the request id on every line and
 //!   never a value.
 
-mod sam;
-mod support;
-
 use kv::config::Settings;
 use kv::error::{INTERNAL_ERROR_TYPE, UNAVAILABLE_ERROR_TYPE};
 use kv::{Function, Kv};
+use kv_dev::sam;
+use kv_dev::support::*;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 const MAX_TRANSITIONS: usize = 200;
 
@@ -1100,14 +1098,14 @@ fn the_binaries_serve_the_invoke_api_and_log_json_with_request_ids() {
     let functions = [
         (
             "kv-bucket-create",
-            env!("CARGO_BIN_EXE_kv-bucket-create"),
+            function_binary("kv-bucket-create"),
             ITEMS_TABLE,
         ),
-        ("kv-key-put", env!("CARGO_BIN_EXE_kv-key-put"), ITEMS_TABLE),
-        ("kv-key-get", env!("CARGO_BIN_EXE_kv-key-get"), ITEMS_TABLE),
+        ("kv-key-put", function_binary("kv-key-put"), ITEMS_TABLE),
+        ("kv-key-get", function_binary("kv-key-get"), ITEMS_TABLE),
         (
             "kv-key-list",
-            env!("CARGO_BIN_EXE_kv-key-list"),
+            function_binary("kv-key-list"),
             "no-such-table",
         ),
     ];

@@ -3,7 +3,7 @@
 //! but that every call it measures succeeds.
 //!
 //! In process, for every operation and value shape: DynamoDB requests and round trips per call
-//! (counted at the SDK by `kv::dynamo::meter::Meter`), read units (as DynamoDB Local reports
+//! (counted at the SDK by `kv_dev::meter::Meter`), read units (as DynamoDB Local reports
 //! them) and write units (every write request priced by AWS's model in `units.rs`, beside
 //! DynamoDB Local's figure for plain writes), and p50/p99 latency of `kv::handler::handle`, each
 //! beside the raw SDK call that is its floor on a plain table; the items two puts to different
@@ -1470,7 +1470,7 @@ fn report(
 }
 
 fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = kv_dev::root();
     let exe = std::env::current_exe().expect("own path");
     let own_dir = exe.parent().expect("binary folder").to_path_buf();
     let bin_dir = std::env::var("KV_BENCH_BIN_DIR")
@@ -1519,7 +1519,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let (rows, shared, first, bench) = runtime.block_on(async {
-        let meter = kv::dynamo::meter::Meter::new();
+        let meter = kv_dev::meter::Meter::new();
         let capture = units::Capture::default();
         let config = kv::dynamo::client::config_from_env()
             .await
