@@ -1,5 +1,5 @@
 //! The in-process half: each case calls the handler as the Lambda runtime would
-//! (`kv::handler::handle`) and the raw SDK call that is its floor against a plain table,
+//! (`kv::lambda::dispatch::handle`) and the raw SDK call that is its floor against a plain table,
 //! alternately, through one metered client.
 
 use crate::units::{self, Capture, Captured, IndexModel, Item};
@@ -143,7 +143,7 @@ pub struct Bench {
     pub indexes: Vec<IndexModel>,
     pub row_budget: Duration,
     /// The KV tables' settings, for containers started during the run.
-    pub settings: kv::config::Settings,
+    pub settings: kv::model::config::Settings,
 }
 
 pub fn s(text: impl Into<String>) -> AttributeValue {
@@ -166,7 +166,7 @@ impl Bench {
     /// Calls a handler and insists on a 200: a benchmark of refusals would measure nothing.
     pub async fn call(&self, kv: &Kv, function: Function, event: Value) -> Value {
         let shown = event.to_string();
-        let response = kv::handler::handle(kv, function, event)
+        let response = kv::lambda::dispatch::handle(kv, function, event)
             .await
             .unwrap_or_else(|error| panic!("{} {shown}: KvUnavailable {error}", function.name()));
         assert_eq!(
@@ -279,10 +279,10 @@ impl Bench {
             }
             Baseline::LatestRevision { bucket, key } => {
                 let started = Instant::now();
-                let head = kv::dynamo::store::head_read(
+                let head = kv::store::requests::head_read(
                     &self.client,
                     &self.items_table,
-                    &kv::dynamo::items::key_pk(bucket, key),
+                    &kv::store::items::key_pk(bucket, key),
                     true,
                 )
                 .send()
@@ -312,7 +312,7 @@ impl Bench {
         self.meter.take();
         self.capture.take();
         let started = Instant::now();
-        let response = kv::handler::handle(kv, case.function, event).await;
+        let response = kv::lambda::dispatch::handle(kv, case.function, event).await;
         let took = started.elapsed();
         match response {
             Ok(response) if response["status_code"] == 200 => took,
@@ -548,10 +548,10 @@ impl Bench {
             baseline.requests = baseline_requests as f64 / baseline_times.len().max(1) as f64;
         }
         let read_item_bytes = match &case.shadow {
-            Baseline::LatestRevision { bucket, key } => kv::dynamo::store::head_read(
+            Baseline::LatestRevision { bucket, key } => kv::store::requests::head_read(
                 &self.observer,
                 &self.items_table,
-                &kv::dynamo::items::key_pk(bucket, key),
+                &kv::store::items::key_pk(bucket, key),
                 true,
             )
             .send()

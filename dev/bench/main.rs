@@ -5,7 +5,7 @@
 //! In process, for every operation and value shape: DynamoDB requests and round trips per call
 //! (counted at the SDK by `kv_dev::meter::Meter`), read units (as DynamoDB Local reports
 //! them) and write units (every write request priced by AWS's model in `units.rs`, beside
-//! DynamoDB Local's figure for plain writes), and p50/p99 latency of `kv::handler::handle`, each
+//! DynamoDB Local's figure for plain writes), and p50/p99 latency of `kv::lambda::dispatch::handle`, each
 //! beside the raw SDK call that is its floor on a plain table; the items two puts to different
 //! keys of one bucket both write; the targets of the write path, in steady state. Then cold
 //! starts of every function's release binary against a local Lambda Runtime API (`cold.rs`), and
@@ -33,7 +33,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use inproc::{n, s, Baseline, Bench, Case, Measured, Row};
-use kv::config::Settings;
+use kv::model::config::Settings;
 use kv::{Function, Kv};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -96,7 +96,7 @@ fn value_text(size: usize, seed: u64) -> String {
 }
 
 fn stored_len(text: &str, compression: bool) -> usize {
-    kv::codec::encode(text, compression).0.len()
+    kv::model::codec::encode(text, compression).0.len()
 }
 
 /// The items a write to `bucket` may write besides its key's partition: the bucket's usage
@@ -106,14 +106,14 @@ fn bucket_singles(bench: &Bench, bucket: &str) -> Vec<(String, units::Item)> {
         (
             bench.items_table.clone(),
             [
-                (kv::dynamo::items::PK.to_string(), s(bucket)),
-                (kv::dynamo::items::REV.to_string(), n(0)),
+                (kv::store::items::PK.to_string(), s(bucket)),
+                (kv::store::items::REV.to_string(), n(0)),
             ]
             .into(),
         ),
         (
             bench.buckets_table.clone(),
-            [(kv::dynamo::items::BUCKET.to_string(), s(bucket))].into(),
+            [(kv::store::items::BUCKET.to_string(), s(bucket))].into(),
         ),
     ]
 }
@@ -543,7 +543,7 @@ async fn shared_items(bench: &Bench) -> Vec<Shared> {
             both: a.intersection(&b).cloned().collect(),
             counter: units::describe_key(
                 &bench.buckets_table,
-                &[(kv::dynamo::items::BUCKET.to_string(), s(bucket))].into(),
+                &[(kv::store::items::BUCKET.to_string(), s(bucket))].into(),
             ),
         });
     }
@@ -1217,7 +1217,7 @@ fn report(
         })
         .collect();
     println!(
-        "\nIn process: kv::handler::handle vs the raw SDK call (ratio = p50 / baseline p50)\n"
+        "\nIn process: kv::lambda::dispatch::handle vs the raw SDK call (ratio = p50 / baseline p50)\n"
     );
     print!("{}", table(&header, &cells));
 
@@ -1521,20 +1521,19 @@ fn main() {
     let (rows, shared, first, bench) = runtime.block_on(async {
         let meter = kv_dev::meter::Meter::new();
         let capture = units::Capture::default();
-        let config = kv::dynamo::client::config_from_env()
+        let config = kv::store::client::config_from_env()
             .await
             .interceptor(meter.clone())
             .interceptor(capture.clone())
             .build();
         let client = aws_sdk_dynamodb::Client::from_conf(config);
-        let observer = aws_sdk_dynamodb::Client::from_conf(
-            kv::dynamo::client::config_from_env().await.build(),
-        );
+        let observer =
+            aws_sdk_dynamodb::Client::from_conf(kv::store::client::config_from_env().await.build());
         let settings = Settings::with_tables(
-            kv::config::DEFAULT_BUCKETS_TABLE,
-            kv::config::DEFAULT_ITEMS_TABLE,
+            kv::model::config::DEFAULT_BUCKETS_TABLE,
+            kv::model::config::DEFAULT_ITEMS_TABLE,
         );
-        kv::dynamo::schema::ensure_tables(&observer, &settings)
+        kv::store::schema::ensure_tables(&observer, &settings)
             .await
             .expect("create the KV tables");
         create_plain_table(&observer).await;

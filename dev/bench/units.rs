@@ -328,7 +328,7 @@ impl Intercept for Capture {
 }
 
 /// The key attributes of both KV tables (items: `pk` + `rev`; buckets: `bucket`).
-const KEY_NAMES: [&str; 3] = [kv::dynamo::items::PK, kv::dynamo::items::REV, "bucket"];
+const KEY_NAMES: [&str; 3] = [kv::store::items::PK, kv::store::items::REV, "bucket"];
 
 /// A stable name for an item's key.
 pub fn key_id(table: &str, key: &Item) -> String {
@@ -352,7 +352,7 @@ pub struct Snapshot {
 impl Snapshot {
     fn covers(&self, table: &str, key: &Item) -> bool {
         let pk = key
-            .get(kv::dynamo::items::PK)
+            .get(kv::store::items::PK)
             .and_then(|v| v.as_s().ok())
             .map(String::as_str);
         self.singles.contains(&key_id(table, key))
@@ -379,7 +379,7 @@ pub async fn snapshot(
                 .query()
                 .table_name(items_table)
                 .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", kv::dynamo::items::PK)
+                .expression_attribute_names("#pk", kv::store::items::PK)
                 .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
@@ -425,7 +425,7 @@ pub struct IndexModel {
 
 /// The items table's indexes, from the same schema `make tables` creates.
 pub fn item_indexes() -> Vec<IndexModel> {
-    kv::dynamo::schema::items_table()
+    kv::store::schema::items_table()
         .indexes
         .iter()
         .map(|index| IndexModel {
@@ -488,12 +488,12 @@ fn kind(table: &str, items_table: &str, key: &Item) -> &'static str {
         return "bucket item";
     }
     let pk = key
-        .get(kv::dynamo::items::PK)
+        .get(kv::store::items::PK)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
         .unwrap_or("");
     let rev = key
-        .get(kv::dynamo::items::REV)
+        .get(kv::store::items::REV)
         .and_then(|v| v.as_n().ok())
         .map(String::as_str)
         .unwrap_or("0");
@@ -608,7 +608,7 @@ mod tests {
 
     #[test]
     fn index_entries_carry_keys_and_projected_attributes() {
-        use kv::dynamo::items::*;
+        use kv::store::items::*;
         let blob = |n: usize| AttributeValue::B(vec![7u8; n].into());
         let head: Item = [
             (PK.to_string(), AttributeValue::S("b/k".into())),

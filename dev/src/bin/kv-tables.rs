@@ -1,6 +1,6 @@
 //! `make tables`: creates both KV tables (idempotently) at the endpoint the environment names.
 
-use kv::config::Settings;
+use kv::model::config::Settings;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -11,8 +11,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let client = kv::dynamo::client::from_env().await;
-    match kv::dynamo::schema::ensure_tables(&client, &settings).await {
+    let client = kv::store::client::from_env().await;
+    match kv::store::schema::ensure_tables(&client, &settings).await {
         Ok(()) => {
             println!(
                 "tables ready: {} (buckets), {} (items)",

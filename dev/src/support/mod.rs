@@ -10,7 +10,7 @@ use crate::dynamodb_local;
 pub use stream_pump::settled;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use kv::config::Settings;
+use kv::model::config::Settings;
 use kv::{Function, Kv};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
@@ -62,7 +62,7 @@ fn start_dynamodb_local() -> String {
         let client = client_for(&endpoint);
         let settings = settings();
         loop {
-            match kv::dynamo::schema::ensure_tables(&client, &settings).await {
+            match kv::store::schema::ensure_tables(&client, &settings).await {
                 Ok(()) => break,
                 Err(error) if Instant::now() < deadline => {
                     eprintln!("waiting for DynamoDB Local: {error}");
@@ -78,7 +78,7 @@ fn start_dynamodb_local() -> String {
             .table_name(ITEMS_TABLE)
             .time_to_live_specification(
                 aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
-                    .attribute_name(kv::dynamo::items::TTL)
+                    .attribute_name(kv::store::items::TTL)
                     .enabled(false)
                     .build()
                     .expect("TTL specification"),
@@ -112,7 +112,7 @@ impl PersistentLocal {
         let client = client_for(&server.endpoint());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match kv::dynamo::schema::ensure_tables(&client, &settings()).await {
+            match kv::store::schema::ensure_tables(&client, &settings()).await {
                 Ok(()) => break,
                 Err(error) if Instant::now() < deadline => {
                     eprintln!("waiting for DynamoDB Local: {error}");
@@ -225,8 +225,8 @@ pub fn config_for(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
         .endpoint_url(endpoint)
-        .http_client(kv::dynamo::client::http_client())
-        .timeout_config(kv::dynamo::client::timeouts())
+        .http_client(kv::store::client::http_client())
+        .timeout_config(kv::store::client::timeouts())
 }
 
 /// A container whose client records every request it sends.
@@ -268,7 +268,8 @@ pub async fn invoke(
     function: Function,
     payload: Value,
 ) -> Result<Value, kv::FunctionError> {
-    kv::handler::handle_event(kv, function, LambdaEvent::new(payload, Context::default())).await
+    kv::lambda::dispatch::handle_event(kv, function, LambdaEvent::new(payload, Context::default()))
+        .await
 }
 
 /// Invokes and expects a status-code envelope (not a Lambda error).
@@ -349,8 +350,8 @@ pub async fn listed_usage(kv: &Kv, bucket: &str) -> (u64, u64) {
 
 /// The key's retained revisions as the store holds them (its head's latest and the archived
 /// revisions the head lists), oldest first; empty when the key has no head.
-pub async fn stored_revisions(bucket: &str, key: &str) -> Vec<kv::dynamo::items::Revision> {
-    let store = kv::dynamo::Store::new(client(), &settings());
+pub async fn stored_revisions(bucket: &str, key: &str) -> Vec<kv::store::items::Revision> {
+    let store = kv::store::Store::new(client(), &settings());
     let (_, retained) = store.history(bucket, key).await.unwrap();
     retained
         .iter()
@@ -375,7 +376,7 @@ pub async fn items_left(bucket: &str) -> usize {
             .items()
             .iter()
             .filter(|item| {
-                let pk = kv::dynamo::items::get_str(item, kv::dynamo::items::PK).unwrap_or("");
+                let pk = kv::store::items::get_str(item, kv::store::items::PK).unwrap_or("");
                 pk == bucket || pk.starts_with(&format!("{bucket}/"))
             })
             .count();

@@ -151,9 +151,11 @@ fn serve(pump: &'static Pump, stream: TcpStream) {
             json!({"Type": "User", "message": format!("no function {name}")}),
         ),
         Some(function) => {
-            let outcome =
-                pump.runtime
-                    .block_on(kv::handler::handle(&pump.kv, function, payload.clone()));
+            let outcome = pump.runtime.block_on(kv::lambda::dispatch::handle(
+                &pump.kv,
+                function,
+                payload.clone(),
+            ));
             match outcome {
                 Ok(result) => {
                     note_fence(pump, &payload);
@@ -189,7 +191,7 @@ fn serve(pump: &'static Pump, stream: TcpStream) {
 
 /// Remembers the fence key's revision when a delivered batch held it.
 fn note_fence(pump: &Pump, payload: &Value) {
-    let fence = kv::dynamo::items::key_pk(FENCE_BUCKET, FENCE_KEY);
+    let fence = kv::store::items::key_pk(FENCE_BUCKET, FENCE_KEY);
     for record in payload["Records"].as_array().into_iter().flatten() {
         let image = &record["dynamodb"]["NewImage"];
         if image["pk"]["S"] == fence.as_str() {

@@ -12,8 +12,8 @@
 //!   them through its Invoke API, checking the JSON logs carry the request id on every line and
 //!   never a value.
 
-use kv::config::Settings;
-use kv::error::{INTERNAL_ERROR_TYPE, UNAVAILABLE_ERROR_TYPE};
+use kv::model::config::Settings;
+use kv::model::error::{INTERNAL_ERROR_TYPE, UNAVAILABLE_ERROR_TYPE};
 use kv::{Function, Kv};
 use kv_dev::sam;
 use kv_dev::support::*;
@@ -812,7 +812,7 @@ async fn container_for(store: Store) -> Kv {
     let settings = Settings::with_tables(&unique("flow-buckets"), &unique("flow-items"));
     match store {
         Store::Ready => {
-            kv::dynamo::schema::ensure_tables(&client(), &settings)
+            kv::store::schema::ensure_tables(&client(), &settings)
                 .await
                 .expect("create the tables");
             Kv::new(client(), &settings)

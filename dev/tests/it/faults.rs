@@ -16,7 +16,7 @@
 //! - every outcome is a 200, a 4xx the call could cause, or a Lambda error `KvUnavailable` or
 //!   `KvInternal` whose message is a sentence, not SDK text.
 
-use kv::dynamo::items::{self, Op};
+use kv::store::items::{self, Op};
 use kv::Function::{BucketCreate, BucketInfo, BucketList, KeyDelete, KeyGet, KeyPut};
 use kv::Kv;
 use kv_dev::fault_proxy::{ErrorReply, Fault, FaultProxy, Rule};
@@ -376,7 +376,7 @@ struct StoredKey {
 }
 
 async fn read_key(client: &aws_sdk_dynamodb::Client, bucket: &str, key: &str) -> StoredKey {
-    let store = kv::dynamo::Store::new(client.clone(), &kv_dev::support::settings());
+    let store = kv::store::Store::new(client.clone(), &kv_dev::support::settings());
     let (head, retained) = store
         .history(bucket, key)
         .await

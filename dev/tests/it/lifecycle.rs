@@ -1,6 +1,6 @@
 //! Deleting keys and buckets, key history and bucket info, against DynamoDB Local.
 
-use kv::dynamo::items;
+use kv::store::items;
 use kv::Function::{
     BucketCreate, BucketDelete, BucketInfo, BucketList, BucketPurge, KeyDelete, KeyGet, KeyHistory,
     KeyList, KeyPut,
@@ -388,7 +388,7 @@ async fn large_bucket_delete_returns_quickly_and_the_purger_finishes() {
     // A container with almost no time budget: the call marks the bucket and hands the rest on.
     let hurried = Kv::new(
         client(),
-        &kv::config::Settings {
+        &kv::model::config::Settings {
             purge_budget_ms: 1,
             ..settings()
         },
@@ -608,8 +608,8 @@ async fn deletes_racing_puts_keep_history_in_revision_order() {
 
 #[tokio::test]
 async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
-    use kv::dynamo::items::{HeadEntry, Op, Stored};
-    use kv::dynamo::store::{CommitError, HeadCondition, HeadWrite};
+    use kv::store::items::{HeadEntry, Op, Stored};
+    use kv::store::requests::{CommitError, HeadCondition, HeadWrite};
     let kv = container();
     let name = bucket(&kv, "incarnation", json!({})).await;
     // A writer takes its revision, then stalls while the bucket is deleted and re-created.
@@ -730,8 +730,8 @@ async fn the_expiry_sweeper_alone_takes_expired_values_out() {
 
 #[tokio::test]
 async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
-    use kv::dynamo::items::{HeadEntry, Op, Stored};
-    use kv::dynamo::store::{HeadCondition, HeadWrite};
+    use kv::store::items::{HeadEntry, Op, Stored};
+    use kv::store::requests::{HeadCondition, HeadWrite};
     let kv = container();
     let name = bucket(&kv, "stopped", json!({"history": 3})).await;
     let first = put(&kv, &name, "k", json!("one")).await;

@@ -12,7 +12,7 @@
 //! the others refer to (events/README.md). A `kv-bucket-purge` event's buckets are first marked
 //! deleting at the time its records show, as the stream only sends such records.
 
-use kv::config::Settings;
+use kv::model::config::Settings;
 use kv::{Function, Kv};
 use kv_dev::meter::Meter;
 use kv_dev::sam;
@@ -97,7 +97,7 @@ struct World {
 
 async fn world() -> World {
     let settings = Settings::with_tables(&unique("policy-buckets"), &unique("policy-items"));
-    kv::dynamo::schema::ensure_tables(&client(), &settings)
+    kv::store::schema::ensure_tables(&client(), &settings)
         .await
         .expect("create the tables");
     let meter = Meter::new();

@@ -1,7 +1,7 @@
 //! Every parameter, response and error of the contract, through the handlers, against
 //! DynamoDB Local.
 
-use kv::dynamo::items;
+use kv::store::items;
 use kv::Function::{BucketCreate, BucketList, KeyGet, KeyList, KeyPut};
 use kv::Kv;
 use kv_dev::support::*;
@@ -272,7 +272,7 @@ async fn put_and_get_strings_objects_and_arrays() {
     assert_eq!(body["metadata"]["Bucket"], name);
     assert_eq!(body["metadata"]["revision"], 2);
     let created = body["metadata"]["created"].as_u64().unwrap();
-    let now_ms = kv::time::ns_to_ms(kv::time::now_ns());
+    let now_ms = kv::model::time::ns_to_ms(kv::model::time::now_ns());
     assert!(
         created <= now_ms && created + 60_000 > now_ms,
         "created {created}"
@@ -727,7 +727,7 @@ async fn expired_values_are_never_returned() {
 async fn memory_buckets_serve_reads_from_the_container_cache() {
     let reader = Kv::new(
         client(),
-        &kv::config::Settings {
+        &kv::model::config::Settings {
             memory_cache_staleness_ms: 400,
             ..settings()
         },
@@ -1112,7 +1112,7 @@ async fn storage_failures_are_typed_lambda_errors() {
 
     let missing_tables = Kv::new(
         client(),
-        &kv::config::Settings::with_tables("no-such-buckets", "no-such-items"),
+        &kv::model::config::Settings::with_tables("no-such-buckets", "no-such-items"),
     );
     let error = invoke(
         &missing_tables,
@@ -1149,8 +1149,8 @@ fn longest_key(seed: usize) -> String {
         .collect();
     let mut key = String::new();
     let mut index = seed;
-    while key.len() < kv::validate::MAX_KEY_BYTES {
-        let dot = key.len() % 9 == 8 && key.len() + 1 < kv::validate::MAX_KEY_BYTES;
+    while key.len() < kv::model::validate::MAX_KEY_BYTES {
+        let dot = key.len() % 9 == 8 && key.len() + 1 < kv::model::validate::MAX_KEY_BYTES;
         key.push(if dot {
             '.'
         } else {
@@ -1158,7 +1158,7 @@ fn longest_key(seed: usize) -> String {
             alphabet[index % alphabet.len()]
         });
     }
-    assert!(kv::validate::key(&key).is_ok(), "{key}");
+    assert!(kv::model::validate::key(&key).is_ok(), "{key}");
     key
 }
 
@@ -1166,7 +1166,7 @@ fn longest_key(seed: usize) -> String {
 fn longest_bucket_name(prefix: &str) -> String {
     let mut name = unique(prefix);
     let fill = "abcdefghijklmnopqrstuvwxyz_ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789";
-    while name.len() < kv::validate::MAX_BUCKET_NAME_LEN {
+    while name.len() < kv::model::validate::MAX_BUCKET_NAME_LEN {
         let next = fill.as_bytes()[name.len() % fill.len()] as char;
         name.push(next);
     }

@@ -7,7 +7,7 @@
 //! runner's own logic (filters, batching, retries, bisection, partial failures, shards,
 //! schedules) is unit-tested in scripts/test_streams.py, which `make test` runs.
 
-use kv::dynamo::items;
+use kv::store::items;
 use kv::Function::{BucketCreate, BucketDelete};
 use kv::Kv;
 use kv_dev::sam;
@@ -180,7 +180,7 @@ async fn a_large_bucket_delete_is_finished_through_the_stream() {
     // kv-bucket-delete with no time to purge: it marks the bucket and hands everything on.
     let hurried = Kv::new(
         client(),
-        &kv::config::Settings {
+        &kv::model::config::Settings {
             purge_budget_ms: 1,
             ..settings()
         },
@@ -263,7 +263,7 @@ async fn a_large_bucket_delete_is_finished_through_the_stream() {
 }
 
 /// The runner names the tables as the functions do when the environment does not
-/// (kv::config's defaults), and maps each stream event to a function binary that exists.
+/// (kv::model::config's defaults), and maps each stream event to a function binary that exists.
 #[test]
 fn the_runner_reads_the_templates_stream_events() {
     let output = Command::new("python3")
@@ -290,8 +290,8 @@ fn the_runner_reads_the_templates_stream_events() {
         let table = stream["table"].as_str().unwrap();
         assert!(
             [
-                kv::config::DEFAULT_BUCKETS_TABLE,
-                kv::config::DEFAULT_ITEMS_TABLE
+                kv::model::config::DEFAULT_BUCKETS_TABLE,
+                kv::model::config::DEFAULT_ITEMS_TABLE
             ]
             .contains(&table),
             "{table}"
@@ -301,5 +301,5 @@ fn the_runner_reads_the_templates_stream_events() {
         .iter()
         .find(|stream| stream["function"] == "kv-bucket-purge")
         .expect("kv-bucket-purge is fed by a stream");
-    assert_eq!(purge["table"], kv::config::DEFAULT_BUCKETS_TABLE);
+    assert_eq!(purge["table"], kv::model::config::DEFAULT_BUCKETS_TABLE);
 }

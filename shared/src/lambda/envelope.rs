@@ -1,6 +1,6 @@
 //! The response envelope every function returns: `{"status_code": N, "body": {...}}`.
 
-use crate::error::{FunctionError, KvError};
+use crate::model::error::{FunctionError, KvError};
 use serde_json::{json, Value};
 
 pub fn ok(body: Value) -> Value {

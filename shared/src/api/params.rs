@@ -1,7 +1,8 @@
 //! Reading a function's event into typed parameters, with errors that name the parameter.
 
-use crate::error::KvError;
-use crate::function::Function;
+use crate::api::function::Function;
+use crate::model::error::KvError;
+use crate::model::validate::{truncate, type_name};
 use serde_json::{Map, Value};
 
 /// The parameter object of one invocation, after unwrapping the flow-step form.
@@ -93,7 +94,7 @@ impl Params {
     /// The required `bucket`, checked against the naming rules.
     pub fn bucket(&self) -> Result<&str, KvError> {
         let bucket = self.required_str("bucket")?;
-        crate::validate::bucket_name(bucket)?;
+        crate::model::validate::bucket_name(bucket)?;
         Ok(bucket)
     }
 
@@ -101,7 +102,7 @@ impl Params {
     pub fn bucket_and_key(&self) -> Result<(&str, &str), KvError> {
         let bucket = self.bucket()?;
         let key = self.required_str("key")?;
-        crate::validate::key(key)?;
+        crate::model::validate::key(key)?;
         Ok((bucket, key))
     }
 
@@ -203,31 +204,9 @@ pub fn as_int(name: &str, value: &Value, min: i64, max: i64) -> Result<i64, KvEr
     }
 }
 
-pub fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn describe(value: &Value) -> String {
     match value {
         Value::Number(number) => number.to_string(),
         other => type_name(other).to_string(),
-    }
-}
-
-/// Keeps echoed user input short enough to read in a flow's error output.
-pub fn truncate(text: &str) -> String {
-    const MAX: usize = 64;
-    if text.chars().count() <= MAX {
-        text.to_string()
-    } else {
-        let head: String = text.chars().take(MAX).collect();
-        format!("{head}…")
     }
 }

@@ -50,7 +50,7 @@ impl MemoryCache {
         let inner = self.inner.lock().ok()?;
         let slot = inner.slots.get(&(bucket.to_string(), key.to_string()))?;
         let fresh = slot.fetched.elapsed() < self.staleness;
-        let live = !crate::time::is_expired(slot.value.expiry_ns, now_ns);
+        let live = !crate::model::time::is_expired(slot.value.expiry_ns, now_ns);
         (fresh && live).then(|| slot.value.clone())
     }
 

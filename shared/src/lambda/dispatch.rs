@@ -1,41 +1,16 @@
 //! From an event to a result: parse the parameters, run the operation, wrap the envelope.
 
-use crate::cache::{MemoryCache, WriteShapes};
-use crate::config::Settings;
-use crate::dynamo::Store;
-use crate::envelope;
-use crate::error::{FunctionError, KvError};
-use crate::function::Function;
+use crate::api::function::Function;
+use crate::api::params::Params;
+use crate::lambda::envelope;
+use crate::model::error::{FunctionError, KvError};
 use crate::ops;
-use crate::params::Params;
+use crate::ops::state::Kv;
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
-
-/// What a container keeps between invocations: the DynamoDB client (and its connection pool)
-/// and the `memory` bucket cache.
-pub struct Kv {
-    pub store: Store,
-    pub cache: MemoryCache,
-    pub write_shapes: WriteShapes,
-    pub purge_budget: Duration,
-}
-
-impl Kv {
-    pub fn new(client: aws_sdk_dynamodb::Client, settings: &Settings) -> Kv {
-        Kv {
-            store: Store::new(client, settings),
-            cache: MemoryCache::new(
-                Duration::from_millis(settings.memory_cache_staleness_ms),
-                settings.memory_cache_max_bytes,
-            ),
-            write_shapes: WriteShapes::default(),
-            purge_budget: Duration::from_millis(settings.purge_budget_ms),
-        }
-    }
-}
 
 pub async fn handle(kv: &Kv, function: Function, event: Value) -> Result<Value, FunctionError> {
     handle_until(kv, function, event, Instant::now() + kv.purge_budget).await
@@ -95,7 +70,7 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 /// The time left before Lambda's deadline (epoch ms); None when the context has none (a test
 /// or a local runtime that does not set it).
 fn invocation_time_left(deadline_ms: u64) -> Option<Duration> {
-    let now_ms = crate::time::ns_to_ms(crate::time::now_ns());
+    let now_ms = crate::model::time::ns_to_ms(crate::model::time::now_ns());
     (deadline_ms > now_ms).then(|| Duration::from_millis(deadline_ms - now_ms))
 }
 

@@ -1,6 +1,6 @@
 //! NATS subject patterns over a key's dot-separated tokens: `*` is one token, `>` the rest.
 
-use crate::error::KvError;
+use crate::model::error::KvError;
 
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -12,7 +12,7 @@ impl Filter {
         let invalid = |why: &str| {
             Err(KvError::param(format!(
                 "Parameter 'filter' is not a valid subject pattern ('{}'): {why}",
-                crate::params::truncate(pattern)
+                crate::model::validate::truncate(pattern)
             )))
         };
         if pattern.is_empty() {

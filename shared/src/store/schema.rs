@@ -7,8 +7,8 @@ use super::items::{
     EXPIRY_SECONDS, EXPIRY_SHARD, HEAD_BUCKET, HEAD_REVISION, LATEST_IN_BUCKET, LIST_VALUE, PK,
     REV, TTL,
 };
-use crate::config::Settings;
-use crate::error::KvError;
+use crate::model::config::Settings;
+use crate::model::error::KvError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,

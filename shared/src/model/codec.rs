@@ -1,6 +1,6 @@
 //! How a value's text becomes the bytes stored in DynamoDB, with optional LZ4 compression.
 
-use crate::error::KvError;
+use crate::model::error::KvError;
 
 /// The stored bytes and whether they are compressed. Compression is kept only when it saves
 /// space, so small or incompressible values cost nothing extra to read.

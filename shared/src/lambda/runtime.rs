@@ -1,25 +1,26 @@
 //! The wiring every function binary shares: logging, one SDK client, the Lambda runtime loop.
 
-use crate::config::Settings;
-use crate::dynamo::client::Operation;
-use crate::function::Function;
-use crate::handler::{handle_event, Kv};
+use crate::api::function::Function;
+use crate::lambda::dispatch::handle_event;
+use crate::model::config::Settings;
+use crate::ops::state::Kv;
+use crate::store::client::Operation;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
 pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
-    crate::logging::init();
+    crate::lambda::logging::init();
     // A misconfigured function fails its init, where the deployment shows it, instead of
     // running on a default the template did not ask for.
     let settings = Settings::from_env().map_err(|message| {
         tracing::error!(%message, "configuration");
         lambda_runtime::Error::from(message)
     })?;
-    let client = crate::dynamo::client::from_env().await;
+    let client = crate::store::client::from_env().await;
     // During init, so the first invocation costs what a warm one does: the client's lazy parts
     // are built and the connections it will use are open.
     let (connections, operations) = rehearsal(function);
-    crate::dynamo::client::warm_up(&client, &settings.items_table, connections, operations).await;
+    crate::store::client::warm_up(&client, &settings.items_table, connections, operations).await;
     let kv = Kv::new(client, &settings);
     let kv = &kv;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

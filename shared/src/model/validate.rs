@@ -1,7 +1,6 @@
 //! The naming rules for buckets and keys, and what a storable value is.
 
-use crate::error::KvError;
-use crate::params::{truncate, type_name};
+use crate::model::error::KvError;
 use serde_json::Value;
 
 pub const MAX_BUCKET_NAME_LEN: usize = 255;
@@ -74,6 +73,28 @@ pub fn value_text(value: Option<&Value>) -> Result<String, KvError> {
             "Parameter 'value' must be a string, an object or an array, got {}; wrap it in an object (e.g. {{\"value\": {other}}}) or convert it to a string",
             type_name(other)
         ))),
+    }
+}
+
+pub fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Keeps echoed user input short enough to read in a flow's error output.
+pub fn truncate(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.chars().count() <= MAX {
+        text.to_string()
+    } else {
+        let head: String = text.chars().take(MAX).collect();
+        format!("{head}…")
     }
 }
 

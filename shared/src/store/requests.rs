@@ -3,8 +3,8 @@
 
 use super::errors::{classify, is_condition_failure, storage_error, Failure};
 use super::items::*;
-use crate::config::{BucketConfig, Settings};
-use crate::error::KvError;
+use crate::model::config::{BucketConfig, Settings};
+use crate::model::error::KvError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
@@ -75,6 +75,19 @@ pub enum HeadCondition {
     NoLiveValue { now_ns: u64 },
     /// The head holds an older revision than the new one, whatever it is.
     Older,
+}
+
+/// What one batch of the items table's stream adds up to for one bucket (`count_changes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketDelta {
+    pub incarnation: u64,
+    pub bytes: i64,
+    pub keys: i64,
+    /// Names exactly the records counted, so a redelivery is recognised.
+    pub token: String,
+    /// Positions of the bucket's records in the batch.
+    pub first: usize,
+    pub last: usize,
 }
 
 /// The usage change that moves with a head in a bucket with `max_bytes`.
@@ -211,7 +224,10 @@ impl Store {
             .condition_expression("attribute_exists(#bucket) AND attribute_not_exists(#deleting)")
             .expression_attribute_names("#seq", SEQ)
             .expression_attribute_names("#alloc", LAST_ALLOCATED)
-            .expression_attribute_values(":now", n(crate::time::ns_to_ms(crate::time::now_ns())))
+            .expression_attribute_values(
+                ":now",
+                n(crate::model::time::ns_to_ms(crate::model::time::now_ns())),
+            )
             .expression_attribute_names("#bucket", BUCKET)
             .expression_attribute_names("#deleting", DELETING)
             .expression_attribute_values(":one", n(1))
@@ -251,7 +267,7 @@ impl Store {
 
     fn head_put(&self, write: &HeadWrite<'_>) -> Result<Put, CommitError> {
         let failed = |error| CommitError::Failed(build_failed(error));
-        let now_ms = crate::time::ns_to_ms(crate::time::now_ns());
+        let now_ms = crate::model::time::ns_to_ms(crate::model::time::now_ns());
         if now_ms > write.allocated_ms + COMMIT_WINDOW_MS {
             return Err(CommitError::WindowClosed);
         }
@@ -744,11 +760,7 @@ impl Store {
     /// Adds one batch's changes to the bucket's counts, unless the bucket already counted that
     /// batch (its token is among the last `COUNTED_TOKENS` kept) or is another incarnation
     /// (deleted, or re-created since): false then.
-    pub async fn count_changes(
-        &self,
-        bucket: &str,
-        delta: &crate::ops::items_stream::BucketDelta,
-    ) -> Result<bool, KvError> {
+    pub async fn count_changes(&self, bucket: &str, delta: &BucketDelta) -> Result<bool, KvError> {
         let result = self
             .client
             .update_item()

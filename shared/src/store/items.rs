@@ -16,7 +16,7 @@
 //! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes`, `keys`
 //!   and `inc` (the bucket's `created`).
 
-use crate::error::KvError;
+use crate::model::error::KvError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
@@ -192,7 +192,7 @@ impl Stored {
         Ok(Revision {
             key: key.to_string(),
             rev: self.rev,
-            text: crate::codec::decode(&self.bytes, self.compressed)?,
+            text: crate::model::codec::decode(&self.bytes, self.compressed)?,
             created_ms: self.created_ms,
             expiry_ns: self.expiry_ns,
             op: self.op,
@@ -214,7 +214,10 @@ impl Stored {
         }
         if let Some(expiry) = self.expiry_ns {
             item.insert(EXPIRY_NS.into(), n(expiry));
-            item.insert(TTL.into(), n(crate::time::ttl_attribute_secs(expiry)));
+            item.insert(
+                TTL.into(),
+                n(crate::model::time::ttl_attribute_secs(expiry)),
+            );
         }
         if self.memory {
             item.insert(MEMORY.into(), AttributeValue::Bool(true));

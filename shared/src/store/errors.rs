@@ -3,7 +3,7 @@
 //! which a retry would only repeat. Refusals the caller's input caused (an item too large) are
 //! recognised where the request is built, and become their 4xx there.
 
-use crate::error::KvError;
+use crate::model::error::KvError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
