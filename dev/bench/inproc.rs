@@ -279,7 +279,7 @@ impl Bench {
             }
             Baseline::LatestRevision { bucket, key } => {
                 let started = Instant::now();
-                let head = kv::store::requests::head_read(
+                let head = kv::store::heads::head_read(
                     &self.client,
                     &self.items_table,
                     &kv::store::items::key_pk(bucket, key),
@@ -548,7 +548,7 @@ impl Bench {
             baseline.requests = baseline_requests as f64 / baseline_times.len().max(1) as f64;
         }
         let read_item_bytes = match &case.shadow {
-            Baseline::LatestRevision { bucket, key } => kv::store::requests::head_read(
+            Baseline::LatestRevision { bucket, key } => kv::store::heads::head_read(
                 &self.observer,
                 &self.items_table,
                 &kv::store::items::key_pk(bucket, key),

@@ -32,7 +32,7 @@ pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
 /// What one invocation of the function uses (see `ops`): the most DynamoDB requests it keeps
 /// in flight at once (as many connections are opened during init) and the operations it sends.
 /// Were this to fall behind `ops`, only the first invocation would pay for it.
-fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
+pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
     use Operation::*;
     match function {
         // UpdateItem (revision) alongside GetItem (head), then the head's PutItem alongside the

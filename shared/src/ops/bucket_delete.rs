@@ -22,7 +22,7 @@ use crate::model::error::KvError;
 use crate::model::{time, validate};
 use crate::ops::state::Kv;
 use crate::store::items::WRITES_QUIET_MS;
-use crate::store::requests::BucketRecord;
+use crate::store::BucketRecord;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

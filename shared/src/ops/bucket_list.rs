@@ -4,7 +4,7 @@ use crate::api::params::Params;
 use crate::model::error::KvError;
 use crate::model::validate;
 use crate::ops::state::Kv;
-use crate::store::requests::{BucketRecord, Usage};
+use crate::store::{BucketRecord, Usage};
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {

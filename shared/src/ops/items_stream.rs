@@ -22,7 +22,7 @@ use crate::ops::state::Kv;
 use crate::store::items::{
     self, decode_head, get_str, get_u64, Head, Item, Op, Stored, EXACT_COUNTS, INCARNATION, PK, REV,
 };
-use crate::store::requests::BucketDelta;
+use crate::store::BucketDelta;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};

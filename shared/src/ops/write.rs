@@ -22,7 +22,7 @@ use crate::model::error::KvError;
 use crate::model::{codec, time};
 use crate::ops::state::Kv;
 use crate::store::items::{Head, HeadEntry, Op, Stored, COMMIT_WINDOW_MS, MAX_ITEM_BYTES};
-use crate::store::requests::{CommitError, HeadCondition, HeadWrite, UsageChange};
+use crate::store::{CommitError, HeadCondition, HeadWrite, UsageChange};
 use std::time::{Duration, Instant};
 
 /// Enough for heavy contention on one key (each lost race costs one retry, and losers back

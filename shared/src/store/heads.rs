@@ -1,9 +1,9 @@
-//! The DynamoDB requests behind every KV operation. Each method is one request (or one page of
-//! them); the semantics that combine them live in `ops`.
+//! Heads and archived revisions (items table): reading a key's record, writing a new head (alone,
+//! or with the usage item for `max_bytes`), archives, history, the key-list and expiry indexes.
 
 use super::errors::{classify, is_condition_failure, storage_error, Failure};
 use super::items::*;
-use crate::model::config::{BucketConfig, Settings};
+use super::{build_failed, Store, UsageChange};
 use crate::model::error::KvError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
@@ -12,36 +12,11 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
-
-#[derive(Debug, Clone)]
-pub struct Store {
-    client: Client,
-    buckets: String,
-    items: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct BucketRecord {
-    pub config: BucketConfig,
-    pub created_ms: u64,
-    /// The last revision handed out in this bucket.
-    pub seq: u64,
-    /// When kv-bucket-delete started, if it has: such a bucket no longer exists for callers.
-    pub deleting_ms: Option<u64>,
-    /// When the last revision was handed out (epoch ms), if ever.
-    pub last_allocated_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub bytes: i64,
-    pub keys: i64,
-}
 
 /// A key's new latest revision, written as its head (the head is the record: its value and its
 /// retained revisions' list), and what the write is conditional on.
@@ -77,38 +52,6 @@ pub enum HeadCondition {
     Older,
 }
 
-/// What one batch of the items table's stream adds up to for one bucket (`count_changes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BucketDelta {
-    pub incarnation: u64,
-    pub bytes: i64,
-    pub keys: i64,
-    /// Names exactly the records counted, so a redelivery is recognised.
-    pub token: String,
-    /// Positions of the bucket's records in the batch.
-    pub first: usize,
-    pub last: usize,
-}
-
-/// The usage change that moves with a head in a bucket with `max_bytes`.
-#[derive(Debug, Clone, Copy)]
-pub struct UsageChange {
-    pub incarnation: u64,
-    pub bytes_delta: i64,
-    pub keys_delta: i64,
-    /// The bucket's `bytes` must be at most this before the write (max_bytes minus the growth).
-    pub bytes_ceiling: Option<i64>,
-}
-
-/// Which items of a key's partition a query returns.
-#[derive(Debug, Clone, Copy)]
-enum Partition {
-    /// The head and the archived revisions, whole.
-    Whole,
-    /// Every item including the head, keys only.
-    KeysOnly,
-}
-
 #[derive(Debug)]
 pub enum CommitError {
     /// The revision was handed out too long ago to be written (nothing was sent): a write must
@@ -130,123 +73,62 @@ pub enum CommitError {
     Failed(KvError),
 }
 
-fn build_failed(error: aws_sdk_dynamodb::error::BuildError) -> KvError {
-    KvError::Internal(format!("Could not build a DynamoDB request: {error}"))
+/// Which items of a key's partition a query returns.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Partition {
+    /// The head and the archived revisions, whole.
+    Whole,
+    /// Every item including the head, keys only.
+    KeysOnly,
+}
+
+/// A failed head write that is not a refusal of its condition: the item too large (the
+/// caller's input), or a storage failure whose outcome may or may not be known.
+pub(super) fn commit_failure<E>(operation: &str, error: SdkError<E, HttpResponse>) -> CommitError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if error.code() == Some("ValidationException")
+        && error
+            .message()
+            .is_some_and(|message| message.to_ascii_lowercase().contains("item size"))
+    {
+        return CommitError::Failed(KvError::ValueTooLarge(format!(
+            "The value does not fit in one DynamoDB item ({} KB at most, key and metadata included): {}",
+            MAX_ITEM_BYTES / 1024,
+            error.message().unwrap_or("")
+        )));
+    }
+    match classify(&error) {
+        Failure::OutcomeUnknown => CommitError::OutcomeUnknown(storage_error(operation, error)),
+        Failure::Refused => CommitError::Contention(storage_error(operation, error)),
+        Failure::Permanent => CommitError::Failed(storage_error(operation, error)),
+    }
+}
+
+pub(super) fn decode_archived(item: &Item) -> Result<Stored, KvError> {
+    let rev = get_u64(item, REV)
+        .ok_or_else(|| KvError::Internal("Stored item is malformed: item without 'rev'".into()))?;
+    decode_stored(rev, item)
+}
+
+/// The request behind `Store::read_head` with a consistent read, unsent: `make bench` times it
+/// raw beside the handler, so the two must be the same request.
+pub fn head_read(
+    client: &Client,
+    items_table: &str,
+    pk: &str,
+    consistent: bool,
+) -> aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder {
+    client
+        .get_item()
+        .table_name(items_table)
+        .key(PK, s(pk))
+        .key(REV, n(0))
+        .consistent_read(consistent)
 }
 
 impl Store {
-    pub fn new(client: Client, settings: &Settings) -> Store {
-        Store {
-            client,
-            buckets: settings.buckets_table.clone(),
-            items: settings.items_table.clone(),
-        }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// Creates the bucket and its usage counter together; false when the bucket already exists.
-    pub async fn create_bucket(
-        &self,
-        config: &BucketConfig,
-        created_ms: u64,
-    ) -> Result<bool, KvError> {
-        let config_json = serde_json::to_string(config).map_err(|error| {
-            KvError::Internal(format!("Could not encode the configuration: {error}"))
-        })?;
-        let bucket_item = Put::builder()
-            .table_name(&self.buckets)
-            .item(BUCKET, s(&config.bucket))
-            .item(CONFIG, s(config_json))
-            .item(CREATED, n(created_ms))
-            .item(SEQ, n(0))
-            .condition_expression("attribute_not_exists(#bucket)")
-            .expression_attribute_names("#bucket", BUCKET)
-            .build()
-            .map_err(build_failed)?;
-        let usage_item = Put::builder()
-            .table_name(&self.items)
-            .item(PK, s(usage_pk(&config.bucket)))
-            .item(REV, n(0))
-            .item(USED_BYTES, n(0))
-            .item(LIVE_KEYS, n(0))
-            .item(INCARNATION, n(created_ms))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .build()
-            .map_err(build_failed)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(bucket_item).build())
-            .transact_items(TransactWriteItem::builder().put(usage_item).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) => match error.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                    if cancelled
-                        .cancellation_reasons()
-                        .iter()
-                        .any(|reason| reason.code() == Some("ConditionalCheckFailed")) =>
-                {
-                    Ok(false)
-                }
-                _ => Err(storage_error("TransactWriteItems", error)),
-            },
-        }
-    }
-
-    pub async fn read_bucket(&self, bucket: &str) -> Result<Option<BucketRecord>, KvError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.buckets)
-            .key(BUCKET, s(bucket))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|error| storage_error("GetItem", error))?;
-        output.item().map(decode_bucket).transpose()
-    }
-
-    /// Hands out the bucket's next revision and returns its configuration in the same request.
-    pub async fn allocate_revision(&self, bucket: &str) -> Result<BucketRecord, KvError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.buckets)
-            .key(BUCKET, s(bucket))
-            .update_expression("ADD #seq :one SET #alloc = :now")
-            .condition_expression("attribute_exists(#bucket) AND attribute_not_exists(#deleting)")
-            .expression_attribute_names("#seq", SEQ)
-            .expression_attribute_names("#alloc", LAST_ALLOCATED)
-            .expression_attribute_values(
-                ":now",
-                n(crate::model::time::ns_to_ms(crate::model::time::now_ns())),
-            )
-            .expression_attribute_names("#bucket", BUCKET)
-            .expression_attribute_names("#deleting", DELETING)
-            .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(output) => output
-                .attributes()
-                .map(decode_bucket)
-                .transpose()?
-                .ok_or_else(|| KvError::Internal("UpdateItem returned no attributes".into())),
-            Err(error) if is_condition_failure(&error) => {
-                Err(KvError::BucketNotFound(bucket.to_string()))
-            }
-            Err(error) => Err(storage_error("UpdateItem", error)),
-        }
-    }
-
     pub async fn read_head(
         &self,
         bucket: &str,
@@ -265,7 +147,7 @@ impl Store {
         decode_head(output.item())
     }
 
-    fn head_put(&self, write: &HeadWrite<'_>) -> Result<Put, CommitError> {
+    pub(super) fn head_put(&self, write: &HeadWrite<'_>) -> Result<Put, CommitError> {
         let failed = |error| CommitError::Failed(build_failed(error));
         let now_ms = crate::model::time::ns_to_ms(crate::model::time::now_ns());
         if now_ms > write.allocated_ms + COMMIT_WINDOW_MS {
@@ -335,7 +217,7 @@ impl Store {
     /// The head's write as an update: every attribute of the new head set, every optional one
     /// it lacks removed, and the revisions the head held before kept in `r1`..`r3`, so a
     /// writer whose answer was lost can still recognise its revision after a few later writes.
-    fn head_update(&self, write: &HeadWrite<'_>) -> Result<Update, CommitError> {
+    pub(super) fn head_update(&self, write: &HeadWrite<'_>) -> Result<Update, CommitError> {
         let put = self.head_put(write)?;
         let mut names = put
             .expression_attribute_names()
@@ -557,74 +439,6 @@ impl Store {
         output.item().map(decode_archived).transpose()
     }
 
-    pub async fn usage(&self, bucket: &str) -> Result<Option<Usage>, KvError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.items)
-            .key(PK, s(usage_pk(bucket)))
-            .key(REV, n(0))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|error| storage_error("GetItem", error))?;
-        Ok(output.item().map(decode_usage))
-    }
-
-    /// Usage of many buckets, 100 per BatchGetItem, retrying what DynamoDB leaves unprocessed.
-    pub async fn usages(&self, buckets: &[String]) -> Result<HashMap<String, Usage>, KvError> {
-        let mut found = HashMap::new();
-        for chunk in buckets.chunks(100) {
-            let mut keys = KeysAndAttributes::builder().consistent_read(true);
-            for bucket in chunk {
-                keys = keys.keys(
-                    [
-                        (PK.to_string(), s(usage_pk(bucket))),
-                        (REV.to_string(), n(0)),
-                    ]
-                    .into(),
-                );
-            }
-            let read = self.get_batch(keys).await?;
-            for item in &read {
-                if let Some(bucket) = get_str(item, PK) {
-                    found.insert(bucket.to_string(), decode_usage(item));
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// One page of buckets in table order, and the name to continue after when there are more.
-    pub async fn scan_buckets(
-        &self,
-        limit: Option<i32>,
-        start_after: Option<&str>,
-    ) -> Result<(Vec<BucketRecord>, Option<String>), KvError> {
-        let output = self
-            .client
-            .scan()
-            .table_name(&self.buckets)
-            .consistent_read(true)
-            .set_limit(limit)
-            .set_exclusive_start_key(
-                start_after.map(|name| HashMap::from([(BUCKET.to_string(), s(name))])),
-            )
-            .send()
-            .await
-            .map_err(|error| storage_error("Scan", error))?;
-        let records = output
-            .items()
-            .iter()
-            .map(decode_bucket)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = output
-            .last_evaluated_key()
-            .and_then(|key| get_str(key, BUCKET))
-            .map(str::to_string);
-        Ok((records, next))
-    }
-
     /// Up to `limit` heads of live values with a revision above `after`, in revision order, in
     /// one request (index entries: keys, revision, and the value when it is small); the flag
     /// says whether the index holds more beyond them.
@@ -704,7 +518,7 @@ impl Store {
     }
 
     /// Every item of one partition, strongly consistent, in as many pages as it takes.
-    async fn partition(&self, pk: &str, part: Partition) -> Result<Vec<Item>, KvError> {
+    pub(super) async fn partition(&self, pk: &str, part: Partition) -> Result<Vec<Item>, KvError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -755,69 +569,6 @@ impl Store {
             .items()
             .first()
             .and_then(|item| get_u64(item, HEAD_REVISION)))
-    }
-
-    /// Adds one batch's changes to the bucket's counts, unless the bucket already counted that
-    /// batch (its token is among the last `COUNTED_TOKENS` kept) or is another incarnation
-    /// (deleted, or re-created since): false then.
-    pub async fn count_changes(&self, bucket: &str, delta: &BucketDelta) -> Result<bool, KvError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.items)
-            .key(PK, s(usage_pk(bucket)))
-            .key(REV, n(0))
-            .update_expression(
-                "ADD #bytes :bytes, #keys :keys SET #counted = list_append(if_not_exists(#counted, :none), :token)",
-            )
-            .condition_expression("#inc = :inc AND NOT contains(#counted, :id)")
-            .expression_attribute_names("#bytes", USED_BYTES)
-            .expression_attribute_names("#keys", LIVE_KEYS)
-            .expression_attribute_names("#counted", COUNTED_BATCHES)
-            .expression_attribute_names("#inc", INCARNATION)
-            .expression_attribute_values(":bytes", n(delta.bytes))
-            .expression_attribute_values(":keys", n(delta.keys))
-            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
-            .expression_attribute_values(":token", AttributeValue::L(vec![s(&delta.token)]))
-            .expression_attribute_values(":id", s(&delta.token))
-            .expression_attribute_values(":inc", n(delta.incarnation))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await;
-        let output = match result {
-            Ok(output) => output,
-            Err(error) if is_condition_failure(&error) => return Ok(false),
-            Err(error) => return Err(storage_error("UpdateItem", error)),
-        };
-        let kept = output
-            .attributes()
-            .and_then(|item| item.get(COUNTED_BATCHES))
-            .and_then(|list| list.as_l().ok())
-            .map_or(0, Vec::len);
-        if kept > COUNTED_TOKENS {
-            // The oldest half goes; a redelivery comes long before that many later batches.
-            let oldest: Vec<String> = (0..COUNTED_TOKENS / 2)
-                .map(|index| format!("#counted[{index}]"))
-                .collect();
-            let trimmed = self
-                .client
-                .update_item()
-                .table_name(&self.items)
-                .key(PK, s(usage_pk(bucket)))
-                .key(REV, n(0))
-                .update_expression(format!("REMOVE {}", oldest.join(", ")))
-                .condition_expression("size(#counted) > :kept")
-                .expression_attribute_names("#counted", COUNTED_BATCHES)
-                .expression_attribute_values(":kept", n(COUNTED_TOKENS))
-                .send()
-                .await;
-            match trimmed {
-                Ok(_) => {}
-                Err(error) if is_condition_failure(&error) => {}
-                Err(error) => return Err(storage_error("UpdateItem", error)),
-            }
-        }
-        Ok(true)
     }
 
     /// One page of the heads one `by-expiry` partition lists as expired by `now_secs`, and where
@@ -894,301 +645,4 @@ impl Store {
             Err(error) => Err(storage_error("UpdateItem", error)),
         }
     }
-
-    /// Marks the bucket as being deleted (idempotently) and returns it; None if it never existed.
-    pub async fn mark_deleting(
-        &self,
-        bucket: &str,
-        now_ms: u64,
-    ) -> Result<Option<BucketRecord>, KvError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.buckets)
-            .key(BUCKET, s(bucket))
-            .update_expression("SET #deleting = if_not_exists(#deleting, :now)")
-            .condition_expression("attribute_exists(#bucket)")
-            .expression_attribute_names("#deleting", DELETING)
-            .expression_attribute_names("#bucket", BUCKET)
-            .expression_attribute_values(":now", n(now_ms))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(output) => output.attributes().map(decode_bucket).transpose(),
-            Err(error) if is_condition_failure(&error) => Ok(None),
-            Err(error) => Err(storage_error("UpdateItem", error)),
-        }
-    }
-
-    /// Removing the usage item makes every in-flight write's transaction fail its condition,
-    /// so no write that started before the delete can land after it.
-    pub async fn delete_usage(&self, bucket: &str) -> Result<(), KvError> {
-        self.client
-            .delete_item()
-            .table_name(&self.items)
-            .key(PK, s(usage_pk(bucket)))
-            .key(REV, n(0))
-            .send()
-            .await
-            .map_err(|error| storage_error("DeleteItem", error))?;
-        Ok(())
-    }
-
-    /// One page of the bucket's key partitions from the `by-bucket` index.
-    pub async fn key_partitions(
-        &self,
-        bucket: &str,
-        after: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), KvError> {
-        let start = after.map(|pk| {
-            HashMap::from([
-                (HEAD_BUCKET.to_string(), s(bucket)),
-                (PK.to_string(), s(pk)),
-                (REV.to_string(), n(0)),
-            ])
-        });
-        let output = self
-            .client
-            .query()
-            .table_name(&self.items)
-            .index_name(BY_BUCKET_INDEX)
-            .key_condition_expression("#hb = :bucket")
-            .expression_attribute_names("#hb", HEAD_BUCKET)
-            .expression_attribute_values(":bucket", s(bucket))
-            .set_exclusive_start_key(start)
-            .limit(100)
-            .send()
-            .await
-            .map_err(|error| storage_error("Query", error))?;
-        let partitions = output
-            .items()
-            .iter()
-            .filter_map(|item| get_str(item, PK))
-            .map(str::to_string)
-            .collect();
-        let next = output
-            .last_evaluated_key()
-            .and_then(|key| get_str(key, PK))
-            .map(str::to_string);
-        Ok((partitions, next))
-    }
-
-    /// Every item of one key (head, revisions, markers), keys only.
-    pub async fn partition_items(&self, pk: &str) -> Result<Vec<u64>, KvError> {
-        let items = self.partition(pk, Partition::KeysOnly).await?;
-        Ok(items.iter().filter_map(|item| get_u64(item, REV)).collect())
-    }
-
-    /// Deletes items 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed.
-    pub async fn delete_items(&self, keys: &[(String, u64)]) -> Result<(), KvError> {
-        let mut writes = Vec::with_capacity(keys.len());
-        for (pk, rev) in keys {
-            let delete = DeleteRequest::builder()
-                .key(PK, s(pk))
-                .key(REV, n(rev))
-                .build()
-                .map_err(build_failed)?;
-            writes.push(WriteRequest::builder().delete_request(delete).build());
-        }
-        self.write_batches(writes).await
-    }
-
-    /// The items of one `BatchGetItem` of the items table (100 keys at most), re-sending what
-    /// DynamoDB leaves unprocessed.
-    async fn get_batch(
-        &self,
-        keys: aws_sdk_dynamodb::types::builders::KeysAndAttributesBuilder,
-    ) -> Result<Vec<Item>, KvError> {
-        let request = HashMap::from([(self.items.clone(), keys.build().map_err(build_failed)?)]);
-        until_processed(request, |pending| async move {
-            let output = self
-                .client
-                .batch_get_item()
-                .set_request_items(Some(pending))
-                .send()
-                .await
-                .map_err(|error| storage_error("BatchGetItem", error))?;
-            let items = output
-                .responses()
-                .and_then(|tables| tables.get(&self.items));
-            Ok((
-                items.cloned().unwrap_or_default(),
-                output.unprocessed_keys().cloned(),
-            ))
-        })
-        .await
-    }
-
-    /// Writes archived revisions (partition key, revision) 25 per BatchWriteItem.
-    pub async fn archive_many(&self, archives: &[(String, &Stored)]) -> Result<(), KvError> {
-        let mut writes = Vec::with_capacity(archives.len());
-        for (pk, stored) in archives {
-            let put = PutRequest::builder()
-                .set_item(Some(stored.attributes()))
-                .item(PK, s(pk))
-                .item(REV, n(stored.rev))
-                .build()
-                .map_err(build_failed)?;
-            writes.push(WriteRequest::builder().put_request(put).build());
-        }
-        self.write_batches(writes).await
-    }
-
-    async fn write_batches(&self, writes: Vec<WriteRequest>) -> Result<(), KvError> {
-        for chunk in writes.chunks(25) {
-            let request = HashMap::from([(self.items.clone(), chunk.to_vec())]);
-            until_processed(request, |pending| async move {
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|error| storage_error("BatchWriteItem", error))?;
-                Ok((Vec::new(), output.unprocessed_items().cloned()))
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Asks the buckets table's stream to invoke the purger again for this bucket.
-    pub async fn bump_purge_round(&self, bucket: &str) -> Result<(), KvError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.buckets)
-            .key(BUCKET, s(bucket))
-            .update_expression("ADD #round :one")
-            .condition_expression("attribute_exists(#deleting)")
-            .expression_attribute_names("#round", PURGE_ROUND)
-            .expression_attribute_names("#deleting", DELETING)
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(storage_error("UpdateItem", error)),
-        }
-    }
-
-    /// Frees the bucket's name once its items are gone.
-    pub async fn delete_bucket_record(&self, bucket: &str) -> Result<(), KvError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.buckets)
-            .key(BUCKET, s(bucket))
-            .condition_expression("attribute_exists(#deleting)")
-            .expression_attribute_names("#deleting", DELETING)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(storage_error("DeleteItem", error)),
-        }
-    }
-}
-
-/// Sends a batch and re-sends what DynamoDB leaves unprocessed, with backoff; returns every
-/// item the batch read.
-async fn until_processed<T, F, Fut>(
-    first: HashMap<String, T>,
-    mut send: F,
-) -> Result<Vec<Item>, KvError>
-where
-    F: FnMut(HashMap<String, T>) -> Fut,
-    Fut: std::future::Future<Output = Result<(Vec<Item>, Option<HashMap<String, T>>), KvError>>,
-{
-    const ATTEMPTS: u32 = 12;
-    let mut read = Vec::new();
-    let mut pending = Some(first);
-    for attempt in 0..ATTEMPTS {
-        let Some(request) = pending.take().filter(|request| !request.is_empty()) else {
-            return Ok(read);
-        };
-        if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5))).await;
-        }
-        let (items, unprocessed) = send(request).await?;
-        read.extend(items);
-        pending = unprocessed;
-    }
-    match pending {
-        Some(request) if !request.is_empty() => Err(KvError::Unavailable(format!(
-            "DynamoDB left part of a batch unprocessed after {ATTEMPTS} attempts"
-        ))),
-        _ => Ok(read),
-    }
-}
-
-fn decode_bucket(item: &Item) -> Result<BucketRecord, KvError> {
-    let config_json = get_str(item, CONFIG)
-        .ok_or_else(|| KvError::Internal("Bucket item without configuration".into()))?;
-    let config: BucketConfig = serde_json::from_str(config_json).map_err(|error| {
-        KvError::Internal(format!("Bucket configuration is malformed: {error}"))
-    })?;
-    Ok(BucketRecord {
-        config,
-        created_ms: get_u64(item, CREATED).unwrap_or(0),
-        seq: get_u64(item, SEQ).unwrap_or(0),
-        deleting_ms: get_u64(item, DELETING),
-        last_allocated_ms: get_u64(item, LAST_ALLOCATED),
-    })
-}
-
-fn decode_usage(item: &Item) -> Usage {
-    Usage {
-        bytes: get_i64(item, USED_BYTES).unwrap_or(0),
-        keys: get_i64(item, LIVE_KEYS).unwrap_or(0),
-    }
-}
-
-/// A failed head write that is not a refusal of its condition: the item too large (the
-/// caller's input), or a storage failure whose outcome may or may not be known.
-fn commit_failure<E>(operation: &str, error: SdkError<E, HttpResponse>) -> CommitError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    if error.code() == Some("ValidationException")
-        && error
-            .message()
-            .is_some_and(|message| message.to_ascii_lowercase().contains("item size"))
-    {
-        return CommitError::Failed(KvError::ValueTooLarge(format!(
-            "The value does not fit in one DynamoDB item ({} KB at most, key and metadata included): {}",
-            MAX_ITEM_BYTES / 1024,
-            error.message().unwrap_or("")
-        )));
-    }
-    match classify(&error) {
-        Failure::OutcomeUnknown => CommitError::OutcomeUnknown(storage_error(operation, error)),
-        Failure::Refused => CommitError::Contention(storage_error(operation, error)),
-        Failure::Permanent => CommitError::Failed(storage_error(operation, error)),
-    }
-}
-
-fn decode_archived(item: &Item) -> Result<Stored, KvError> {
-    let rev = get_u64(item, REV)
-        .ok_or_else(|| KvError::Internal("Stored item is malformed: item without 'rev'".into()))?;
-    decode_stored(rev, item)
-}
-
-/// The request behind `Store::read_head` with a consistent read, unsent: `make bench` times it
-/// raw beside the handler, so the two must be the same request.
-pub fn head_read(
-    client: &Client,
-    items_table: &str,
-    pk: &str,
-    consistent: bool,
-) -> aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder {
-    client
-        .get_item()
-        .table_name(items_table)
-        .key(PK, s(pk))
-        .key(REV, n(0))
-        .consistent_read(consistent)
 }
