@@ -609,7 +609,7 @@ async fn deletes_racing_puts_keep_history_in_revision_order() {
 #[tokio::test]
 async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
     use kv::store::items::{HeadEntry, Op, Stored};
-    use kv::store::requests::{CommitError, HeadCondition, HeadWrite};
+    use kv::store::{CommitError, HeadCondition, HeadWrite};
     let kv = container();
     let name = bucket(&kv, "incarnation", json!({})).await;
     // A writer takes its revision, then stalls while the bucket is deleted and re-created.
@@ -731,7 +731,7 @@ async fn the_expiry_sweeper_alone_takes_expired_values_out() {
 #[tokio::test]
 async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
     use kv::store::items::{HeadEntry, Op, Stored};
-    use kv::store::requests::{HeadCondition, HeadWrite};
+    use kv::store::{HeadCondition, HeadWrite};
     let kv = container();
     let name = bucket(&kv, "stopped", json!({"history": 3})).await;
     let first = put(&kv, &name, "k", json!("one")).await;

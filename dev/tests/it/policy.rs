@@ -113,22 +113,40 @@ async fn world() -> World {
 
 type Grants = BTreeSet<(String, String)>;
 
+/// What a function's requests were: the permissions they needed and the operations they were.
+#[derive(Debug, Default, Clone)]
+struct Used {
+    grants: Grants,
+    operations: BTreeSet<String>,
+}
+
+impl Used {
+    fn extend(&mut self, other: Used) {
+        self.grants.extend(other.grants);
+        self.operations.extend(other.operations);
+    }
+}
+
 impl World {
     /// Invokes the handler; returns its response and the permissions its requests needed, with
     /// the tables named by their template logical ids.
-    async fn invoke(&self, function: Function, payload: Value) -> (Value, Grants) {
+    async fn invoke(&self, function: Function, payload: Value) -> (Value, Used) {
         self.meter.take();
         let response = invoke(&self.kv, function, payload.clone())
             .await
             .unwrap_or_else(|error| panic!("{} {payload} failed: {error}", function.name()));
-        let used = self
-            .meter
-            .take()
-            .requests
-            .into_iter()
-            .flat_map(|request| request.permissions)
-            .map(|permission| (permission.action, self.logical(&permission.resource)))
-            .collect();
+        let requests = self.meter.take().requests;
+        let used = Used {
+            operations: requests
+                .iter()
+                .map(|request| request.operation.clone())
+                .collect(),
+            grants: requests
+                .into_iter()
+                .flat_map(|request| request.permissions)
+                .map(|permission| (permission.action, self.logical(&permission.resource)))
+                .collect(),
+        };
         (response, used)
     }
 
@@ -150,9 +168,9 @@ impl World {
 
 /// Plays one event in fresh tables after the setup events: what each function needed, and
 /// what was not as the event's name says.
-async fn play(event: Event, setup: Vec<Event>) -> (BTreeMap<String, Grants>, Option<String>) {
+async fn play(event: Event, setup: Vec<Event>) -> (BTreeMap<String, Used>, Option<String>) {
     let world = world().await;
-    let mut used: BTreeMap<String, Grants> = BTreeMap::new();
+    let mut used: BTreeMap<String, Used> = BTreeMap::new();
     for step in &setup {
         let (response, grants) = world.invoke(step.function, step.payload.clone()).await;
         assert_eq!(
@@ -212,7 +230,7 @@ async fn play(event: Event, setup: Vec<Event>) -> (BTreeMap<String, Grants>, Opt
 }
 
 /// Plays every event, each in its own tables, concurrently.
-async fn play_events() -> BTreeMap<String, Grants> {
+async fn play_events() -> BTreeMap<String, Used> {
     let events = events();
     let setup: Vec<Event> = events
         .iter()
@@ -223,7 +241,7 @@ async fn play_events() -> BTreeMap<String, Grants> {
     for event in events {
         runs.spawn(play(event, setup.clone()));
     }
-    let mut used: BTreeMap<String, Grants> = BTreeMap::new();
+    let mut used: BTreeMap<String, Used> = BTreeMap::new();
     let mut problems = Vec::new();
     while let Some(run) = runs.join_next().await {
         let (grants, problem) = run.expect("an event run panicked");
@@ -251,8 +269,8 @@ async fn every_event_has_the_outcome_its_name_says_and_each_policy_grants_exactl
             ));
             continue;
         };
-        let missing: Vec<_> = used.difference(&granted).collect();
-        let unused: Vec<_> = granted.difference(used).collect();
+        let missing: Vec<_> = used.grants.difference(&granted).collect();
+        let unused: Vec<_> = granted.difference(&used.grants).collect();
         if !missing.is_empty() {
             problems.push(format!(
                 "{logical_id} ({binary}) is missing {missing:?} (AccessDenied when deployed)"
@@ -261,6 +279,36 @@ async fn every_event_has_the_outcome_its_name_says_and_each_policy_grants_exactl
         if !unused.is_empty() {
             problems.push(format!(
                 "{logical_id} ({binary}) grants {unused:?}, which no scenario uses"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    the_warm_up_rehearses_what_the_scenarios_send(&used);
+}
+
+/// Init rehearses each function's operations so its first invocation costs what a warm one
+/// does (`kv::lambda::runtime::rehearsal`): the list must be exactly what the events' requests
+/// were, so that it fails here when an operation changes what it sends.
+fn the_warm_up_rehearses_what_the_scenarios_send(used: &BTreeMap<String, Used>) {
+    let mut problems = Vec::new();
+    for function in Function::ALL {
+        let (connections, listed) = kv::lambda::runtime::rehearsal(function);
+        let listed: BTreeSet<String> = listed.iter().map(|op| format!("{op:?}")).collect();
+        let sent = used
+            .get(function.name())
+            .map(|used| used.operations.clone())
+            .unwrap_or_default();
+        // Init opens its connections with GetItems, which rehearses GetItem too.
+        let mut rehearsed = listed.clone();
+        if connections > 0 {
+            rehearsed.insert("GetItem".to_string());
+        }
+        let missing: Vec<_> = sent.difference(&rehearsed).collect();
+        let unused: Vec<_> = listed.difference(&sent).collect();
+        if !missing.is_empty() || !unused.is_empty() {
+            problems.push(format!(
+                "{}: init does not rehearse {missing:?} that the events sent, and rehearses {unused:?} that they did not",
+                function.name()
             ));
         }
     }
