@@ -31,7 +31,8 @@ pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
 
 /// What one invocation of the function uses (see `ops`): the most DynamoDB requests it keeps
 /// in flight at once (as many connections are opened during init) and the operations it sends.
-/// Were this to fall behind `ops`, only the first invocation would pay for it.
+/// Were this to fall behind `ops`, the first invocation would pay for it; the policy test
+/// (dev/tests/it/policy.rs) fails when it differs from what the events of `events/` send.
 pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
     use Operation::*;
     match function {
