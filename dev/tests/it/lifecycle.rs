@@ -683,7 +683,8 @@ async fn the_expiry_sweeper_alone_takes_expired_values_out() {
     )
     .await;
     assert_eq!(status(&swept), 200, "{swept}");
-    assert_eq!(swept["body"]["expired"], 1, "{swept}");
+    // At least this test's value: the suite's other tests share the tables.
+    assert!(swept["body"]["expired"].as_u64() >= Some(1), "{swept}");
 
     // The head lost its value and its index entries; the latest is an expiry.
     let head = kv.store.read_head(&name, "short", true).await.unwrap();
@@ -718,7 +719,9 @@ async fn the_expiry_sweeper_alone_takes_expired_values_out() {
     .await;
     assert_eq!(status(&created), 200, "{created}");
     let again = call(&kv, kv::Function::ExpirySweep, json!({})).await;
-    assert_eq!(again["body"]["expired"], 0, "{again}");
+    assert_eq!(status(&again), 200, "{again}");
+    let head = kv.store.read_head(&name, "short", true).await.unwrap();
+    assert_eq!(head.latest.map(|latest| latest.op), Some(items::Op::Put));
     // The counts followed, through the stream: v1 (history) + v3 + "stays"; two live keys.
     let counted = info(&kv, &name).await;
     assert_eq!(
@@ -871,4 +874,35 @@ async fn counts_from_the_stream_equal_a_recount_and_redelivery_changes_nothing()
             "{bucket} changed when its batches came again"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_sweeper_credits_a_max_bytes_bucket_at_once() {
+    let kv = container();
+    let name = bucket(&kv, "expiry-exact", json!({"max_bytes": 100, "history": 2})).await;
+    let expiring = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": "a", "value": "x".repeat(60), "ttl": 1_000_000_000u64}),
+    )
+    .await;
+    assert_eq!(status(&expiring), 200, "{expiring}");
+    put(&kv, &name, "b", json!("y".repeat(30))).await;
+    let c = json!({"bucket": name, "key": "c", "value": "z".repeat(60)});
+    assert_error(&call(&kv, KeyPut, c.clone()).await, 413, "bucket_full");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    let swept = call(&kv, kv::Function::ExpirySweep, json!({})).await;
+    assert_eq!(status(&swept), 200, "{swept}");
+    // Exact at once, without the stream: the usage item moved with the head.
+    assert_eq!(listed_usage(&kv, &name).await, (1, 30));
+    let written = call(&kv, KeyPut, c).await;
+    assert_eq!(status(&written), 200, "{written}");
+    // Sweeping again credits nothing twice.
+    let again = call(&kv, kv::Function::ExpirySweep, json!({})).await;
+    assert_eq!(status(&again), 200, "{again}");
+    assert_eq!(listed_usage(&kv, &name).await, (2, 90));
+    // The key's next write finds no expired revision left to credit.
+    put(&kv, &name, "a", json!("w")).await;
+    assert_eq!(listed_usage(&kv, &name).await, (3, 91));
 }

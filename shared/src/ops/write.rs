@@ -560,6 +560,7 @@ mod tests {
             entries,
             latest: None,
             recent: Vec::new(),
+            exact_counts: None,
         }
     }
 

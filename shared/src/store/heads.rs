@@ -602,10 +602,11 @@ impl Store {
         Ok((pks, output.last_evaluated_key().cloned()))
     }
 
-    /// Takes an expired latest value out of its head: no value, out of the key-list and expiry
-    /// indexes, `op` EXPIRED (which the stream reports), and the retained list without expired
-    /// revisions. Conditional on the head being the one read and still expired, so a write
-    /// that replaced it meanwhile is never touched; false when that condition failed.
+    /// Takes an expired latest value out of its head: no value, no key-list or expiry index
+    /// entry, `entries` as the retained list, `op` EXPIRED. Conditional on the head still being
+    /// that unexpired-marked value, so sending it again, or after a write replaced the value,
+    /// changes nothing. In a `max_bytes` bucket the usage item moves with it, in one
+    /// transaction, since its counts must stay exact. False when there was nothing to do.
     pub async fn expire_head(
         &self,
         pk: &str,
@@ -616,14 +617,12 @@ impl Store {
         let Some(cur) = head.cur else {
             return Ok(false);
         };
-        let result = self
-            .client
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.items)
             .key(PK, s(pk))
             .key(REV, n(0))
             .update_expression("SET #op = :expired, #h = :h REMOVE #v, #lv, #gb, #xp, #xs")
-            .condition_expression("#cur = :cur AND #x <= :now")
+            .condition_expression("#cur = :cur AND #x <= :now AND attribute_not_exists(#op)")
             .expression_attribute_names("#op", OP)
             .expression_attribute_names("#h", HEAD_ENTRIES)
             .expression_attribute_names("#v", VALUE)
@@ -637,12 +636,75 @@ impl Store {
             .expression_attribute_values(":h", encode_head_entries(entries))
             .expression_attribute_values(":cur", n(cur))
             .expression_attribute_values(":now", n(now_ns))
+            .build()
+            .map_err(build_failed)?;
+        let Some(incarnation) = head.exact_counts else {
+            let result = self
+                .client
+                .update_item()
+                .table_name(update.table_name())
+                .set_key(Some(update.key().clone()))
+                .update_expression(update.update_expression())
+                .set_condition_expression(update.condition_expression().map(str::to_string))
+                .set_expression_attribute_names(update.expression_attribute_names().cloned())
+                .set_expression_attribute_values(update.expression_attribute_values().cloned())
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(true),
+                Err(error) if is_condition_failure(&error) => Ok(false),
+                Err(error) => Err(storage_error("UpdateItem", error)),
+            };
+        };
+        let size = |entries: &[HeadEntry]| -> i64 {
+            entries
+                .iter()
+                .map(|entry| i64::try_from(entry.size).unwrap_or(i64::MAX))
+                .sum()
+        };
+        let usage = Update::builder()
+            .table_name(&self.items)
+            .key(
+                PK,
+                // Bucket names hold no '/', so the head's key starts with its bucket's.
+                s(usage_pk(
+                    pk.split_once('/').map_or(pk, |(bucket, _)| bucket),
+                )),
+            )
+            .key(REV, n(0))
+            .update_expression("ADD #bytes :bytes, #keys :keys")
+            .condition_expression("#inc = :inc")
+            .expression_attribute_names("#bytes", USED_BYTES)
+            .expression_attribute_names("#keys", LIVE_KEYS)
+            .expression_attribute_names("#inc", INCARNATION)
+            .expression_attribute_values(":bytes", n(size(entries) - size(&head.entries)))
+            .expression_attribute_values(":keys", n(-1))
+            .expression_attribute_values(":inc", n(incarnation))
+            .build()
+            .map_err(build_failed)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(TransactWriteItem::builder().update(usage).build())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(storage_error("UpdateItem", error)),
+        let error = match result {
+            Ok(_) => return Ok(true),
+            Err(error) => error,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            error.as_service_error()
+        {
+            // The head changed, or the bucket was deleted: nothing of this value to take out.
+            if cancelled
+                .cancellation_reasons()
+                .iter()
+                .any(|reason| reason.code() == Some("ConditionalCheckFailed"))
+            {
+                return Ok(false);
+            }
         }
+        Err(storage_error("TransactWriteItems", error))
     }
 }

@@ -173,6 +173,9 @@ pub struct Head {
     pub latest: Option<Stored>,
     /// The revisions the head held before its latest (`RECENT_REVISIONS`), newest first.
     pub recent: Vec<u64>,
+    /// Written in a bucket with `max_bytes` (`EXACT_COUNTS`), of this incarnation of the
+    /// bucket: its changes move the usage item in the same request.
+    pub exact_counts: Option<u64>,
 }
 
 /// A revision as stored (a head's latest, or an archived older one): the value still encoded.
@@ -361,6 +364,9 @@ pub fn decode_head(item: Option<&Item>) -> Result<Head, KvError> {
             .filter_map(|name| get_u64(item, name))
             .filter(|rev| *rev > 0)
             .collect(),
+        exact_counts: get_bool(item, EXACT_COUNTS)
+            .then(|| get_u64(item, INCARNATION))
+            .flatten(),
     })
 }
 
