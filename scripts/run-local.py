@@ -10,9 +10,9 @@ standard library only (the streams runner it starts needs boto3, which `make too
                          run one Step Functions definition against a running `serve`
 
 The flows are the state machines of statemachines/*.asl.json, walked state by state by the
-`kv-flow` binary (flow/, the same engine tests/e2e.rs walks them with), each Task invoking the
-function through the Invoke API (POST /2015-03-31/functions/NAME/invocations), as Step Functions
-would call the deployed functions. The executions played by `demo`, and what each must end as, are
+`kv-flow` binary (flow/, the same engine dev/tests/it/e2e.rs walks them with), each Task
+invoking the function through the Invoke API (POST /2015-03-31/functions/NAME/invocations), as
+Step Functions would call the deployed functions. The executions played by `demo`, and what each must end as, are
 listed in statemachines/examples.json. Everything started is stopped on exit, on Ctrl-C and on
 failure.
 """
@@ -164,10 +164,10 @@ def start_stack(stack, watch_args, watch_log, env_extra=None, streams_log=None):
 
     env = environment(dynamodb_port)
     env.update(env_extra or {})
-    step(f"Creating the tables {env['KV_BUCKETS_TABLE']} and {env['KV_ITEMS_TABLE']} (cargo run --bin kv-tables)")
+    step(f"Creating the tables {env['KV_BUCKETS_TABLE']} and {env['KV_ITEMS_TABLE']} (cargo run -p kv-dev --bin kv-tables)")
     deadline = time.monotonic() + 60
     while True:
-        result = subprocess.run(["cargo", "run", "--quiet", "--bin", "kv-tables"], cwd=ROOT, env=env)
+        result = subprocess.run(["cargo", "run", "--quiet", "-p", "kv-dev", "--bin", "kv-tables"], cwd=ROOT, env=env)
         if result.returncode == 0:
             break
         if time.monotonic() > deadline:

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # The tables' names when their environment variable is unset: the functions' own defaults
-# (shared/src/config.rs); tests/streams.rs checks the two agree through `--plan`.
+# (shared/src/model/config.rs); dev/tests/it/streams.rs checks the two agree through `--plan`.
 DEFAULT_TABLE_NAMES = {"KV_BUCKETS_TABLE": "kv-buckets", "KV_ITEMS_TABLE": "kv-items"}
 
 # Lambda's limits for DynamoDB stream event source mappings.

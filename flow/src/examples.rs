@@ -1,5 +1,6 @@
-//! `statemachines/examples.json`: the executions `make run` plays and `tests/e2e.rs` plays too,
-//! with what each must end as. Read and checked here, so both hold them to the same rules.
+//! `statemachines/examples.json`: the executions `make run` plays and `dev/tests/it/e2e.rs`
+//! plays too, with what each must end as. Read and checked here, so both hold them to the same
+//! rules.
 
 use crate::Outcome;
 use serde_json::{json, Value};

@@ -6,8 +6,8 @@
 //!   `[index]`, `['field']`. Anything else is refused (a `States.Runtime` failure, or a
 //!   [`DefinitionError`] when loading), so a definition cannot silently rely on a feature this
 //!   engine does not implement.
-//! - A Task calls a function through [`Invoke`]: in-process handlers in `tests/e2e.rs`, the
-//!   Lambda Invoke API ([`invoke_api`]) in the `kv-flow` binary that `make run` uses.
+//! - A Task calls a function through [`Invoke`]: in-process handlers in `dev/tests/it/e2e.rs`,
+//!   the Lambda Invoke API ([`invoke_api`]) in the `kv-flow` binary that `make run` uses.
 //! - [`Hooks`] see every step ([`Event`]), run before each state (the tests inject races there)
 //!   and wait out Retry's backoff (the tests do not wait).
 //!
@@ -185,8 +185,8 @@ impl Outcome {
 
 /// `${KvKeyGetFunctionArn}` -> `kv-key-get`: the one mapping of a Task's resource to the function
 /// it invokes. At deployment `template.yaml`'s `DefinitionSubstitutions` replace the placeholder
-/// with `!GetAtt KvKeyGetFunction.Arn`, a function built from `kv-key-get`; tests/template.rs and
-/// tests/e2e.rs check every state machine of the template keeps to this.
+/// with `!GetAtt KvKeyGetFunction.Arn`, a function built from `kv-key-get`; dev/tests/it/template.rs
+/// and dev/tests/it/e2e.rs check every state machine of the template keeps to this.
 pub fn function_name(resource: &str) -> Option<String> {
     let name = resource.strip_prefix("${")?.strip_suffix("FunctionArn}")?;
     let mut characters = name.chars();

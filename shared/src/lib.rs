@@ -1,22 +1,15 @@
-//! The KV model shared by every function binary: parameters and validation, the KV semantics
-//! over DynamoDB, the response envelope and the error types.
+//! The KV functions' library, in layers that depend downwards only:
+//! `lambda` (runtime, dispatch, envelope, logging) → `ops` (one module per function, with the
+//! per-container state) → `api` (function names and parameters) and `store` (DynamoDB) →
+//! `model` (configuration, rules, codec, cache, time, errors).
 
-pub mod cache;
-pub mod codec;
-pub mod config;
-pub mod dynamo;
-pub mod envelope;
-pub mod error;
-pub mod function;
-pub mod handler;
-pub mod logging;
+pub mod api;
+pub mod lambda;
+pub mod model;
 pub mod ops;
-pub mod params;
-pub mod runtime;
-pub mod subject;
-pub mod time;
-pub mod validate;
+pub mod store;
 
-pub use error::{FunctionError, KvError};
-pub use function::Function;
-pub use handler::{handle, Kv};
+pub use api::function::Function;
+pub use lambda::dispatch::handle;
+pub use model::error::{FunctionError, KvError};
+pub use ops::state::Kv;

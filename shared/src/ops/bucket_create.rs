@@ -1,16 +1,18 @@
 //! kv-bucket-create: a retry with the same configuration succeeds, a different one is refused.
 
-use crate::config::BucketConfig;
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
+use crate::api::params::Params;
+use crate::model::error::KvError;
+use crate::ops::state::Kv;
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let config = BucketConfig::from_params(&params)?;
+    let config = crate::api::bucket_config::bucket_config(&params)?;
     let created = kv
         .store
-        .create_bucket(&config, crate::time::ns_to_ms(crate::time::now_ns()))
+        .create_bucket(
+            &config,
+            crate::model::time::ns_to_ms(crate::model::time::now_ns()),
+        )
         .await?;
     if !created {
         match kv.store.read_bucket(&config.bucket).await? {

@@ -17,12 +17,12 @@
 //! is bumped, and the buckets table's stream invokes kv-bucket-purge, which does the same
 //! until the bucket is gone. Calling kv-bucket-delete again continues the purge as well.
 
-use crate::dynamo::items::WRITES_QUIET_MS;
-use crate::dynamo::store::BucketRecord;
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
-use crate::{time, validate};
+use crate::api::params::Params;
+use crate::model::error::KvError;
+use crate::model::{time, validate};
+use crate::ops::state::Kv;
+use crate::store::items::WRITES_QUIET_MS;
+use crate::store::BucketRecord;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -66,15 +66,12 @@ pub async fn run_purger(kv: &Kv, params: Params, deadline: Instant) -> Result<Va
 fn deletion(record: &Value) -> Option<(String, u64)> {
     let image = record.get("dynamodb")?.get("NewImage")?;
     let since_ms = image
-        .get(crate::dynamo::items::DELETING)?
+        .get(crate::store::items::DELETING)?
         .get("N")?
         .as_str()?
         .parse()
         .ok()?;
-    let name = image
-        .get(crate::dynamo::items::BUCKET)?
-        .get("S")?
-        .as_str()?;
+    let name = image.get(crate::store::items::BUCKET)?.get("S")?.as_str()?;
     validate::bucket_name(name).ok()?;
     Some((name.to_string(), since_ms))
 }

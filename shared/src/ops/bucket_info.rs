@@ -1,8 +1,8 @@
 //! kv-bucket-info: one bucket's effective configuration and live usage.
 
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
+use crate::api::params::Params;
+use crate::model::error::KvError;
+use crate::ops::state::Kv;
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {

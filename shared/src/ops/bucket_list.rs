@@ -1,10 +1,10 @@
 //! kv-bucket-list: every bucket with its configuration and live usage.
 
-use crate::dynamo::store::{BucketRecord, Usage};
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
-use crate::validate;
+use crate::api::params::Params;
+use crate::model::error::KvError;
+use crate::model::validate;
+use crate::ops::state::Kv;
+use crate::store::{BucketRecord, Usage};
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {

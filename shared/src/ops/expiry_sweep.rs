@@ -5,11 +5,11 @@
 //! replaced it meanwhile is never touched. The change reaches the items table's stream as an
 //! expiry (`op` EXPIRED), which updates the counts.
 
-use crate::dynamo::items::{HeadEntry, Op, EXPIRY_SHARDS};
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
-use crate::time;
+use crate::api::params::Params;
+use crate::model::error::KvError;
+use crate::model::time;
+use crate::ops::state::Kv;
+use crate::store::items::{HeadEntry, Op, EXPIRY_SHARDS};
 use serde_json::{json, Value};
 use std::time::Instant;
 

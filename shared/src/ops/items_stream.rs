@@ -16,12 +16,13 @@
 //!   lists is archived again from the old image, which repairs a writer that stopped between
 //!   its head's write and its own archive write.
 
-use crate::dynamo::items::{
+use crate::api::params::Params;
+use crate::model::error::KvError;
+use crate::ops::state::Kv;
+use crate::store::items::{
     self, decode_head, get_str, get_u64, Head, Item, Op, Stored, EXACT_COUNTS, INCARNATION, PK, REV,
 };
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
+use crate::store::BucketDelta;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
@@ -153,19 +154,6 @@ fn attribute(value: &Value) -> Option<AttributeValue> {
         ),
         _ => return None,
     })
-}
-
-/// What one bucket's records add up to in this batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BucketDelta {
-    pub incarnation: u64,
-    pub bytes: i64,
-    pub keys: i64,
-    /// Names exactly the records counted, so a redelivery is recognised.
-    pub token: String,
-    /// Positions of the bucket's records in the batch.
-    pub first: usize,
-    pub last: usize,
 }
 
 /// Per bucket (and incarnation), the sum of its heads' changes; buckets with exact counts and

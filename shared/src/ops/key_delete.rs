@@ -1,10 +1,10 @@
 //! kv-key-delete: a delete (or purge) marker with its own revision, as NATS KV writes it.
 
 use super::write::{write, WriteRequest};
-use crate::dynamo::items::Op;
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
+use crate::api::params::Params;
+use crate::model::error::KvError;
+use crate::ops::state::Kv;
+use crate::store::items::Op;
 use serde_json::{json, Value};
 use std::time::Instant;
 

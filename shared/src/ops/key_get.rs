@@ -1,12 +1,12 @@
 //! kv-key-get: the key's latest live value, in one `GetItem` of its head (none for a `memory`
 //! bucket's cached value), or a given revision: the head and that revision's item at once.
 
-use crate::cache::CachedValue;
-use crate::dynamo::items::{Op, Stored};
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
-use crate::time;
+use crate::api::params::Params;
+use crate::model::cache::CachedValue;
+use crate::model::error::KvError;
+use crate::model::time;
+use crate::ops::state::Kv;
+use crate::store::items::{Op, Stored};
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {

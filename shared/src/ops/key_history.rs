@@ -1,10 +1,10 @@
 //! kv-key-history: every retained revision of a key, oldest first, markers included.
 
-use crate::dynamo::items::Op;
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
-use crate::time;
+use crate::api::params::Params;
+use crate::model::error::KvError;
+use crate::model::time;
+use crate::ops::state::Kv;
+use crate::store::items::Op;
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {

@@ -1,11 +1,11 @@
 //! kv-key-list: the bucket's live keys in revision order, paged by `last_sequence`.
 
-use crate::dynamo::items::{self, get_str, get_u64, Item};
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
-use crate::subject::Filter;
-use crate::time;
+use crate::api::params::Params;
+use crate::model::error::KvError;
+use crate::model::subject::Filter;
+use crate::model::time;
+use crate::ops::state::Kv;
+use crate::store::items::{self, get_str, get_u64, Item};
 use serde_json::{json, Value};
 
 pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
@@ -83,5 +83,5 @@ fn list_text(
         .and_then(|flag| flag.as_bool().ok())
         .copied()
         .unwrap_or(false);
-    crate::codec::decode(bytes, compressed)
+    crate::model::codec::decode(bytes, compressed)
 }

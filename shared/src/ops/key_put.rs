@@ -1,12 +1,12 @@
 //! kv-key-put: store a string, object or array as a new revision of the key.
 
 use super::write::{write, WriteRequest};
-use crate::cache::CachedValue;
-use crate::dynamo::items::Op;
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::params::Params;
-use crate::validate;
+use crate::api::params::Params;
+use crate::model::cache::CachedValue;
+use crate::model::error::KvError;
+use crate::model::validate;
+use crate::ops::state::Kv;
+use crate::store::items::Op;
 use serde_json::{json, Value};
 use std::time::Instant;
 

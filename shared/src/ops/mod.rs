@@ -11,10 +11,11 @@ pub mod key_get;
 pub mod key_history;
 pub mod key_list;
 pub mod key_put;
+pub mod state;
 pub mod write;
 
-use crate::error::KvError;
-use crate::handler::Kv;
+use crate::model::error::KvError;
+use crate::ops::state::Kv;
 
 /// What a read that found no item for the key says: `key_not_found`, or `bucket_not_found` when
 /// the bucket does not exist or is being deleted. A miss costs this second request only to say

@@ -17,12 +17,12 @@
 //! Elsewhere `bytes` and `entry_total` follow from the heads' changes on the items table's
 //! stream (`ops::items_stream`).
 
-use crate::config::BucketConfig;
-use crate::dynamo::items::{Head, HeadEntry, Op, Stored, COMMIT_WINDOW_MS, MAX_ITEM_BYTES};
-use crate::dynamo::store::{CommitError, HeadCondition, HeadWrite, UsageChange};
-use crate::error::KvError;
-use crate::handler::Kv;
-use crate::{codec, time};
+use crate::model::config::BucketConfig;
+use crate::model::error::KvError;
+use crate::model::{codec, time};
+use crate::ops::state::Kv;
+use crate::store::items::{Head, HeadEntry, Op, Stored, COMMIT_WINDOW_MS, MAX_ITEM_BYTES};
+use crate::store::{CommitError, HeadCondition, HeadWrite, UsageChange};
 use std::time::{Duration, Instant};
 
 /// Enough for heavy contention on one key (each lost race costs one retry, and losers back
@@ -286,7 +286,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
     check_limits(config, size)?;
     let history = usize::try_from(config.history).unwrap_or(1);
     let (stored, compressed) = codec::encode(request.text, config.compression);
-    let storage_limit = MAX_ITEM_BYTES.saturating_sub(crate::dynamo::items::head_overhead(
+    let storage_limit = MAX_ITEM_BYTES.saturating_sub(crate::store::items::head_overhead(
         request.bucket,
         request.key,
         history,
@@ -303,7 +303,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         Op::Put => request.ttl_ns.filter(|ttl| *ttl > 0).unwrap_or(config.ttl),
         Op::Del | Op::Purge | Op::Expired => 0,
     };
-    let memory = config.storage == crate::config::Storage::Memory;
+    let memory = config.storage == crate::model::config::Storage::Memory;
     let mut revision = bucket.seq;
     let mut consistent = false;
     // Writes of this call whose outcome was unknown when last sent: until the head shows
@@ -560,6 +560,7 @@ mod tests {
             entries,
             latest: None,
             recent: Vec::new(),
+            exact_counts: None,
         }
     }
 

@@ -1,0 +1,14 @@
+//! The test suite, as one binary: one link of the SDK and one DynamoDB Local (started by
+//! `kv_dev::support` on first use) serve every module. Each module is one part of the contract
+//! or of the deployment, as its own documentation says.
+
+mod concurrency;
+mod e2e;
+mod faults;
+mod fuzz;
+mod lifecycle;
+mod nats_differential;
+mod policy;
+mod spec;
+mod streams;
+mod template;

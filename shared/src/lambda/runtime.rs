@@ -1,0 +1,62 @@
+//! The wiring every function binary shares: logging, one SDK client, the Lambda runtime loop.
+
+use crate::api::function::Function;
+use crate::lambda::dispatch::handle_event;
+use crate::model::config::Settings;
+use crate::ops::state::Kv;
+use crate::store::client::Operation;
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
+    crate::lambda::logging::init();
+    // A misconfigured function fails its init, where the deployment shows it, instead of
+    // running on a default the template did not ask for.
+    let settings = Settings::from_env().map_err(|message| {
+        tracing::error!(%message, "configuration");
+        lambda_runtime::Error::from(message)
+    })?;
+    let client = crate::store::client::from_env().await;
+    // During init, so the first invocation costs what a warm one does: the client's lazy parts
+    // are built and the connections it will use are open.
+    let (connections, operations) = rehearsal(function);
+    crate::store::client::warm_up(&client, &settings.items_table, connections, operations).await;
+    let kv = Kv::new(client, &settings);
+    let kv = &kv;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle_event(kv, function, event).await
+    }))
+    .await
+}
+
+/// What one invocation of the function uses (see `ops`): the most DynamoDB requests it keeps
+/// in flight at once (as many connections are opened during init) and the operations it sends.
+/// Were this to fall behind `ops`, the first invocation would pay for it; the policy test
+/// (dev/tests/it/policy.rs) fails when it differs from what the events of `events/` send.
+pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
+    use Operation::*;
+    match function {
+        // UpdateItem (revision) alongside GetItem (head), then the head's PutItem alongside the
+        // archive's (history above 1), or the head and usage transaction (max_bytes).
+        Function::KeyPut | Function::KeyDelete => {
+            (2, &[UpdateItem, GetItem, PutItem, TransactWriteItems])
+        }
+        // The head, or the head alongside an archived revision.
+        Function::KeyGet => (2, &[GetItem]),
+        // The index Query alongside the usage GetItem, then large values' heads.
+        Function::KeyList => (2, &[Query, GetItem, BatchGetItem]),
+        Function::KeyHistory => (1, &[Query, GetItem]),
+        // Bucket, usage and first live revision at once.
+        Function::BucketInfo => (3, &[GetItem, Query]),
+        // Scan, then BatchGetItem at once: the Scan's connection may not be back in the pool.
+        Function::BucketList => (2, &[Scan, BatchGetItem]),
+        Function::BucketCreate => (1, &[TransactWriteItems]),
+        // A count update per bucket, then trimmed revisions' deletes alongside archives.
+        Function::ItemsStream => (2, &[UpdateItem, BatchWriteItem]),
+        // The index Query, then each expired head's GetItem and UpdateItem.
+        Function::ExpirySweep => (1, &[Query, GetItem, UpdateItem]),
+        Function::BucketDelete | Function::BucketPurge => {
+            (1, &[UpdateItem, DeleteItem, Query, BatchWriteItem])
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! What a container keeps between invocations, handed to every operation.
+
+use crate::model::cache::{MemoryCache, WriteShapes};
+use crate::model::config::Settings;
+use crate::store::Store;
+use std::time::Duration;
+
+/// What a container keeps between invocations: the DynamoDB client (and its connection pool)
+/// and the `memory` bucket cache.
+pub struct Kv {
+    pub store: Store,
+    pub cache: MemoryCache,
+    pub write_shapes: WriteShapes,
+    pub purge_budget: Duration,
+}
+
+impl Kv {
+    pub fn new(client: aws_sdk_dynamodb::Client, settings: &Settings) -> Kv {
+        Kv {
+            store: Store::new(client, settings),
+            cache: MemoryCache::new(
+                Duration::from_millis(settings.memory_cache_staleness_ms),
+                settings.memory_cache_max_bytes,
+            ),
+            write_shapes: WriteShapes::default(),
+            purge_budget: Duration::from_millis(settings.purge_budget_ms),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Bucket items (buckets table): create, read, hand out revisions, list, mark deleting, remove.
+
+use super::errors::{is_condition_failure, storage_error};
+use super::items::*;
+use super::{build_failed, Store};
+use crate::model::config::BucketConfig;
+use crate::model::error::KvError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct BucketRecord {
+    pub config: BucketConfig,
+    pub created_ms: u64,
+    /// The last revision handed out in this bucket.
+    pub seq: u64,
+    /// When kv-bucket-delete started, if it has: such a bucket no longer exists for callers.
+    pub deleting_ms: Option<u64>,
+    /// When the last revision was handed out (epoch ms), if ever.
+    pub last_allocated_ms: Option<u64>,
+}
+
+pub(super) fn decode_bucket(item: &Item) -> Result<BucketRecord, KvError> {
+    let config_json = get_str(item, CONFIG)
+        .ok_or_else(|| KvError::Internal("Bucket item without configuration".into()))?;
+    let config: BucketConfig = serde_json::from_str(config_json).map_err(|error| {
+        KvError::Internal(format!("Bucket configuration is malformed: {error}"))
+    })?;
+    Ok(BucketRecord {
+        config,
+        created_ms: get_u64(item, CREATED).unwrap_or(0),
+        seq: get_u64(item, SEQ).unwrap_or(0),
+        deleting_ms: get_u64(item, DELETING),
+        last_allocated_ms: get_u64(item, LAST_ALLOCATED),
+    })
+}
+
+impl Store {
+    /// Creates the bucket and its usage counter together; false when the bucket already exists.
+    pub async fn create_bucket(
+        &self,
+        config: &BucketConfig,
+        created_ms: u64,
+    ) -> Result<bool, KvError> {
+        let config_json = serde_json::to_string(config).map_err(|error| {
+            KvError::Internal(format!("Could not encode the configuration: {error}"))
+        })?;
+        let bucket_item = Put::builder()
+            .table_name(&self.buckets)
+            .item(BUCKET, s(&config.bucket))
+            .item(CONFIG, s(config_json))
+            .item(CREATED, n(created_ms))
+            .item(SEQ, n(0))
+            .condition_expression("attribute_not_exists(#bucket)")
+            .expression_attribute_names("#bucket", BUCKET)
+            .build()
+            .map_err(build_failed)?;
+        let usage_item = Put::builder()
+            .table_name(&self.items)
+            .item(PK, s(usage_pk(&config.bucket)))
+            .item(REV, n(0))
+            .item(USED_BYTES, n(0))
+            .item(LIVE_KEYS, n(0))
+            .item(INCARNATION, n(created_ms))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(build_failed)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(bucket_item).build())
+            .transact_items(TransactWriteItem::builder().put(usage_item).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) => match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
+                    if cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|reason| reason.code() == Some("ConditionalCheckFailed")) =>
+                {
+                    Ok(false)
+                }
+                _ => Err(storage_error("TransactWriteItems", error)),
+            },
+        }
+    }
+
+    pub async fn read_bucket(&self, bucket: &str) -> Result<Option<BucketRecord>, KvError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| storage_error("GetItem", error))?;
+        output.item().map(decode_bucket).transpose()
+    }
+
+    /// Hands out the bucket's next revision and returns its configuration in the same request.
+    pub async fn allocate_revision(&self, bucket: &str) -> Result<BucketRecord, KvError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .update_expression("ADD #seq :one SET #alloc = :now")
+            .condition_expression("attribute_exists(#bucket) AND attribute_not_exists(#deleting)")
+            .expression_attribute_names("#seq", SEQ)
+            .expression_attribute_names("#alloc", LAST_ALLOCATED)
+            .expression_attribute_values(
+                ":now",
+                n(crate::model::time::ns_to_ms(crate::model::time::now_ns())),
+            )
+            .expression_attribute_names("#bucket", BUCKET)
+            .expression_attribute_names("#deleting", DELETING)
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output
+                .attributes()
+                .map(decode_bucket)
+                .transpose()?
+                .ok_or_else(|| KvError::Internal("UpdateItem returned no attributes".into())),
+            Err(error) if is_condition_failure(&error) => {
+                Err(KvError::BucketNotFound(bucket.to_string()))
+            }
+            Err(error) => Err(storage_error("UpdateItem", error)),
+        }
+    }
+
+    /// One page of buckets in table order, and the name to continue after when there are more.
+    pub async fn scan_buckets(
+        &self,
+        limit: Option<i32>,
+        start_after: Option<&str>,
+    ) -> Result<(Vec<BucketRecord>, Option<String>), KvError> {
+        let output = self
+            .client
+            .scan()
+            .table_name(&self.buckets)
+            .consistent_read(true)
+            .set_limit(limit)
+            .set_exclusive_start_key(
+                start_after.map(|name| HashMap::from([(BUCKET.to_string(), s(name))])),
+            )
+            .send()
+            .await
+            .map_err(|error| storage_error("Scan", error))?;
+        let records = output
+            .items()
+            .iter()
+            .map(decode_bucket)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = output
+            .last_evaluated_key()
+            .and_then(|key| get_str(key, BUCKET))
+            .map(str::to_string);
+        Ok((records, next))
+    }
+
+    /// Marks the bucket as being deleted (idempotently) and returns it; None if it never existed.
+    pub async fn mark_deleting(
+        &self,
+        bucket: &str,
+        now_ms: u64,
+    ) -> Result<Option<BucketRecord>, KvError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .update_expression("SET #deleting = if_not_exists(#deleting, :now)")
+            .condition_expression("attribute_exists(#bucket)")
+            .expression_attribute_names("#deleting", DELETING)
+            .expression_attribute_names("#bucket", BUCKET)
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output.attributes().map(decode_bucket).transpose(),
+            Err(error) if is_condition_failure(&error) => Ok(None),
+            Err(error) => Err(storage_error("UpdateItem", error)),
+        }
+    }
+
+    /// Asks the buckets table's stream to invoke the purger again for this bucket.
+    pub async fn bump_purge_round(&self, bucket: &str) -> Result<(), KvError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .update_expression("ADD #round :one")
+            .condition_expression("attribute_exists(#deleting)")
+            .expression_attribute_names("#round", PURGE_ROUND)
+            .expression_attribute_names("#deleting", DELETING)
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(storage_error("UpdateItem", error)),
+        }
+    }
+
+    /// Frees the bucket's name once its items are gone.
+    pub async fn delete_bucket_record(&self, bucket: &str) -> Result<(), KvError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .condition_expression("attribute_exists(#deleting)")
+            .expression_attribute_names("#deleting", DELETING)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(storage_error("DeleteItem", error)),
+        }
+    }
+}
