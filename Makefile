@@ -16,7 +16,7 @@ lint: tools
 	cfn-lint template.yaml
 	@./scripts/check-asl.sh
 
-## Unit tests only (no DynamoDB Local).
+## Unit tests only (no DynamoDB Local): the library's and the flow engine's (flow/).
 unit:
 	cargo test --workspace --lib --bins
 

@@ -1,8 +1,7 @@
 //! The Step Functions definitions (`statemachines/*.asl.json`) against the functions.
 //!
-//! - Each definition is walked state by state by a small interpreter of the Amazon States
-//!   Language (Task, Choice, Pass, Succeed, Fail; paths, payload templates, Retry, Catch) whose
-//!   Tasks call the functions' handlers in-process against DynamoDB Local. The executions of
+//! - Each definition is walked state by state by kv-flow (flow/), the engine `make run` uses too,
+//!   its Tasks calling the functions' handlers in-process against DynamoDB Local. The executions of
 //!   `statemachines/examples.json` (what `make run` plays) must end as they say; the scenarios
 //!   below add the refusals, the races and an unavailable store, so that every transition of
 //!   every definition is taken.
@@ -17,30 +16,36 @@ use kv::model::error::{INTERNAL_ERROR_TYPE, UNAVAILABLE_ERROR_TYPE};
 use kv::{Function, Kv};
 use kv_dev::sam;
 use kv_dev::support::*;
-use serde_json::{json, Map, Value};
+use kv_flow::examples::{Examples, Expectation};
+use kv_flow::{parse_path, read, Definition, Event, Hooks, Invoke, Outcome, Segment, TaskFailure};
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MAX_TRANSITIONS: usize = 200;
-
 // ------------------------------------------------------------------------------- definitions
 
 struct Flow {
     /// `statemachines/NAME.asl.json`
     file: String,
-    definition: Value,
+    definition: Definition,
     /// `${Placeholder}` -> the function its Task states invoke.
     functions: BTreeMap<String, Function>,
 }
 
 impl Flow {
     fn state(&self, name: &str) -> &Value {
-        let state = &self.definition["States"][name];
-        assert!(state.is_object(), "{}: no state {name}", self.file);
-        state
+        let state = self.definition.state(name);
+        state.unwrap_or_else(|| panic!("{}: no state {name}", self.file))
+    }
+
+    fn function(&self, resource: &str) -> Function {
+        *self
+            .functions
+            .get(resource)
+            .unwrap_or_else(|| panic!("{}: unknown resource {resource}", self.file))
     }
 }
 
@@ -55,6 +60,14 @@ fn flows() -> BTreeMap<String, Flow> {
             let functions = sam::substituted_functions(&template, machine)
                 .into_iter()
                 .map(|(placeholder, binary)| {
+                    // The engine invokes by kv_flow::function_name; deployment by the template's
+                    // substitution. They must name the same function.
+                    assert_eq!(
+                        kv_flow::function_name(&placeholder).as_deref(),
+                        Some(binary.as_str()),
+                        "{}: {placeholder} is substituted with {binary}",
+                        machine.logical_id
+                    );
                     let function = sam::function_named(&binary)
                         .unwrap_or_else(|| panic!("{binary} is not a KV function"));
                     (placeholder, function)
@@ -64,9 +77,12 @@ fn flows() -> BTreeMap<String, Flow> {
                 .definition
                 .trim_start_matches("statemachines/")
                 .to_string();
+            let value = serde_json::from_str(&text).expect("definition is JSON");
+            let definition =
+                Definition::new(value).unwrap_or_else(|error| panic!("{file}: {error}"));
             let flow = Flow {
                 file: file.clone(),
-                definition: serde_json::from_str(&text).expect("definition is JSON"),
+                definition,
                 functions,
             };
             (file, flow)
@@ -74,183 +90,7 @@ fn flows() -> BTreeMap<String, Flow> {
         .collect()
 }
 
-// ------------------------------------------------------------------------------- paths
-
-#[derive(Debug, Clone, PartialEq)]
-enum Segment {
-    Field(String),
-    Index(usize),
-}
-
-/// The JSONPath subset definitions may use: `$`, `.field`, `[index]`, `['field']`.
-fn parse_path(path: &str) -> Result<Vec<Segment>, String> {
-    let unsupported = || format!("unsupported path {path:?}");
-    let mut rest = path.strip_prefix('$').ok_or_else(unsupported)?;
-    if rest.starts_with('$') {
-        return Err(unsupported());
-    }
-    let mut segments = Vec::new();
-    while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix("['") {
-            let end = after.find("']").ok_or_else(unsupported)?;
-            segments.push(Segment::Field(after[..end].to_string()));
-            rest = &after[end + 2..];
-        } else if let Some(after) = rest.strip_prefix('[') {
-            let end = after.find(']').ok_or_else(unsupported)?;
-            let index = after[..end].parse().map_err(|_| unsupported())?;
-            segments.push(Segment::Index(index));
-            rest = &after[end + 1..];
-        } else if let Some(after) = rest.strip_prefix('.') {
-            let end = after.find(['.', '[']).unwrap_or(after.len());
-            let field = &after[..end];
-            if field.is_empty()
-                || !field
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                return Err(unsupported());
-            }
-            segments.push(Segment::Field(field.to_string()));
-            rest = &after[end..];
-        } else {
-            return Err(unsupported());
-        }
-    }
-    Ok(segments)
-}
-
-fn read_segments<'a>(data: &'a Value, segments: &[Segment]) -> Option<&'a Value> {
-    segments
-        .iter()
-        .try_fold(data, |value, segment| match segment {
-            Segment::Field(field) => value.as_object()?.get(field),
-            Segment::Index(index) => value.as_array()?.get(*index),
-        })
-}
-
-/// What Step Functions calls a runtime error: the execution fails with `States.Runtime`.
-type Runtime<T> = Result<T, String>;
-
-fn read(data: &Value, path: &str) -> Runtime<Option<Value>> {
-    Ok(read_segments(data, &parse_path(path)?).cloned())
-}
-
-fn require(data: &Value, path: &str, state: &str) -> Runtime<Value> {
-    read(data, path)?.ok_or_else(|| format!("{state}: the path {path} does not exist in {data}"))
-}
-
-/// ResultPath: `null` discards the result, `$` replaces the input, `$.a.b` sets a field.
-fn write(data: &Value, path: &Value, result: Value) -> Runtime<Value> {
-    let Some(path) = path.as_str() else {
-        return Ok(data.clone());
-    };
-    let segments = parse_path(path)?;
-    if segments.is_empty() {
-        return Ok(result);
-    }
-    let mut data = data.clone();
-    let mut target = &mut data;
-    for (position, segment) in segments.iter().enumerate() {
-        let Segment::Field(field) = segment else {
-            return Err(format!("ResultPath {path} cannot index an array"));
-        };
-        let object = target
-            .as_object_mut()
-            .ok_or_else(|| format!("ResultPath {path} does not fit the input"))?;
-        if position + 1 == segments.len() {
-            object.insert(field.clone(), result);
-            break;
-        }
-        target = object
-            .entry(field.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-    }
-    Ok(data)
-}
-
-/// A payload template: `"key.$": "$.path"` takes the value at the path.
-fn template(value: &Value, data: &Value, state: &str) -> Runtime<Value> {
-    Ok(match value {
-        Value::Object(object) => {
-            let mut out = Map::new();
-            for (key, item) in object {
-                match key.strip_suffix(".$") {
-                    Some(name) => {
-                        let path = item.as_str().unwrap_or_default();
-                        if path.starts_with("States.") {
-                            return Err(format!("{state}: intrinsic functions are not supported"));
-                        }
-                        out.insert(name.to_string(), require(data, path, state)?);
-                    }
-                    None => {
-                        out.insert(key.clone(), template(item, data, state)?);
-                    }
-                }
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| template(item, data, state))
-                .collect::<Runtime<_>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
-fn matches(rule: &Value, data: &Value, state: &str) -> Runtime<bool> {
-    if let Some(all) = rule["And"].as_array() {
-        for inner in all {
-            if !matches(inner, data, state)? {
-                return Ok(false);
-            }
-        }
-        return Ok(true);
-    }
-    if let Some(any) = rule["Or"].as_array() {
-        for inner in any {
-            if matches(inner, data, state)? {
-                return Ok(true);
-            }
-        }
-        return Ok(false);
-    }
-    if rule["Not"].is_object() {
-        return Ok(!matches(&rule["Not"], data, state)?);
-    }
-    let variable = rule["Variable"].as_str().unwrap_or_default();
-    let value = read(data, variable)?;
-    if let Some(present) = rule["IsPresent"].as_bool() {
-        return Ok(value.is_some() == present);
-    }
-    let value = value.ok_or_else(|| format!("{state}: the variable {variable} does not exist"))?;
-    let number = |expected: &Value| value.as_f64().zip(expected.as_f64());
-    if let Some(expected) = rule.get("StringEquals") {
-        return Ok(value.as_str().is_some() && &value == expected);
-    }
-    if let Some(expected) = rule.get("NumericEquals") {
-        return Ok(number(expected).is_some_and(|(a, b)| a == b));
-    }
-    if let Some(expected) = rule.get("NumericGreaterThanEquals") {
-        return Ok(number(expected).is_some_and(|(a, b)| a >= b));
-    }
-    if let Some(expected) = rule.get("NumericLessThan") {
-        return Ok(number(expected).is_some_and(|(a, b)| a < b));
-    }
-    if let Some(expected) = rule.get("BooleanEquals") {
-        return Ok(value.is_boolean() && &value == expected);
-    }
-    Err(format!("{state}: unsupported Choice rule {rule}"))
-}
-
 // ------------------------------------------------------------------------------- executions
-
-#[derive(Debug, Clone, PartialEq)]
-enum Outcome {
-    Succeeded(Value),
-    Failed { error: String, cause: String },
-}
 
 /// Before entering `state` for the first time, another caller invokes `function`: a race.
 #[derive(Clone)]
@@ -265,13 +105,66 @@ struct Race {
 struct Record {
     /// (definition, state, transition): `Next`, `Choices[i]`, `Default`, `Catch[i]`, `End`.
     taken: BTreeSet<(String, String, String)>,
-    responses: BTreeMap<&'static str, Vec<Value>>,
+    responses: BTreeMap<String, Vec<Value>>,
     retries: usize,
 }
 
-enum Step {
-    Next(String, Value),
-    End(Outcome),
+/// Tasks call the handlers in-process, as the Lambda runtime would.
+struct InProcess<'a> {
+    kv: &'a Kv,
+}
+
+impl Invoke for InProcess<'_> {
+    async fn invoke(&self, function: &str, payload: Value) -> Result<Value, TaskFailure> {
+        let function = sam::function_named(function)
+            .unwrap_or_else(|| panic!("{function} is not a KV function"));
+        invoke(self.kv, function, payload)
+            .await
+            .map_err(|error| TaskFailure {
+                error_type: error.error_type().to_string(),
+                message: error.to_string(),
+            })
+    }
+}
+
+/// Records what a walk does, runs its race, and retries at once (the waits prove nothing here).
+struct Recorder<'a> {
+    file: &'a str,
+    kv: &'a Kv,
+    race: Option<&'a Race>,
+    record: &'a mut Record,
+}
+
+impl Hooks for Recorder<'_> {
+    async fn before_state(&mut self, state: &str) {
+        if let Some(race) = self.race.filter(|race| race.state == state) {
+            self.race = None;
+            let response = call(self.kv, race.function, race.payload.clone()).await;
+            assert_eq!(status(&response), 200, "the race itself failed: {response}");
+        }
+    }
+
+    fn event(&mut self, event: &Event<'_>) {
+        match event {
+            Event::Transition { state, transition } => {
+                self.record.taken.insert((
+                    self.file.to_string(),
+                    state.to_string(),
+                    transition.label(),
+                ));
+            }
+            Event::Task {
+                function, response, ..
+            } => self
+                .record
+                .responses
+                .entry(function.to_string())
+                .or_default()
+                .push((*response).clone()),
+            Event::Retry { .. } => self.record.retries += 1,
+            _ => {}
+        }
+    }
 }
 
 async fn execute(
@@ -281,254 +174,34 @@ async fn execute(
     race: Option<&Race>,
     record: &mut Record,
 ) -> Outcome {
-    let mut name = flow.definition["StartAt"]
-        .as_str()
-        .expect("StartAt")
-        .to_string();
-    let mut data = input;
-    let mut raced = false;
-    for _ in 0..MAX_TRANSITIONS {
-        if let Some(race) = race.filter(|race| race.state == name && !raced) {
-            raced = true;
-            let response = call(kv, race.function, race.payload.clone()).await;
-            assert_eq!(status(&response), 200, "the race itself failed: {response}");
-        }
-        match run_state(flow, kv, &name, data, record).await {
-            Ok(Step::Next(next, output)) => {
-                name = next;
-                data = output;
-            }
-            Ok(Step::End(outcome)) => return outcome,
-            Err(cause) => {
-                return Outcome::Failed {
-                    error: "States.Runtime".into(),
-                    cause,
-                }
-            }
-        }
-    }
-    panic!("{}: more than {MAX_TRANSITIONS} transitions", flow.file)
-}
-
-async fn run_state(
-    flow: &Flow,
-    kv: &Kv,
-    name: &str,
-    data: Value,
-    record: &mut Record,
-) -> Runtime<Step> {
-    let state = flow.state(name);
-    let mut take = |transition: String| {
-        record
-            .taken
-            .insert((flow.file.clone(), name.to_string(), transition));
+    let mut recorder = Recorder {
+        file: &flow.file,
+        kv,
+        race,
+        record,
     };
-    let input = match &state["InputPath"] {
-        Value::Null if state.get("InputPath").is_some() => json!({}),
-        Value::String(path) => require(&data, path, name)?,
-        _ => data.clone(),
-    };
-    let kind = state["Type"].as_str().unwrap_or_default();
-    let data = match kind {
-        "Pass" => {
-            let result = match state.get("Parameters") {
-                Some(parameters) => template(parameters, &input, name)?,
-                None => state.get("Result").cloned().unwrap_or(input),
-            };
-            write(
-                &data,
-                state.get("ResultPath").unwrap_or(&json!("$")),
-                result,
-            )?
-        }
-        "Task" => {
-            let resource = state["Resource"].as_str().unwrap_or_default();
-            let function = *flow
-                .functions
-                .get(resource)
-                .unwrap_or_else(|| panic!("{}: {name}: unknown resource {resource}", flow.file));
-            let payload = match state.get("Parameters") {
-                Some(parameters) => template(parameters, &input, name)?,
-                None => input,
-            };
-            let retriers = state["Retry"].as_array().cloned().unwrap_or_default();
-            let mut attempts = vec![0; retriers.len()];
-            let handles = |names: &Value, error_type: &str| {
-                names
-                    .as_array()
-                    .is_some_and(|names| names.iter().any(|n| n == error_type || n == "States.ALL"))
-            };
-            let result = loop {
-                match invoke(kv, function, payload.clone()).await {
-                    Ok(response) => {
-                        record
-                            .responses
-                            .entry(function.name())
-                            .or_default()
-                            .push(response.clone());
-                        break response;
-                    }
-                    Err(error) => {
-                        let error_type = error.error_type();
-                        let retrier = retriers
-                            .iter()
-                            .position(|r| handles(&r["ErrorEquals"], error_type));
-                        if let Some(index) = retrier {
-                            let max = retriers[index]["MaxAttempts"].as_u64().unwrap_or(3);
-                            if attempts[index] < max {
-                                attempts[index] += 1;
-                                record.retries += 1;
-                                continue;
-                            }
-                        }
-                        let catchers = state["Catch"].as_array().cloned().unwrap_or_default();
-                        let Some(index) = catchers
-                            .iter()
-                            .position(|c| handles(&c["ErrorEquals"], error_type))
-                        else {
-                            return Ok(Step::End(Outcome::Failed {
-                                error: error_type.into(),
-                                cause: error.to_string(),
-                            }));
-                        };
-                        take(format!("Catch[{index}]"));
-                        let catcher = &catchers[index];
-                        let caught = json!({"Error": error_type, "Cause": error.to_string()});
-                        let path = catcher.get("ResultPath").unwrap_or(&json!("$")).clone();
-                        let next = catcher["Next"].as_str().expect("Catch Next").to_string();
-                        return Ok(Step::Next(next, write(&data, &path, caught)?));
-                    }
-                }
-            };
-            let result = match state.get("ResultSelector") {
-                Some(selector) => template(selector, &result, name)?,
-                None => result,
-            };
-            write(
-                &data,
-                state.get("ResultPath").unwrap_or(&json!("$")),
-                result,
-            )?
-        }
-        "Choice" => {
-            for (index, rule) in state["Choices"]
-                .as_array()
-                .expect("Choices")
-                .iter()
-                .enumerate()
-            {
-                if matches(rule, &input, name)? {
-                    take(format!("Choices[{index}]"));
-                    let next = rule["Next"].as_str().expect("Next").to_string();
-                    return Ok(Step::Next(next, data));
-                }
-            }
-            let Some(default) = state["Default"].as_str() else {
-                return Ok(Step::End(Outcome::Failed {
-                    error: "States.NoChoiceMatched".into(),
-                    cause: format!("{name}: no rule matched"),
-                }));
-            };
-            take("Default".into());
-            return Ok(Step::Next(default.to_string(), data));
-        }
-        "Succeed" => {
-            take("End".into());
-            return Ok(Step::End(Outcome::Succeeded(data)));
-        }
-        "Fail" => {
-            take("End".into());
-            let text = |path: &str, fixed: &str| -> Runtime<String> {
-                Ok(match state[path].as_str() {
-                    Some(path) => match require(&data, path, name)? {
-                        Value::String(text) => text,
-                        other => other.to_string(),
-                    },
-                    None => state[fixed].as_str().unwrap_or_default().to_string(),
-                })
-            };
-            return Ok(Step::End(Outcome::Failed {
-                error: text("ErrorPath", "Error")?,
-                cause: text("CausePath", "Cause")?,
-            }));
-        }
-        other => return Err(format!("{name}: unsupported state type {other}")),
-    };
-    let data = match &state["OutputPath"] {
-        Value::String(path) => require(&data, path, name)?,
-        Value::Null if state.get("OutputPath").is_some() => json!({}),
-        _ => data,
-    };
-    if state["End"] == json!(true) {
-        take("End".into());
-        return Ok(Step::End(Outcome::Succeeded(data)));
-    }
-    take("Next".into());
-    let next = state["Next"].as_str().expect("Next or End").to_string();
-    Ok(Step::Next(next, data))
+    flow.definition
+        .execute(input, &InProcess { kv }, &mut recorder)
+        .await
 }
 
 /// Every transition a definition declares.
 fn transitions(flow: &Flow) -> BTreeSet<(String, String, String)> {
-    let mut all = BTreeSet::new();
-    for (name, state) in flow.definition["States"].as_object().expect("States") {
-        let mut add = |transition: String| {
-            all.insert((flow.file.clone(), name.clone(), transition));
-        };
-        match state["Type"].as_str().unwrap_or_default() {
-            "Choice" => {
-                for index in 0..state["Choices"].as_array().map_or(0, Vec::len) {
-                    add(format!("Choices[{index}]"));
-                }
-                if state.get("Default").is_some() {
-                    add("Default".into());
-                }
-            }
-            "Succeed" | "Fail" => add("End".into()),
-            _ => {
-                add(if state["End"] == json!(true) {
-                    "End"
-                } else {
-                    "Next"
-                }
-                .into());
-                for index in 0..state["Catch"].as_array().map_or(0, Vec::len) {
-                    add(format!("Catch[{index}]"));
-                }
-            }
-        }
-    }
-    all
-}
-
-/// `expected` is contained in `actual`: objects by their fields, anything else by equality.
-fn contains(actual: &Value, expected: &Value) -> bool {
-    match (actual, expected) {
-        (Value::Object(actual), Value::Object(expected)) => expected.iter().all(|(key, value)| {
-            actual
-                .get(key)
-                .is_some_and(|present| contains(present, value))
-        }),
-        _ => actual == expected,
-    }
+    flow.definition
+        .transitions()
+        .into_iter()
+        .map(|(state, transition)| (flow.file.clone(), state, transition))
+        .collect()
 }
 
 // ------------------------------------------------------------------------------- scenarios
-
-#[derive(Clone)]
-enum Expect {
-    /// The output contains this.
-    Succeeds(Value),
-    /// Fails with this error.
-    Fails(&'static str),
-}
 
 #[derive(Clone)]
 struct Run {
     name: String,
     input: Value,
     race: Option<Race>,
-    expect: Expect,
+    expect: Expectation,
 }
 
 /// Executions of one definition, in order, in fresh tables (or in tables that do not exist).
@@ -549,7 +222,7 @@ enum Store {
     TablesMissing,
 }
 
-fn run(name: &str, input: Value, expect: Expect) -> Run {
+fn run(name: &str, input: Value, expect: Expectation) -> Run {
     Run {
         name: name.to_string(),
         input,
@@ -558,7 +231,7 @@ fn run(name: &str, input: Value, expect: Expect) -> Run {
     }
 }
 
-fn raced(name: &str, input: Value, race: Race, expect: Expect) -> Run {
+fn raced(name: &str, input: Value, race: Race, expect: Expectation) -> Run {
     Run {
         race: Some(race),
         ..run(name, input, expect)
@@ -577,35 +250,16 @@ fn world(flow: &'static str, runs: Vec<Run>) -> World {
 fn examples() -> Vec<World> {
     let text = std::fs::read_to_string(sam::root().join("statemachines/examples.json"))
         .expect("statemachines/examples.json");
-    let examples: Value = serde_json::from_str(&text).expect("examples.json is JSON");
-    examples["flows"]
-        .as_array()
-        .expect("flows")
-        .iter()
+    let examples = Examples::parse(&text).unwrap_or_else(|error| panic!("{error}"));
+    examples
+        .flows
+        .into_iter()
         .map(|flow| {
-            let file: &'static str = flow["definition"].as_str().unwrap().to_string().leak();
-            let runs = flow["executions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|execution| {
-                    let expect = &execution["expect"];
-                    let expect = match expect["status"].as_str().unwrap_or("SUCCEEDED") {
-                        "SUCCEEDED" => Expect::Succeeds(expect["output"].clone()),
-                        _ => Expect::Fails(
-                            expect["error"]["Error"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_string()
-                                .leak(),
-                        ),
-                    };
-                    run(
-                        execution["name"].as_str().unwrap(),
-                        execution["input"].clone(),
-                        expect,
-                    )
-                })
+            let file: &'static str = flow.definition.leak();
+            let runs = flow
+                .executions
+                .into_iter()
+                .map(|execution| run(&execution.name, execution.input, execution.expect))
                 .collect();
             world(file, runs)
         })
@@ -614,7 +268,6 @@ fn examples() -> Vec<World> {
 
 /// What the examples do not reach: refusals, races and an unavailable store.
 fn scenarios() -> Vec<World> {
-    use Expect::{Fails, Succeeds};
     let prefs = json!({"theme": "dark"});
     vec![
         world(
@@ -623,12 +276,12 @@ fn scenarios() -> Vec<World> {
                 run(
                     "a user id that is not a valid key is refused",
                     json!({"user_id": "user 123", "preferences": prefs}),
-                    Fails("invalid_key"),
+                    Expectation::fails("invalid_key"),
                 ),
                 run(
                     "preferences saved as a plain string cannot be loaded as JSON",
                     json!({"user_id": "user_789", "preferences": "dark"}),
-                    Fails("value_not_json"),
+                    Expectation::fails("value_not_json"),
                 ),
             ],
         ),
@@ -642,7 +295,7 @@ fn scenarios() -> Vec<World> {
                     function: Function::BucketCreate,
                     payload: json!({"bucket": "user-preferences"}),
                 },
-                Fails("bucket_exists"),
+                Expectation::fails("bucket_exists"),
             )],
         ),
         world(
@@ -650,7 +303,7 @@ fn scenarios() -> Vec<World> {
             vec![run(
                 "a cache key that is not a valid key: served from the origin, not cached",
                 json!({"cache_key": "cache product 456", "product_id": "456"}),
-                Succeeds(json!({"source": "origin"})),
+                Expectation::succeeds(json!({"source": "origin"})),
             )],
         ),
         world(
@@ -663,7 +316,7 @@ fn scenarios() -> Vec<World> {
                     function: Function::BucketCreate,
                     payload: json!({"bucket": "api-cache"}),
                 },
-                Succeeds(json!({"source": "origin"})),
+                Expectation::succeeds(json!({"source": "origin"})),
             )],
         ),
         world(
@@ -672,42 +325,42 @@ fn scenarios() -> Vec<World> {
                 run(
                     "set a flag",
                     json!({"flag": "new-checkout", "set": {"enabled": true}}),
-                    Succeeds(json!({"enabled": true, "revision": 1})),
+                    Expectation::succeeds(json!({"enabled": true, "revision": 1})),
                 ),
                 run(
                     "set another flag: the bucket exists, the flag does not",
                     json!({"flag": "dark-mode", "set": {"enabled": false}}),
-                    Succeeds(json!({"flag": "dark-mode", "enabled": false})),
+                    Expectation::succeeds(json!({"flag": "dark-mode", "enabled": false})),
                 ),
                 run(
                     "a revision no longer kept: the latest value",
                     json!({"flag": "new-checkout", "revision": 999}),
-                    Succeeds(json!({"enabled": true})),
+                    Expectation::succeeds(json!({"enabled": true})),
                 ),
                 run(
                     "an unknown flag is off",
                     json!({"flag": "no-such-flag"}),
-                    Succeeds(json!({"enabled": false})),
+                    Expectation::succeeds(json!({"enabled": false})),
                 ),
                 run(
                     "a flag name that is not a valid key is off",
                     json!({"flag": "new checkout"}),
-                    Succeeds(json!({"enabled": false})),
+                    Expectation::succeeds(json!({"enabled": false})),
                 ),
                 run(
                     "setting a flag name that is not a valid key is refused",
                     json!({"flag": "new checkout", "set": {"enabled": true}}),
-                    Fails("invalid_key"),
+                    Expectation::fails("invalid_key"),
                 ),
                 run(
                     "a flag value must be an object",
                     json!({"flag": "new-checkout", "set": true}),
-                    Fails("invalid_value"),
+                    Expectation::fails("invalid_value"),
                 ),
                 run(
                     "a flag value over the bucket's 1 KB limit is refused",
                     json!({"flag": "new-checkout", "set": {"enabled": true, "note": "x".repeat(1100)}}),
-                    Fails("value_too_large"),
+                    Expectation::fails("value_too_large"),
                 ),
             ],
         ),
@@ -717,7 +370,7 @@ fn scenarios() -> Vec<World> {
                 run(
                     "set a flag",
                     json!({"flag": "new-checkout", "set": {"enabled": false}}),
-                    Succeeds(json!({"enabled": false})),
+                    Expectation::succeeds(json!({"enabled": false})),
                 ),
                 raced(
                     "someone changes it between the read and the compare-and-set: read again, then set",
@@ -727,7 +380,7 @@ fn scenarios() -> Vec<World> {
                         function: Function::KeyPut,
                         payload: json!({"bucket": "feature-flags", "key": "new-checkout", "value": {"enabled": false}}),
                     },
-                    Succeeds(json!({"enabled": true})),
+                    Expectation::succeeds(json!({"enabled": true})),
                 ),
                 raced(
                     "someone creates a new flag first: read it, then compare-and-set",
@@ -737,7 +390,7 @@ fn scenarios() -> Vec<World> {
                         function: Function::KeyPut,
                         payload: json!({"bucket": "feature-flags", "key": "dark-mode", "value": {"enabled": false}}),
                     },
-                    Succeeds(json!({"flag": "dark-mode", "enabled": true})),
+                    Expectation::succeeds(json!({"flag": "dark-mode", "enabled": true})),
                 ),
             ],
         ),
@@ -751,7 +404,7 @@ fn scenarios() -> Vec<World> {
                     function: Function::BucketCreate,
                     payload: json!({"bucket": "feature-flags"}),
                 },
-                Fails("bucket_exists"),
+                Expectation::fails("bucket_exists"),
             )],
         ),
         World {
@@ -761,12 +414,12 @@ fn scenarios() -> Vec<World> {
                 run(
                     "storing needs the store: the execution fails with KvUnavailable after the retries",
                     json!({"user_id": "user_123", "preferences": prefs}),
-                    Fails(UNAVAILABLE_ERROR_TYPE),
+                    Expectation::fails(UNAVAILABLE_ERROR_TYPE),
                 ),
                 run(
                     "logging in without the store: the defaults",
                     json!({"user_id": "user_123"}),
-                    Succeeds(json!({"source": "defaults"})),
+                    Expectation::succeeds(json!({"source": "defaults"})),
                 ),
             ],
         },
@@ -776,7 +429,7 @@ fn scenarios() -> Vec<World> {
             runs: vec![run(
                 "without the cache: served from the origin",
                 json!({"cache_key": "cache_product_456", "product_id": "456"}),
-                Succeeds(json!({"source": "origin"})),
+                Expectation::succeeds(json!({"source": "origin"})),
             )],
         },
         World {
@@ -786,12 +439,12 @@ fn scenarios() -> Vec<World> {
                 run(
                     "checking without the store: off",
                     json!({"flag": "new-checkout"}),
-                    Succeeds(json!({"enabled": false})),
+                    Expectation::succeeds(json!({"enabled": false})),
                 ),
                 run(
                     "checking a revision without the store: off",
                     json!({"flag": "new-checkout", "revision": 1}),
-                    Succeeds(json!({"enabled": false})),
+                    Expectation::succeeds(json!({"enabled": false})),
                 ),
             ],
         },
@@ -801,7 +454,7 @@ fn scenarios() -> Vec<World> {
             runs: vec![run(
                 "a broken deployment (no tables) fails with KvInternal, not retried, not hidden",
                 json!({"user_id": "user_123"}),
-                Fails(INTERNAL_ERROR_TYPE),
+                Expectation::fails(INTERNAL_ERROR_TYPE),
             )],
         },
     ]
@@ -841,13 +494,7 @@ async fn play(flows: &BTreeMap<String, Flow>, worlds: Vec<World>) -> (Record, Ve
         for run in world.runs {
             let outcome =
                 execute(flow, &kv, run.input.clone(), run.race.as_ref(), &mut record).await;
-            let ok = match (&run.expect, &outcome) {
-                (Expect::Succeeds(expected), Outcome::Succeeded(output)) => {
-                    contains(output, expected)
-                }
-                (Expect::Fails(expected), Outcome::Failed { error, .. }) => error == expected,
-                _ => false,
-            };
+            let ok = run.expect.met_by(&outcome);
             if !ok {
                 problems.push(format!("{} / {}: {:?}", flow.file, run.name, outcome));
             }
@@ -891,7 +538,7 @@ fn read_paths(flow: &Flow) -> (Reads, Reads) {
     }
     let mut reads = Vec::new();
     let mut selected = Vec::new();
-    for (name, state) in flow.definition["States"].as_object().unwrap() {
+    for (name, state) in flow.definition.states() {
         let mut paths = Vec::new();
         for field in ["InputPath", "OutputPath", "ErrorPath", "CausePath"] {
             if let Some(path) = state[field].as_str() {
@@ -944,7 +591,7 @@ async fn flows_take_every_transition_and_read_only_what_the_functions_return() {
     let mut unknown = Vec::new();
     for flow in flows.values() {
         let mut results: BTreeMap<String, Vec<Function>> = BTreeMap::new();
-        for (name, state) in flow.definition["States"].as_object().unwrap() {
+        for (name, state) in flow.definition.states() {
             if state["Type"] != "Task" {
                 continue;
             }
@@ -955,7 +602,7 @@ async fn flows_take_every_transition_and_read_only_what_the_functions_return() {
                 "{}: {name}: a Task's ResultPath must be one field, like $.loaded, not {path:?}",
                 flow.file
             );
-            let function = flow.functions[state["Resource"].as_str().unwrap()];
+            let function = flow.function(state["Resource"].as_str().unwrap_or_default());
             let writers = results.entry(path.to_string()).or_default();
             if !writers.contains(&function) {
                 writers.push(function);
@@ -968,7 +615,7 @@ async fn flows_take_every_transition_and_read_only_what_the_functions_return() {
                 let found = seen
                     .unwrap_or_default()
                     .iter()
-                    .any(|response| read_segments(response, rest).is_some());
+                    .any(|response| read(response, rest).is_some());
                 if !found {
                     unknown.push(format!(
                         "{}: {state} reads {rest:?} of {}'s result, which no response had",
@@ -989,7 +636,8 @@ async fn flows_take_every_transition_and_read_only_what_the_functions_return() {
             }
         }
         for (state, path) in selected {
-            let function = flow.functions[flow.state(&state)["Resource"].as_str().unwrap()];
+            let function =
+                flow.function(flow.state(&state)["Resource"].as_str().unwrap_or_default());
             check(&state, function, &parse_path(&path).unwrap(), &mut unknown);
         }
     }

@@ -1,0 +1,361 @@
+//! `kv-flow`: walks Step Functions definitions against the functions through the Lambda Invoke
+//! API (`cargo lambda watch`), printing each step. `make run` plays the examples with it;
+//! `make local` prints how to run one flow.
+//!
+//!     kv-flow run [--host H] --port N DEFINITION INPUT
+//!     kv-flow examples [--host H] --port N [EXAMPLES]
+//!
+//! Exit status: 0 as expected, 1 an execution failed (`run`) or ended otherwise than expected
+//! (`examples`), 2 a usage error or a file that cannot be read.
+
+use kv_flow::examples::Examples;
+use kv_flow::invoke_api::InvokeApi;
+use kv_flow::{block_on, Definition, Event, Hooks, Outcome, Transition};
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage:
+  kv-flow run [--host H] --port N DEFINITION INPUT    one execution; INPUT is JSON
+  kv-flow examples [--host H] --port N [EXAMPLES]     every execution of EXAMPLES
+                                                      (default statemachines/examples.json)";
+
+/// A reason to stop before walking anything: exit status 2.
+struct Usage(String);
+
+fn main() -> ExitCode {
+    match command(std::env::args().skip(1).collect()) {
+        Ok(code) => code,
+        Err(Usage(message)) => {
+            eprintln!("kv-flow: {message}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn command(args: Vec<String>) -> Result<ExitCode, Usage> {
+    let mut host = "127.0.0.1".to_string();
+    let mut port = None;
+    let mut positional = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--host" => host = args.next().ok_or(Usage("--host needs a value".into()))?,
+            "--port" => {
+                let value = args.next().unwrap_or_default();
+                port = Some(
+                    value
+                        .parse::<u16>()
+                        .map_err(|_| Usage(format!("--port {value:?} is not a port")))?,
+                );
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            flag if flag.starts_with("--") => return Err(Usage(format!("unknown option {flag}"))),
+            _ => positional.push(arg),
+        }
+    }
+    let port = port.ok_or(Usage("--port is required".into()))?;
+    let api = InvokeApi::new(&host, port);
+    let printer = Printer::new();
+    match positional
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["run", definition, input] => {
+            let definition = load_definition(Path::new(definition))?;
+            let input: Value = serde_json::from_str(input)
+                .map_err(|error| Usage(format!("INPUT is not JSON: {error}")))?;
+            let outcome = block_on(definition.execute(input, &api, &mut printer.clone()));
+            println!(
+                "{}  {}",
+                outcome.status(),
+                show_json(&outcome.output(), "  ")
+            );
+            Ok(match outcome {
+                Outcome::Succeeded(_) => ExitCode::SUCCESS,
+                Outcome::Failed(_) => ExitCode::from(1),
+            })
+        }
+        ["examples"] => play_examples(Path::new("statemachines/examples.json"), &api, &printer),
+        ["examples", file] => play_examples(Path::new(file), &api, &printer),
+        _ => Err(Usage("unexpected arguments".into())),
+    }
+}
+
+fn read(path: &Path) -> Result<String, Usage> {
+    std::fs::read_to_string(path).map_err(|error| Usage(format!("{}: {error}", path.display())))
+}
+
+fn load_definition(path: &Path) -> Result<Definition, Usage> {
+    let value: Value = serde_json::from_str(&read(path)?)
+        .map_err(|error| Usage(format!("{}: {error}", path.display())))?;
+    Definition::new(value).map_err(|error| Usage(format!("{}: {error}", path.display())))
+}
+
+/// Every execution of examples.json in order, each checked against its `expect`.
+fn play_examples(file: &Path, api: &InvokeApi, printer: &Printer) -> Result<ExitCode, Usage> {
+    let started = Instant::now();
+    let examples = Examples::parse(&read(file)?)
+        .map_err(|error| Usage(format!("{}: {error}", file.display())))?;
+    let folder = file.parent().unwrap_or(Path::new("."));
+    // Every definition is loaded before the first execution: a broken one stops nothing halfway.
+    let mut flows = Vec::new();
+    for flow in &examples.flows {
+        let path: PathBuf = folder.join(&flow.definition);
+        let text = read(&path)?;
+        let comment = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|value| value["Comment"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        flows.push((flow, load_definition(&path)?, path, comment));
+    }
+    let mut problems = Vec::new();
+    let mut executions = 0;
+    for (flow, definition, path, comment) in flows {
+        println!();
+        printer.step(&format!("{}  ({})", flow.title, path.display()));
+        println!("    {comment}");
+        for execution in &flow.executions {
+            executions += 1;
+            println!();
+            println!(
+                "  {}",
+                printer.paint("1;35", &format!("▶ {}", execution.name))
+            );
+            println!("    input {}", show_json(&execution.input, &" ".repeat(10)));
+            let outcome =
+                block_on(definition.execute(execution.input.clone(), api, &mut printer.clone()));
+            let ok = execution.expect.met_by(&outcome);
+            let mark = if ok {
+                printer.paint("32", "✔")
+            } else {
+                printer.paint("31", "✘ unexpected")
+            };
+            println!(
+                "  {mark} {}  {}",
+                outcome.status(),
+                show_json(&outcome.output(), &" ".repeat(6))
+            );
+            if !ok {
+                problems.push(format!(
+                    "{} / {}: got {} {}, expected {}",
+                    flow.title,
+                    execution.name,
+                    outcome.status(),
+                    outcome.output(),
+                    execution.expect
+                ));
+            }
+        }
+    }
+    println!();
+    if problems.is_empty() {
+        printer.step(&format!(
+            "{executions} executions as expected in {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        println!("{}", printer.paint("31", &format!("✘ {problem}")));
+    }
+    Ok(ExitCode::from(1))
+}
+
+/// Prints each step as it happens; really waits out Retry's backoff.
+#[derive(Clone)]
+struct Printer {
+    color: bool,
+}
+
+impl Printer {
+    fn new() -> Self {
+        Printer {
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn step(&self, text: &str) {
+        println!("{}{}", self.paint("1;34", "==> "), self.paint("1", text));
+    }
+}
+
+impl Hooks for Printer {
+    fn event(&mut self, event: &Event<'_>) {
+        let margin = " ".repeat(16);
+        match event {
+            Event::Task {
+                state,
+                function,
+                request,
+                response,
+            } => {
+                let call = format!("POST /2015-03-31/functions/{function}/invocations");
+                println!("    {}  {}", self.paint("1", state), self.paint("2", &call));
+                println!("      request   {}", show_json(request, &margin));
+                let code = if response["status_code"] == 200 {
+                    "32"
+                } else {
+                    "33"
+                };
+                println!(
+                    "      {}  {}",
+                    self.paint(code, "response"),
+                    show_json(response, &margin)
+                );
+            }
+            Event::TaskFailed {
+                state,
+                function,
+                request,
+                failure,
+            } => {
+                println!("    {}  {function}", self.paint("1", state));
+                println!("      request   {}", show_json(request, &margin));
+                println!(
+                    "      {}     {}: {}",
+                    self.paint("31", "error"),
+                    failure.error_type,
+                    failure.message
+                );
+            }
+            Event::Retry { delay, .. } => {
+                println!("      retrying in {:.0} s", delay.as_secs_f64());
+            }
+            Event::Pass { state, .. } => println!("    {}  (Pass)", self.paint("1", state)),
+            Event::Fail { state, .. } => println!("    {}  (Fail)", self.paint("31", state)),
+            Event::Transition { state, transition } => match transition {
+                Transition::Choice { next, .. } | Transition::Default(next) => {
+                    println!("    {} -> {next}", self.paint("36", state));
+                }
+                Transition::Catch { error, next, .. } => {
+                    println!("      caught {error} -> {next}");
+                }
+                Transition::Next(_) | Transition::End => {}
+            },
+        }
+    }
+
+    async fn backoff(&mut self, delay: Duration) {
+        std::thread::sleep(delay);
+    }
+}
+
+/// JSON as Python's `json.dumps` writes it (`, ` and `: `), which reads better than compact.
+fn dumps(value: &Value) -> String {
+    match value {
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(dumps).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Object(object) => {
+            let fields: Vec<String> = object
+                .iter()
+                .map(|(key, item)| format!("{}: {}", Value::from(key.as_str()), dumps(item)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One line when it fits, otherwise nested one level at a time, short parts sharing lines up to
+/// the width.
+fn show_json(value: &Value, indent: &str) -> String {
+    const WIDTH: usize = 110;
+    fn layout(item: &Value, margin: &str) -> String {
+        let line = dumps(item);
+        let parts: Vec<String>;
+        let inner = format!("{margin}  ");
+        let (opening, closing) = match item {
+            Value::Object(object) if !object.is_empty() => {
+                parts = object
+                    .iter()
+                    .map(|(key, part)| {
+                        format!("{}: {}", Value::from(key.as_str()), layout(part, &inner))
+                    })
+                    .collect();
+                ("{", "}")
+            }
+            Value::Array(items) if !items.is_empty() => {
+                parts = items.iter().map(|part| layout(part, &inner)).collect();
+                ("[", "]")
+            }
+            _ => return line,
+        };
+        if margin.chars().count() + line.chars().count() <= WIDTH {
+            return line;
+        }
+        let mut lines: Vec<String> = Vec::new();
+        for part in parts {
+            match lines.last_mut() {
+                Some(last)
+                    if !part.contains('\n')
+                        && !last.contains('\n')
+                        && inner.chars().count()
+                            + last.chars().count()
+                            + part.chars().count()
+                            + 3
+                            <= WIDTH =>
+                {
+                    last.push_str(", ");
+                    last.push_str(&part);
+                }
+                _ => lines.push(part),
+            }
+        }
+        let body: Vec<String> = lines.iter().map(|line| format!("{inner}{line}")).collect();
+        format!("{opening}\n{}\n{margin}{closing}", body.join(",\n"))
+    }
+    layout(value, indent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn short_json_stays_on_one_line() {
+        let value = json!({"a": [1, "é"], "b": {}});
+        assert_eq!(show_json(&value, "  "), r#"{"a": [1, "é"], "b": {}}"#);
+    }
+
+    #[test]
+    fn long_json_is_nested_with_short_parts_sharing_lines() {
+        let value = json!({"short": 1, "other": 2, "long": "x".repeat(120)});
+        let shown = show_json(&value, "");
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[0], "{");
+        assert_eq!(lines[1], r#"  "short": 1, "other": 2,"#);
+        assert!(lines[2].starts_with(r#"  "long": "xxx"#));
+        assert_eq!(lines[3], "}");
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let run = |args: &[&str]| command(args.iter().map(|arg| arg.to_string()).collect());
+        assert!(run(&["run"]).is_err());
+        assert!(run(&["run", "--port", "x", "d", "{}"]).is_err());
+        assert!(run(&["run", "--port", "99999", "d", "{}"]).is_err());
+        assert!(run(&["--port", "1", "walk"]).is_err());
+        assert!(run(&["--port", "1", "--verbose", "examples"]).is_err());
+        assert!(run(&["--port", "1", "run", "/no/such/file", "{}"]).is_err());
+        assert!(run(&["--port", "1", "examples", "/no/such/examples.json"]).is_err());
+    }
+}
