@@ -201,7 +201,7 @@ fn every_function_is_declared_with_its_binary() {
 }
 
 /// `${KvKeyGetFunctionArn}` names `!GetAtt KvKeyGetFunction.Arn`, built from `kv-key-get`: the
-/// convention `scripts/run-local.py` relies on to invoke a Task's function by name.
+/// convention `kv_flow::function_name` (flow/) relies on to invoke a Task's function by name.
 fn kebab(camel: &str) -> String {
     let mut out = String::new();
     for (index, character) in camel.chars().enumerate() {
