@@ -4,17 +4,19 @@
 //! `created` (ms), `seq` (the bucket's last handed-out revision).
 //!
 //! Items table, key `pk` + `rev`:
-//! - a revision of a key: `pk` = `BUCKET/KEY`, `rev` = its revision (>= 1), `v` (the stored
-//!   bytes), `z` (compressed), `c` (created ms), `x` (exact expiry, ns), `ttl` (expiry in epoch
-//!   seconds for DynamoDB's TTL sweep), `op` (absent for a value, `DEL`/`PURGE` for markers),
-//!   `mem` (bucket is `memory`), and `gb` = `BUCKET` only while it is the key's latest value,
-//!   which puts it in the `by-sequence` index that kv-key-list pages through;
-//! - the key's head: `pk` = `BUCKET/KEY`, `rev` = 0, `cur` (latest revision) and `h`, the
-//!   retained revisions as `[rev, size, expiry ns or 0, op]`; every write is conditional on `cur`.
-//!   `hb` = `BUCKET` puts every head in the keys-only `by-bucket` index, which is how
-//!   kv-bucket-delete finds every key of a bucket without scanning the table;
-//! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes`, `keys`
-//!   and `inc` (the bucket's `created`).
+//! - the key's head, its record: `pk` = `BUCKET/KEY`, `rev` = 0. The latest revision itself
+//!   (`cur`, and its `v` stored bytes, `z` compressed, `c` created ms, `x` exact expiry ns, `ttl`
+//!   epoch seconds for DynamoDB's sweep, `op` absent for a value, `mem`), `h` the retained
+//!   revisions as `[rev, size, expiry ns or 0, op]`, `r1`..`r3` the revisions before `cur`, and
+//!   `inc` (the bucket's incarnation). While its latest is a value: `gb` = `BUCKET` (the
+//!   `by-sequence` index kv-key-list pages through, with `lv`, the value when small), and, if
+//!   it expires, `xp`/`xs` (the `by-expiry` index the sweeper reads). `hb` = `BUCKET` puts every
+//!   head in the keys-only `by-bucket` index kv-bucket-delete purges through; `mb` marks a head
+//!   of a bucket with `max_bytes`;
+//! - an older revision the head still lists: `pk` = `BUCKET/KEY`, `rev` = its revision, with
+//!   the same value attributes, never changed once written;
+//! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes`, `keys`,
+//!   `inc` (the bucket's `created`) and `counted` (the stream consumer's last batch tokens).
 
 use crate::model::error::KvError;
 use aws_sdk_dynamodb::types::AttributeValue;
