@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
@@ -282,15 +283,7 @@ impl Store {
         // No retries inside the SDK: a resend after a lost answer would come back as a refusal
         // that hides the landed first send, so the caller resends itself, knowing it did.
         let result = self
-            .client
-            .update_item()
-            .table_name(update.table_name())
-            .set_key(Some(update.key().clone()))
-            .update_expression(update.update_expression())
-            .set_condition_expression(update.condition_expression().map(str::to_string))
-            .set_expression_attribute_names(update.expression_attribute_names().cloned())
-            .set_expression_attribute_values(update.expression_attribute_values().cloned())
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .update_item(&update)
             .customize()
             .config_override(
                 aws_sdk_dynamodb::Config::builder()
@@ -324,31 +317,13 @@ impl Store {
         usage: &UsageChange,
         token: &str,
     ) -> Result<(), CommitError> {
-        let failed = |error| CommitError::Failed(build_failed(error));
         let head = self.head_update(write)?;
-        let mut update = Update::builder()
-            .table_name(&self.items)
-            .key(PK, s(usage_pk(write.bucket)))
-            .key(REV, n(0))
-            .update_expression("ADD #bytes :bytes, #keys :keys")
-            .expression_attribute_names("#bytes", USED_BYTES)
-            .expression_attribute_names("#keys", LIVE_KEYS)
-            .expression_attribute_names("#inc", INCARNATION)
-            .expression_attribute_values(":bytes", n(usage.bytes_delta))
-            .expression_attribute_values(":keys", n(usage.keys_delta))
-            .expression_attribute_values(":inc", n(usage.incarnation))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        update = match usage.bytes_ceiling {
-            None => update.condition_expression("#inc = :inc"),
-            Some(ceiling) => update
-                .condition_expression("#inc = :inc AND #bytes <= :ceiling")
-                .expression_attribute_values(":ceiling", n(ceiling)),
-        };
+        let update = self
+            .usage_update(write.bucket, usage)
+            .map_err(|error| CommitError::Failed(build_failed(error)))?;
         let writes = vec![
             TransactWriteItem::builder().update(head).build(),
-            TransactWriteItem::builder()
-                .update(update.build().map_err(failed)?)
-                .build(),
+            TransactWriteItem::builder().update(update).build(),
         ];
         let result = self
             .client
@@ -639,17 +614,7 @@ impl Store {
             .build()
             .map_err(build_failed)?;
         let Some(incarnation) = head.exact_counts else {
-            let result = self
-                .client
-                .update_item()
-                .table_name(update.table_name())
-                .set_key(Some(update.key().clone()))
-                .update_expression(update.update_expression())
-                .set_condition_expression(update.condition_expression().map(str::to_string))
-                .set_expression_attribute_names(update.expression_attribute_names().cloned())
-                .set_expression_attribute_values(update.expression_attribute_values().cloned())
-                .send()
-                .await;
+            let result = self.update_item(&update).send().await;
             return match result {
                 Ok(_) => Ok(true),
                 Err(error) if is_condition_failure(&error) => Ok(false),
@@ -662,26 +627,15 @@ impl Store {
                 .map(|entry| i64::try_from(entry.size).unwrap_or(i64::MAX))
                 .sum()
         };
-        let usage = Update::builder()
-            .table_name(&self.items)
-            .key(
-                PK,
-                // Bucket names hold no '/', so the head's key starts with its bucket's.
-                s(usage_pk(
-                    pk.split_once('/').map_or(pk, |(bucket, _)| bucket),
-                )),
-            )
-            .key(REV, n(0))
-            .update_expression("ADD #bytes :bytes, #keys :keys")
-            .condition_expression("#inc = :inc")
-            .expression_attribute_names("#bytes", USED_BYTES)
-            .expression_attribute_names("#keys", LIVE_KEYS)
-            .expression_attribute_names("#inc", INCARNATION)
-            .expression_attribute_values(":bytes", n(size(entries) - size(&head.entries)))
-            .expression_attribute_values(":keys", n(-1))
-            .expression_attribute_values(":inc", n(incarnation))
-            .build()
-            .map_err(build_failed)?;
+        let change = UsageChange {
+            incarnation,
+            bytes_delta: size(entries) - size(&head.entries),
+            keys_delta: -1,
+            bytes_ceiling: None,
+        };
+        // Bucket names hold no '/', so the head's key starts with its bucket's.
+        let bucket = pk.split_once('/').map_or(pk, |(bucket, _)| bucket);
+        let usage = self.usage_update(bucket, &change).map_err(build_failed)?;
         let result = self
             .client
             .transact_write_items()
@@ -706,5 +660,48 @@ impl Store {
             }
         }
         Err(storage_error("TransactWriteItems", error))
+    }
+
+    /// `update` sent by itself as an `UpdateItem`, the same request it is inside a transaction.
+    fn update_item(&self, update: &Update) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(update.table_name())
+            .set_key(Some(update.key().clone()))
+            .update_expression(update.update_expression())
+            .set_condition_expression(update.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(update.expression_attribute_names().cloned())
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+            .set_return_values_on_condition_check_failure(
+                update.return_values_on_condition_check_failure().cloned(),
+            )
+    }
+
+    /// The usage item's share of a transaction that moves it with a head: conditional on the
+    /// bucket's incarnation (and, for a write that grows the bucket, on room under `max_bytes`).
+    fn usage_update(
+        &self,
+        bucket: &str,
+        change: &UsageChange,
+    ) -> Result<Update, aws_sdk_dynamodb::error::BuildError> {
+        let update = Update::builder()
+            .table_name(&self.items)
+            .key(PK, s(usage_pk(bucket)))
+            .key(REV, n(0))
+            .update_expression("ADD #bytes :bytes, #keys :keys")
+            .expression_attribute_names("#bytes", USED_BYTES)
+            .expression_attribute_names("#keys", LIVE_KEYS)
+            .expression_attribute_names("#inc", INCARNATION)
+            .expression_attribute_values(":bytes", n(change.bytes_delta))
+            .expression_attribute_values(":keys", n(change.keys_delta))
+            .expression_attribute_values(":inc", n(change.incarnation))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match change.bytes_ceiling {
+            None => update.condition_expression("#inc = :inc"),
+            Some(ceiling) => update
+                .condition_expression("#inc = :inc AND #bytes <= :ceiling")
+                .expression_attribute_values(":ceiling", n(ceiling)),
+        }
+        .build()
     }
 }
