@@ -57,47 +57,4 @@ impl Function {
     pub fn answers_stream_batches(self) -> bool {
         self == Function::ItemsStream
     }
-
-    /// The parameters each function accepts; anything else is rejected by name.
-    pub fn accepted_params(self) -> &'static [&'static str] {
-        match self {
-            Function::BucketCreate => &[
-                "bucket",
-                "description",
-                "ttl",
-                "history",
-                "max_bytes",
-                "max_value_size",
-                "storage",
-                "num_replicas",
-                "compression",
-                "metadata",
-                "placement",
-                "mirror",
-                "republish",
-                "sources",
-            ],
-            Function::KeyPut => &["bucket", "key", "value", "revision", "ttl"],
-            Function::KeyGet => &["bucket", "key", "json", "revision"],
-            Function::BucketList => &["limit", "start_after"],
-            Function::KeyList => &["bucket", "last_sequence", "limit", "filter"],
-            Function::KeyDelete => &["bucket", "key", "purge", "revision"],
-            Function::KeyHistory => &["bucket", "key", "json"],
-            Function::BucketInfo => &["bucket"],
-            Function::BucketDelete => &["bucket"],
-            Function::BucketPurge | Function::ItemsStream => &["Records"],
-            // The fields of EventBridge's scheduled event, which carry nothing the sweep needs.
-            Function::ExpirySweep => &[
-                "version",
-                "id",
-                "detail-type",
-                "source",
-                "account",
-                "time",
-                "region",
-                "resources",
-                "detail",
-            ],
-        }
-    }
 }

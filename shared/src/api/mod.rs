@@ -1,6 +1,8 @@
-//! The functions' API: their names, the parameters each accepts, reading an event into them,
-//! and kv-bucket-create's configuration read from its parameters.
+//! The functions' API: their names, each one's typed request and response, and reading an
+//! event into a request (kv-bucket-create's configuration included).
 
 pub mod bucket_config;
 pub mod function;
 pub mod params;
+pub mod requests;
+pub mod responses;

@@ -2,11 +2,13 @@
 
 use crate::api::function::Function;
 use crate::api::params::Params;
+use crate::api::requests::Request;
 use crate::lambda::envelope;
 use crate::model::error::{FunctionError, KvError};
 use crate::ops;
 use crate::ops::state::Kv;
 use lambda_runtime::LambdaEvent;
+use serde::Serialize;
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -79,17 +81,44 @@ type OpFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, KvError>> + Send +
 /// Boxed so each binary's future stays small and its type shallow, whichever op it runs.
 fn run(kv: &Kv, function: Function, params: Params, deadline: Instant) -> OpFuture<'_> {
     match function {
-        Function::BucketCreate => Box::pin(ops::bucket_create::run(kv, params)),
-        Function::KeyPut => Box::pin(ops::key_put::run(kv, params, deadline)),
-        Function::KeyGet => Box::pin(ops::key_get::run(kv, params)),
-        Function::BucketList => Box::pin(ops::bucket_list::run(kv, params)),
-        Function::KeyList => Box::pin(ops::key_list::run(kv, params)),
-        Function::KeyDelete => Box::pin(ops::key_delete::run(kv, params, deadline)),
-        Function::KeyHistory => Box::pin(ops::key_history::run(kv, params)),
-        Function::BucketInfo => Box::pin(ops::bucket_info::run(kv, params)),
-        Function::BucketDelete => Box::pin(ops::bucket_delete::run(kv, params, deadline)),
-        Function::BucketPurge => Box::pin(ops::bucket_delete::run_purger(kv, params, deadline)),
-        Function::ExpirySweep => Box::pin(ops::expiry_sweep::run(kv, params, deadline)),
-        Function::ItemsStream => Box::pin(ops::items_stream::run(kv, params)),
+        Function::BucketCreate => op(&params, |config| ops::bucket_create::run(kv, config)),
+        Function::KeyPut => op(&params, |request| ops::key_put::run(kv, request, deadline)),
+        Function::KeyGet => op(&params, |request| ops::key_get::run(kv, request)),
+        Function::BucketList => op(&params, |request| ops::bucket_list::run(kv, request)),
+        Function::KeyList => op(&params, |request| ops::key_list::run(kv, request)),
+        Function::KeyDelete => op(&params, |request| {
+            ops::key_delete::run(kv, request, deadline)
+        }),
+        Function::KeyHistory => op(&params, |request| ops::key_history::run(kv, request)),
+        Function::BucketInfo => op(&params, |request| ops::bucket_info::run(kv, request)),
+        Function::BucketDelete => op(&params, |request| {
+            ops::bucket_delete::run(kv, request, deadline)
+        }),
+        Function::BucketPurge => op(&params, |batch| {
+            ops::bucket_delete::run_purger(kv, batch, deadline)
+        }),
+        Function::ExpirySweep => op(&params, |event| ops::expiry_sweep::run(kv, event, deadline)),
+        Function::ItemsStream => op(&params, |batch| ops::items_stream::run(kv, batch)),
+    }
+}
+
+/// Reads the operation's typed request, runs it, and turns its typed answer into JSON.
+fn op<'a, R, T, F>(params: &Params, operation: impl FnOnce(R) -> F) -> OpFuture<'a>
+where
+    R: Request,
+    T: Serialize,
+    F: Future<Output = Result<T, KvError>> + Send + 'a,
+{
+    match R::read(params) {
+        Ok(request) => {
+            let running = operation(request);
+            Box::pin(async move {
+                let answer = running.await?;
+                serde_json::to_value(answer).map_err(|error| {
+                    KvError::Internal(format!("Could not encode the answer: {error}"))
+                })
+            })
+        }
+        Err(error) => Box::pin(std::future::ready(Err(error))),
     }
 }

@@ -3,7 +3,6 @@
 //! functions' settings from the environment.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub const MAX_HISTORY: i64 = 64;
@@ -64,13 +63,6 @@ pub struct Republish {
     pub src: String,
     pub dest: String,
     pub headers_only: bool,
-}
-
-impl BucketConfig {
-    pub fn to_json(&self) -> Value {
-        // Serializing plain structs of strings, integers and maps cannot fail.
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
 }
 
 /// Where the functions find their tables and how the memory cache behaves, from the environment.

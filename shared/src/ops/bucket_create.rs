@@ -1,18 +1,15 @@
 //! kv-bucket-create: a retry with the same configuration succeeds, a different one is refused.
 
-use crate::api::params::Params;
+use crate::api::responses::BucketCreated;
+use crate::model::config::BucketConfig;
 use crate::model::error::KvError;
+use crate::model::time;
 use crate::ops::state::Kv;
-use serde_json::{json, Value};
 
-pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let config = crate::api::bucket_config::bucket_config(&params)?;
+pub async fn run(kv: &Kv, config: BucketConfig) -> Result<BucketCreated, KvError> {
     let created = kv
         .store
-        .create_bucket(
-            &config,
-            crate::model::time::ns_to_ms(crate::model::time::now_ns()),
-        )
+        .create_bucket(&config, time::ns_to_ms(time::now_ns()))
         .await?;
     if !created {
         match kv.store.read_bucket(&config.bucket).await? {
@@ -37,5 +34,8 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
             }
         }
     }
-    Ok(json!({"message": "Bucket created successfully", "config": config.to_json()}))
+    Ok(BucketCreated {
+        message: "Bucket created successfully",
+        config,
+    })
 }

@@ -17,33 +17,43 @@
 //! is bumped, and the buckets table's stream invokes kv-bucket-purge, which does the same
 //! until the bucket is gone. Calling kv-bucket-delete again continues the purge as well.
 
-use crate::api::params::Params;
+use crate::api::requests::{BucketName, StreamBatch};
+use crate::api::responses::{BucketDeleted, PurgeStep, PurgedBucket};
 use crate::model::error::KvError;
 use crate::model::{time, validate};
 use crate::ops::state::Kv;
 use crate::store::items::WRITES_QUIET_MS;
 use crate::store::BucketRecord;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// How long the index may lag behind the last write before an empty index is trusted.
 const SETTLE: Duration = Duration::from_secs(1);
 
-pub async fn run(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
-    let bucket = params.bucket()?;
-    let purged = delete_bucket(kv, bucket, deadline).await?;
-    let message = if purged.done {
-        "Bucket deleted successfully"
-    } else {
-        "Bucket deleted; its items are still being removed"
-    };
-    Ok(json!({"message": message, "purged": purged.done, "keys_removed": purged.keys}))
+pub async fn run(
+    kv: &Kv,
+    request: BucketName,
+    deadline: Instant,
+) -> Result<BucketDeleted, KvError> {
+    let purged = delete_bucket(kv, &request.bucket, deadline).await?;
+    Ok(BucketDeleted {
+        message: if purged.done {
+            "Bucket deleted successfully"
+        } else {
+            "Bucket deleted; its items are still being removed"
+        },
+        purged: purged.done,
+        keys_removed: purged.keys,
+    })
 }
 
 /// The buckets table's stream: continue every deletion its records mention.
-pub async fn run_purger(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
-    let records = params.stream_records()?;
-    let mut deletions: Vec<(String, u64)> = records.iter().filter_map(deletion).collect();
+pub async fn run_purger(
+    kv: &Kv,
+    batch: StreamBatch,
+    deadline: Instant,
+) -> Result<PurgeStep, KvError> {
+    let mut deletions: Vec<(String, u64)> = batch.records.iter().filter_map(deletion).collect();
     deletions.sort();
     deletions.dedup();
     let mut results = Vec::new();
@@ -57,9 +67,16 @@ pub async fn run_purger(kv: &Kv, params: Params, deadline: Instant) -> Result<Va
             continue;
         }
         let purged = purge_and_hand_on(kv, &bucket, quiet_at(&current, since_ms), deadline).await?;
-        results.push(json!({"bucket": bucket, "purged": purged.done, "keys_removed": purged.keys}));
+        results.push(PurgedBucket {
+            bucket,
+            purged: purged.done,
+            keys_removed: purged.keys,
+        });
     }
-    Ok(json!({"message": "Purge step done", "results": results}))
+    Ok(PurgeStep {
+        message: "Purge step done",
+        results,
+    })
 }
 
 /// The bucket a stream record's new image shows being deleted, and since when.

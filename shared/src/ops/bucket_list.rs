@@ -1,22 +1,16 @@
 //! kv-bucket-list: every bucket with its configuration and live usage.
 
-use crate::api::params::Params;
+use crate::api::requests;
+use crate::api::responses::{BucketList, BucketListBody, BucketSummary};
 use crate::model::error::KvError;
-use crate::model::validate;
 use crate::ops::state::Kv;
 use crate::store::{BucketRecord, Usage};
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let limit = params.opt_int("limit", 1, 1000)?;
-    let start_after = params.opt_str("start_after")?;
-    if let Some(name) = start_after {
-        validate::bucket_name(name).map_err(|_| {
-            KvError::param("Parameter 'start_after' must be a bucket name from a previous page")
-        })?;
-    }
+pub async fn run(kv: &Kv, request: requests::BucketList) -> Result<BucketList, KvError> {
+    let limit = request.limit;
     let mut records: Vec<BucketRecord> = Vec::new();
-    let mut cursor = start_after.map(str::to_string);
+    let mut cursor = request.start_after;
     let has_more = loop {
         let remaining = limit.map(|limit| limit - records.len() as i64);
         let page_limit = remaining.map(|remaining| i32::try_from(remaining).unwrap_or(1000));
@@ -39,32 +33,37 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         .map(|record| record.config.bucket.clone())
         .collect();
     let usages = kv.store.usages(&names).await?;
-    let results: Vec<Value> = records
-        .iter()
+    let start_after = match (limit, has_more) {
+        (Some(_), true) => names.last().cloned(),
+        _ => None,
+    };
+    let results: Vec<BucketSummary> = records
+        .into_iter()
         .map(|record| {
             let usage = usages.get(&record.config.bucket).copied();
             summary(record, usage.unwrap_or_default())
         })
         .collect();
-    let mut body = json!({"results_total": results.len(), "results": results});
-    if limit.is_some() {
-        body["has_more"] = json!(has_more);
-        if let (true, Some(last)) = (has_more, names.last()) {
-            body["start_after"] = json!(last);
-        }
-    }
-    Ok(json!({"body": body, "metadata": {}}))
+    Ok(BucketList {
+        body: BucketListBody {
+            results_total: results.len(),
+            results,
+            has_more: limit.map(|_| has_more),
+            start_after,
+        },
+        metadata: BTreeMap::new(),
+    })
 }
 
 /// How a bucket is described to callers, in the list and in kv-bucket-info.
-pub fn summary(record: &BucketRecord, usage: Usage) -> Value {
-    json!({
-        "name": record.config.bucket,
-        "description": record.config.description,
-        "entry_total": usage.keys,
-        "bytes": usage.bytes,
-        "created": record.created_ms,
-        "metadata": record.config.metadata,
-        "config": record.config.to_json(),
-    })
+pub fn summary(record: BucketRecord, usage: Usage) -> BucketSummary {
+    BucketSummary {
+        name: record.config.bucket.clone(),
+        description: record.config.description.clone(),
+        entry_total: usage.keys,
+        bytes: usage.bytes,
+        created: record.created_ms,
+        metadata: record.config.metadata.clone(),
+        config: record.config,
+    }
 }

@@ -5,15 +5,15 @@
 //! replaced it meanwhile is never touched. The change reaches the items table's stream as an
 //! expiry (`op` EXPIRED), which updates the counts.
 
-use crate::api::params::Params;
+use crate::api::requests::ScheduledEvent;
+use crate::api::responses::SweepDone;
 use crate::model::error::KvError;
 use crate::model::time;
 use crate::ops::state::Kv;
 use crate::store::items::{HeadEntry, Op, EXPIRY_SHARDS};
-use serde_json::{json, Value};
 use std::time::Instant;
 
-pub async fn run(kv: &Kv, _params: Params, deadline: Instant) -> Result<Value, KvError> {
+pub async fn run(kv: &Kv, _event: ScheduledEvent, deadline: Instant) -> Result<SweepDone, KvError> {
     let now_ns = time::now_ns();
     let now_secs = now_ns / 1_000_000_000;
     let (mut examined, mut expired) = (0u64, 0u64);
@@ -38,12 +38,12 @@ pub async fn run(kv: &Kv, _params: Params, deadline: Instant) -> Result<Value, K
             }
         }
     }
-    Ok(json!({
-        "message": "Expiry sweep done",
-        "examined": examined,
-        "expired": expired,
-        "complete": complete,
-    }))
+    Ok(SweepDone {
+        message: "Expiry sweep done",
+        examined,
+        expired,
+        complete,
+    })
 }
 
 /// Expires the head of `pk` if its latest value is past its expiry; true when it did.

@@ -16,7 +16,8 @@
 //!   lists is archived again from the old image, which repairs a writer that stopped between
 //!   its head's write and its own archive write.
 
-use crate::api::params::Params;
+use crate::api::requests::StreamBatch;
+use crate::api::responses::{BatchItemFailure, BatchOutcome};
 use crate::model::error::KvError;
 use crate::ops::state::Kv;
 use crate::store::items::{
@@ -25,7 +26,7 @@ use crate::store::items::{
 use crate::store::BucketDelta;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One head change of the batch, as far as it matters here.
@@ -213,8 +214,8 @@ fn batch_token(ids: &[&str]) -> String {
     )
 }
 
-pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let records = params.stream_records()?;
+pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
+    let records = &batch.records;
     let mut changes = Vec::new();
     for (index, record) in records.iter().enumerate() {
         if let Some(change) = head_change(index, record)? {
@@ -287,7 +288,10 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
         }
     }
     match failed_at {
-        None => Ok(json!({"batchItemFailures": [], "counted": counted})),
+        None => Ok(BatchOutcome {
+            batch_item_failures: Vec::new(),
+            counted,
+        }),
         // Counting from here again is safe only if nothing after it was counted: the retried
         // records would be counted a second time, under another token.
         Some(index) if counted_last.is_none_or(|last| last < index) => {
@@ -297,7 +301,12 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
                 .and_then(|stream| stream.get("SequenceNumber"))
                 .cloned()
                 .unwrap_or(Value::Null);
-            Ok(json!({"batchItemFailures": [{"itemIdentifier": sequence}], "counted": counted}))
+            Ok(BatchOutcome {
+                batch_item_failures: vec![BatchItemFailure {
+                    item_identifier: sequence,
+                }],
+                counted,
+            })
         }
         Some(_) => Err(KvError::Unavailable(format!(
             "Part of the stream batch failed after later records were counted, so the whole batch must come again (counted buckets skip it by token): {}",
@@ -309,6 +318,7 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn head_image(cur: u64, entries: &[(u64, u64, &str)], extra: Value) -> Value {
         let h: Vec<Value> = entries

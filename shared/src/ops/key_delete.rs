@@ -1,38 +1,40 @@
 //! kv-key-delete: a delete (or purge) marker with its own revision, as NATS KV writes it.
 
 use super::write::{write, WriteRequest};
-use crate::api::params::Params;
+use crate::api::requests::KeyDelete;
+use crate::api::responses::Written;
 use crate::model::error::KvError;
 use crate::ops::state::Kv;
 use crate::store::items::Op;
-use serde_json::{json, Value};
 use std::time::Instant;
 
-pub async fn run(kv: &Kv, params: Params, deadline: Instant) -> Result<Value, KvError> {
-    let (bucket, key) = params.bucket_and_key()?;
-    let purge = params.opt_bool("purge")?.unwrap_or(false);
-    let expected = params
-        .opt_int("revision", 0, i64::MAX)?
-        .map(|revision| revision.unsigned_abs());
-    let op = if purge { Op::Purge } else { Op::Del };
+pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<Written, KvError> {
+    let KeyDelete {
+        bucket,
+        key,
+        purge,
+        revision,
+    } = request;
     let written = write(
         kv,
         WriteRequest {
-            bucket,
-            key,
-            op,
+            bucket: &bucket,
+            key: &key,
+            op: if purge { Op::Purge } else { Op::Del },
             text: "",
-            expected,
+            expected: revision,
             ttl_ns: None,
             deadline,
         },
     )
     .await?;
-    kv.cache.remove(bucket, key);
-    let message = if purge {
-        "Key purged successfully"
-    } else {
-        "Key deleted successfully"
-    };
-    Ok(json!({"message": message, "revision": written.revision}))
+    kv.cache.remove(&bucket, &key);
+    Ok(Written {
+        message: if purge {
+            "Key purged successfully"
+        } else {
+            "Key deleted successfully"
+        },
+        revision: written.revision,
+    })
 }

@@ -1,20 +1,23 @@
 //! kv-key-get: the key's latest live value, in one `GetItem` of its head (none for a `memory`
 //! bucket's cached value), or a given revision: the head and that revision's item at once.
 
-use crate::api::params::Params;
+use crate::api::requests::KeyGet;
+use crate::api::responses::{KeyValue, KeyValueBody, ValueMetadata};
 use crate::model::cache::CachedValue;
 use crate::model::error::KvError;
 use crate::model::time;
 use crate::ops::state::Kv;
 use crate::store::items::{Op, Stored};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let (bucket, key) = params.bucket_and_key()?;
-    let as_json = params.opt_bool("json")?.unwrap_or(false);
-    let revision = params
-        .opt_int("revision", 1, i64::MAX)?
-        .map(|revision| revision.unsigned_abs());
+pub async fn run(kv: &Kv, request: KeyGet) -> Result<KeyValue, KvError> {
+    let KeyGet {
+        bucket,
+        key,
+        json: as_json,
+        revision,
+    } = request;
+    let (bucket, key) = (bucket.as_str(), key.as_str());
     let now_ns = time::now_ns();
 
     let cached = revision
@@ -56,10 +59,17 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
     } else {
         Value::String(found.text)
     };
-    Ok(json!({
-        "body": {"key": key, "value": value},
-        "metadata": {"Bucket": bucket, "revision": found.revision, "created": found.created_ms},
-    }))
+    Ok(KeyValue {
+        body: KeyValueBody {
+            key: key.to_string(),
+            value,
+        },
+        metadata: ValueMetadata {
+            bucket: bucket.to_string(),
+            revision: found.revision,
+            created: found.created_ms,
+        },
+    })
 }
 
 /// A given revision of the key: the head's latest, or an archived one the head still lists (an

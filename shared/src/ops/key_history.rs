@@ -1,15 +1,20 @@
 //! kv-key-history: every retained revision of a key, oldest first, markers included.
 
-use crate::api::params::Params;
+use crate::api::requests;
+use crate::api::responses::{BucketMetadata, HistoryEntry, KeyHistory, KeyHistoryBody};
 use crate::model::error::KvError;
 use crate::model::time;
 use crate::ops::state::Kv;
 use crate::store::items::Op;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let (bucket, key) = params.bucket_and_key()?;
-    let as_json = params.opt_bool("json")?.unwrap_or(false);
+pub async fn run(kv: &Kv, request: requests::KeyHistory) -> Result<KeyHistory, KvError> {
+    let requests::KeyHistory {
+        bucket,
+        key,
+        json: as_json,
+    } = request;
+    let (bucket, key) = (bucket.as_str(), key.as_str());
     let (head, retained) = kv.store.history(bucket, key).await?;
     if head.cur.is_none() {
         return Err(super::key_or_bucket_missing(kv, bucket).await);
@@ -32,15 +37,21 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
             })?,
             Op::Put => Value::String(revision.text),
         };
-        results.push(json!({
-            "revision": revision.rev,
-            "value": value,
-            "created": revision.created_ms,
-            "operation": revision.op.as_str(),
-        }));
+        results.push(HistoryEntry {
+            revision: revision.rev,
+            value,
+            created: revision.created_ms,
+            operation: revision.op.as_str(),
+        });
     }
-    Ok(json!({
-        "body": {"key": key, "results_total": results.len(), "results": results},
-        "metadata": {"Bucket": bucket},
-    }))
+    Ok(KeyHistory {
+        body: KeyHistoryBody {
+            key: key.to_string(),
+            results_total: results.len(),
+            results,
+        },
+        metadata: BucketMetadata {
+            bucket: bucket.to_string(),
+        },
+    })
 }

@@ -1,21 +1,20 @@
 //! kv-key-list: the bucket's live keys in revision order, paged by `last_sequence`.
 
-use crate::api::params::Params;
+use crate::api::requests;
+use crate::api::responses::{BucketMetadata, KeyList, KeyListBody, ListedKey};
 use crate::model::error::KvError;
-use crate::model::subject::Filter;
 use crate::model::time;
 use crate::ops::state::Kv;
 use crate::store::items::{self, get_str, get_u64, Item};
-use serde_json::{json, Value};
 
-pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
-    let bucket = params.bucket()?;
-    let last_sequence = params
-        .opt_int("last_sequence", 0, i64::MAX)?
-        .unwrap_or(0)
-        .unsigned_abs();
-    let limit = params.opt_int("limit", 1, 1000)?.unwrap_or(100);
-    let filter = params.opt_str("filter")?.map(Filter::parse).transpose()?;
+pub async fn run(kv: &Kv, request: requests::KeyList) -> Result<KeyList, KvError> {
+    let requests::KeyList {
+        bucket,
+        last_sequence,
+        limit,
+        filter,
+    } = request;
+    let bucket = bucket.as_str();
 
     // One extra item tells whether another page exists, so has_more is exact.
     let page_size = i32::try_from(limit + 1).unwrap_or(1001);
@@ -60,17 +59,23 @@ pub async fn run(kv: &Kv, params: Params) -> Result<Value, KvError> {
                 None => continue,
             },
         };
-        results.push(json!({"key": key, "value": text, "sequence": revision}));
+        results.push(ListedKey {
+            key: key.to_string(),
+            value: text,
+            sequence: revision,
+        });
     }
-    Ok(json!({
-        "body": {
-            "results_total": usage.keys,
-            "results": results,
-            "last_sequence": cursor,
-            "has_more": has_more,
+    Ok(KeyList {
+        body: KeyListBody {
+            results_total: usage.keys,
+            results,
+            last_sequence: cursor,
+            has_more,
         },
-        "metadata": {"Bucket": bucket},
-    }))
+        metadata: BucketMetadata {
+            bucket: bucket.to_string(),
+        },
+    })
 }
 
 fn list_text(

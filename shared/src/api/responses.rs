@@ -1,0 +1,200 @@
+//! Each function's successful answer, as the `body` of its envelope (SPEC "Response
+//! envelope"). The field names are the contract's, including the product's capitalised
+//! `Bucket`.
+
+use crate::model::config::BucketConfig;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// kv-key-put and kv-key-delete.
+#[derive(Debug, Serialize)]
+pub struct Written {
+    pub message: &'static str,
+    pub revision: u64,
+}
+
+/// kv-bucket-create.
+#[derive(Debug, Serialize)]
+pub struct BucketCreated {
+    pub message: &'static str,
+    /// The effective configuration, defaults filled in.
+    pub config: BucketConfig,
+}
+
+/// kv-key-get.
+#[derive(Debug, Serialize)]
+pub struct KeyValue {
+    pub body: KeyValueBody,
+    pub metadata: ValueMetadata,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyValueBody {
+    pub key: String,
+    /// The stored text, or the JSON it parses to with `json: true`.
+    pub value: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ValueMetadata {
+    #[serde(rename = "Bucket")]
+    pub bucket: String,
+    pub revision: u64,
+    pub created: u64,
+}
+
+/// The `metadata` of answers about one bucket.
+#[derive(Debug, Serialize)]
+pub struct BucketMetadata {
+    #[serde(rename = "Bucket")]
+    pub bucket: String,
+}
+
+/// kv-key-list.
+#[derive(Debug, Serialize)]
+pub struct KeyList {
+    pub body: KeyListBody,
+    pub metadata: BucketMetadata,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyListBody {
+    /// The bucket's live keys, all pages together.
+    pub results_total: i64,
+    pub results: Vec<ListedKey>,
+    /// Pass back to get the next page.
+    pub last_sequence: u64,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListedKey {
+    pub key: String,
+    pub value: String,
+    /// The key's latest revision.
+    pub sequence: u64,
+}
+
+/// kv-key-history.
+#[derive(Debug, Serialize)]
+pub struct KeyHistory {
+    pub body: KeyHistoryBody,
+    pub metadata: BucketMetadata,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyHistoryBody {
+    pub key: String,
+    pub results_total: usize,
+    pub results: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    pub revision: u64,
+    /// Null for delete and purge markers.
+    pub value: Value,
+    pub created: u64,
+    pub operation: &'static str,
+}
+
+/// kv-bucket-list.
+#[derive(Debug, Serialize)]
+pub struct BucketList {
+    pub body: BucketListBody,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BucketListBody {
+    pub results_total: usize,
+    pub results: Vec<BucketSummary>,
+    /// Only when a `limit` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub has_more: Option<bool>,
+    /// The cursor of the next page, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_after: Option<String>,
+}
+
+/// How a bucket is described, in the list and in kv-bucket-info.
+#[derive(Debug, Serialize)]
+pub struct BucketSummary {
+    pub name: String,
+    pub description: String,
+    /// Keys with a live value.
+    pub entry_total: i64,
+    /// What counts against `max_bytes`.
+    pub bytes: i64,
+    pub created: u64,
+    pub metadata: BTreeMap<String, String>,
+    pub config: BucketConfig,
+}
+
+/// kv-bucket-info.
+#[derive(Debug, Serialize)]
+pub struct BucketInfo {
+    pub body: BucketInfoBody,
+    pub metadata: BucketMetadata,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BucketInfoBody {
+    #[serde(flatten)]
+    pub summary: BucketSummary,
+    /// The oldest revision still stored, 0 when none is.
+    pub first_sequence: u64,
+    /// The bucket's latest revision.
+    pub last_sequence: u64,
+}
+
+/// kv-bucket-delete.
+#[derive(Debug, Serialize)]
+pub struct BucketDeleted {
+    pub message: &'static str,
+    /// False while the bucket's items are still being removed in the background.
+    pub purged: bool,
+    pub keys_removed: u64,
+}
+
+/// kv-bucket-purge: one step of every deletion its batch mentioned.
+#[derive(Debug, Serialize)]
+pub struct PurgeStep {
+    pub message: &'static str,
+    pub results: Vec<PurgedBucket>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PurgedBucket {
+    pub bucket: String,
+    pub purged: bool,
+    pub keys_removed: u64,
+}
+
+/// kv-expiry-sweep.
+#[derive(Debug, Serialize)]
+pub struct SweepDone {
+    pub message: &'static str,
+    pub examined: u64,
+    pub expired: u64,
+    /// False when the deadline came first; the next run goes on.
+    pub complete: bool,
+}
+
+/// A stream consumer's answer to Lambda's event source mapping, at the top of the result
+/// (partial batch failure reporting).
+#[derive(Debug, Serialize)]
+pub struct BatchOutcome {
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<BatchItemFailure>,
+    /// Buckets whose counts this batch changed.
+    pub counted: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchItemFailure {
+    /// The failed record's `SequenceNumber`.
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: Value,
+}
