@@ -55,14 +55,15 @@ async fn expire(kv: &Kv, pk: &str, now_ns: u64) -> Result<bool, KvError> {
     if latest.op != Op::Put || !time::is_expired(latest.expiry_ns, now_ns) {
         return Ok(false);
     }
-    kv.store
+    Ok(kv
+        .store
         .expire_head(
             pk,
             &head,
             &expired_entries(&head.entries, latest.rev, now_ns),
             now_ns,
         )
-        .await
+        .await?)
 }
 
 /// The retained list once expired values are gone: expired older values leave it, and the

@@ -20,6 +20,7 @@ use crate::api::requests::StreamBatch;
 use crate::api::responses::{BatchItemFailure, BatchOutcome};
 use crate::model::error::KvError;
 use crate::ops::state::Kv;
+use crate::store::errors::StoreError;
 use crate::store::items::{
     self, decode_head, get_str, get_u64, Head, Item, Op, Stored, EXACT_COUNTS, INCARNATION, PK, REV,
 };
@@ -225,7 +226,7 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
     // The earliest record whose work failed; everything from it on comes back.
     let mut failed_at: Option<usize> = None;
     let mut first_error: Option<String> = None;
-    let mut fail = |index: usize, error: &KvError| {
+    let mut fail = |index: usize, error: &StoreError| {
         tracing::warn!(error = %error, record = index, "stream record not processed");
         failed_at = Some(failed_at.map_or(index, |earlier| earlier.min(index)));
         first_error.get_or_insert_with(|| error.to_string());

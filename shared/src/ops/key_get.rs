@@ -94,5 +94,5 @@ async fn at_revision(
     if !head.entries.iter().any(|entry| entry.rev == rev) {
         return Err(KvError::KeyNotFound);
     }
-    archived
+    Ok(archived?)
 }

@@ -16,6 +16,7 @@ pub mod write;
 
 use crate::model::error::KvError;
 use crate::ops::state::Kv;
+use crate::store::errors::StoreError;
 
 /// What a read that found no item for the key says: `key_not_found`, or `bucket_not_found` when
 /// the bucket does not exist or is being deleted. A miss costs this second request only to say
@@ -24,6 +25,20 @@ async fn key_or_bucket_missing(kv: &Kv, bucket: &str) -> KvError {
     match kv.store.read_bucket(bucket).await {
         Ok(Some(record)) if record.deleting_ms.is_none() => KvError::KeyNotFound,
         Ok(_) => KvError::BucketNotFound(bucket.to_string()),
-        Err(error) => error,
+        Err(error) => error.into(),
+    }
+}
+
+/// What a store failure means to the caller. A missing bucket is the caller's 404; an item
+/// DynamoDB refused as too large is the caller's value (`store::heads` words it with the real
+/// limit); the rest are Lambda errors, retryable or not.
+impl From<StoreError> for KvError {
+    fn from(error: StoreError) -> KvError {
+        match error {
+            StoreError::Unavailable(message) => KvError::Unavailable(message),
+            StoreError::Internal(message) => KvError::Internal(message),
+            StoreError::BucketNotFound(bucket) => KvError::BucketNotFound(bucket),
+            StoreError::ItemTooLarge(message) => KvError::ValueTooLarge(message),
+        }
     }
 }

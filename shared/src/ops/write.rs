@@ -21,6 +21,7 @@ use crate::model::config::BucketConfig;
 use crate::model::error::KvError;
 use crate::model::{codec, time};
 use crate::ops::state::Kv;
+use crate::store::errors::StoreError;
 use crate::store::items::{Head, HeadEntry, Op, Stored, COMMIT_WINDOW_MS, MAX_ITEM_BYTES};
 use crate::store::{CommitError, HeadCondition, HeadWrite, UsageChange};
 use std::time::{Duration, Instant};
@@ -167,7 +168,7 @@ fn overtaken_in_order(head: &Head, attempts: &[Written]) -> Option<Written> {
 }
 
 /// The answer when neither DynamoDB nor the head can say whether a send of this call landed.
-fn unconfirmed(key: &str, why: &str, cause: Option<KvError>) -> KvError {
+fn unconfirmed(key: &str, why: &str, cause: Option<StoreError>) -> KvError {
     let cause = cause.map(|error| format!(" ({error})")).unwrap_or_default();
     KvError::Unavailable(format!(
         "Could not confirm whether the write of key '{key}' was stored: {why}{cause}. Read the key before writing it again."
@@ -204,7 +205,7 @@ async fn commit_settled(
                 let remaining = settle_by.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(remaining, send()).await {
                     Ok(outcome) => outcome,
-                    Err(_) => Err(CommitError::OutcomeUnknown(KvError::Unavailable(
+                    Err(_) => Err(CommitError::OutcomeUnknown(StoreError::Unavailable(
                         "DynamoDB did not answer the write in time".to_string(),
                     ))),
                 }
@@ -503,7 +504,9 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             CommitError::BucketGone => {
                 return Err(KvError::BucketNotFound(request.bucket.to_string()))
             }
-            CommitError::Failed(error) | CommitError::OutcomeUnknown(error) => return Err(error),
+            CommitError::Failed(error) | CommitError::OutcomeUnknown(error) => {
+                return Err(error.into())
+            }
         }
         if Instant::now() >= request.deadline {
             break;
@@ -533,7 +536,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         );
         return Err(unconfirmed(request.key, &why, last_failure));
     }
-    Err(last_failure.unwrap_or_else(|| {
+    Err(last_failure.map(KvError::from).unwrap_or_else(|| {
         KvError::Unavailable(format!(
             "Gave up writing key '{}' after {MAX_ATTEMPTS} attempts: too many concurrent writers",
             request.key

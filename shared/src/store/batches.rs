@@ -5,7 +5,7 @@ use super::errors::storage_error;
 use super::heads::Partition;
 use super::items::*;
 use super::{build_failed, Store};
-use crate::model::error::KvError;
+use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
 use std::collections::HashMap;
 
@@ -14,10 +14,10 @@ use std::collections::HashMap;
 pub(super) async fn until_processed<T, F, Fut>(
     first: HashMap<String, T>,
     mut send: F,
-) -> Result<Vec<Item>, KvError>
+) -> Result<Vec<Item>, StoreError>
 where
     F: FnMut(HashMap<String, T>) -> Fut,
-    Fut: std::future::Future<Output = Result<(Vec<Item>, Option<HashMap<String, T>>), KvError>>,
+    Fut: std::future::Future<Output = Result<(Vec<Item>, Option<HashMap<String, T>>), StoreError>>,
 {
     const ATTEMPTS: u32 = 12;
     let mut read = Vec::new();
@@ -34,7 +34,7 @@ where
         pending = unprocessed;
     }
     match pending {
-        Some(request) if !request.is_empty() => Err(KvError::Unavailable(format!(
+        Some(request) if !request.is_empty() => Err(StoreError::Unavailable(format!(
             "DynamoDB left part of a batch unprocessed after {ATTEMPTS} attempts"
         ))),
         _ => Ok(read),
@@ -47,7 +47,7 @@ impl Store {
         &self,
         bucket: &str,
         after: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), KvError> {
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
         let start = after.map(|pk| {
             HashMap::from([
                 (HEAD_BUCKET.to_string(), s(bucket)),
@@ -82,13 +82,13 @@ impl Store {
     }
 
     /// Every item of one key (head, revisions, markers), keys only.
-    pub async fn partition_items(&self, pk: &str) -> Result<Vec<u64>, KvError> {
+    pub async fn partition_items(&self, pk: &str) -> Result<Vec<u64>, StoreError> {
         let items = self.partition(pk, Partition::KeysOnly).await?;
         Ok(items.iter().filter_map(|item| get_u64(item, REV)).collect())
     }
 
     /// Deletes items 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed.
-    pub async fn delete_items(&self, keys: &[(String, u64)]) -> Result<(), KvError> {
+    pub async fn delete_items(&self, keys: &[(String, u64)]) -> Result<(), StoreError> {
         let mut writes = Vec::with_capacity(keys.len());
         for (pk, rev) in keys {
             let delete = DeleteRequest::builder()
@@ -106,7 +106,7 @@ impl Store {
     pub(super) async fn get_batch(
         &self,
         keys: aws_sdk_dynamodb::types::builders::KeysAndAttributesBuilder,
-    ) -> Result<Vec<Item>, KvError> {
+    ) -> Result<Vec<Item>, StoreError> {
         let request = HashMap::from([(self.items.clone(), keys.build().map_err(build_failed)?)]);
         until_processed(request, |pending| async move {
             let output = self
@@ -128,7 +128,7 @@ impl Store {
     }
 
     /// Writes archived revisions (partition key, revision) 25 per BatchWriteItem.
-    pub async fn archive_many(&self, archives: &[(String, &Stored)]) -> Result<(), KvError> {
+    pub async fn archive_many(&self, archives: &[(String, &Stored)]) -> Result<(), StoreError> {
         let mut writes = Vec::with_capacity(archives.len());
         for (pk, stored) in archives {
             let put = PutRequest::builder()
@@ -142,7 +142,7 @@ impl Store {
         self.write_batches(writes).await
     }
 
-    pub(super) async fn write_batches(&self, writes: Vec<WriteRequest>) -> Result<(), KvError> {
+    pub(super) async fn write_batches(&self, writes: Vec<WriteRequest>) -> Result<(), StoreError> {
         for chunk in writes.chunks(25) {
             let request = HashMap::from([(self.items.clone(), chunk.to_vec())]);
             until_processed(request, |pending| async move {

@@ -4,7 +4,7 @@ use super::errors::{is_condition_failure, storage_error};
 use super::items::*;
 use super::{build_failed, Store};
 use crate::model::config::BucketConfig;
-use crate::model::error::KvError;
+use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem};
 use std::collections::HashMap;
@@ -21,11 +21,11 @@ pub struct BucketRecord {
     pub last_allocated_ms: Option<u64>,
 }
 
-pub(super) fn decode_bucket(item: &Item) -> Result<BucketRecord, KvError> {
+pub(super) fn decode_bucket(item: &Item) -> Result<BucketRecord, StoreError> {
     let config_json = get_str(item, CONFIG)
-        .ok_or_else(|| KvError::Internal("Bucket item without configuration".into()))?;
+        .ok_or_else(|| StoreError::Internal("Bucket item without configuration".into()))?;
     let config: BucketConfig = serde_json::from_str(config_json).map_err(|error| {
-        KvError::Internal(format!("Bucket configuration is malformed: {error}"))
+        StoreError::Internal(format!("Bucket configuration is malformed: {error}"))
     })?;
     Ok(BucketRecord {
         config,
@@ -42,9 +42,9 @@ impl Store {
         &self,
         config: &BucketConfig,
         created_ms: u64,
-    ) -> Result<bool, KvError> {
+    ) -> Result<bool, StoreError> {
         let config_json = serde_json::to_string(config).map_err(|error| {
-            KvError::Internal(format!("Could not encode the configuration: {error}"))
+            StoreError::Internal(format!("Could not encode the configuration: {error}"))
         })?;
         let bucket_item = Put::builder()
             .table_name(&self.buckets)
@@ -90,7 +90,7 @@ impl Store {
         }
     }
 
-    pub async fn read_bucket(&self, bucket: &str) -> Result<Option<BucketRecord>, KvError> {
+    pub async fn read_bucket(&self, bucket: &str) -> Result<Option<BucketRecord>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -104,7 +104,7 @@ impl Store {
     }
 
     /// Hands out the bucket's next revision and returns its configuration in the same request.
-    pub async fn allocate_revision(&self, bucket: &str) -> Result<BucketRecord, KvError> {
+    pub async fn allocate_revision(&self, bucket: &str) -> Result<BucketRecord, StoreError> {
         let result = self
             .client
             .update_item()
@@ -129,9 +129,9 @@ impl Store {
                 .attributes()
                 .map(decode_bucket)
                 .transpose()?
-                .ok_or_else(|| KvError::Internal("UpdateItem returned no attributes".into())),
+                .ok_or_else(|| StoreError::Internal("UpdateItem returned no attributes".into())),
             Err(error) if is_condition_failure(&error) => {
-                Err(KvError::BucketNotFound(bucket.to_string()))
+                Err(StoreError::BucketNotFound(bucket.to_string()))
             }
             Err(error) => Err(storage_error("UpdateItem", error)),
         }
@@ -142,7 +142,7 @@ impl Store {
         &self,
         limit: Option<i32>,
         start_after: Option<&str>,
-    ) -> Result<(Vec<BucketRecord>, Option<String>), KvError> {
+    ) -> Result<(Vec<BucketRecord>, Option<String>), StoreError> {
         let output = self
             .client
             .scan()
@@ -172,7 +172,7 @@ impl Store {
         &self,
         bucket: &str,
         now_ms: u64,
-    ) -> Result<Option<BucketRecord>, KvError> {
+    ) -> Result<Option<BucketRecord>, StoreError> {
         let result = self
             .client
             .update_item()
@@ -194,7 +194,7 @@ impl Store {
     }
 
     /// Asks the buckets table's stream to invoke the purger again for this bucket.
-    pub async fn bump_purge_round(&self, bucket: &str) -> Result<(), KvError> {
+    pub async fn bump_purge_round(&self, bucket: &str) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
@@ -215,7 +215,7 @@ impl Store {
     }
 
     /// Frees the bucket's name once its items are gone.
-    pub async fn delete_bucket_record(&self, bucket: &str) -> Result<(), KvError> {
+    pub async fn delete_bucket_record(&self, bucket: &str) -> Result<(), StoreError> {
         let result = self
             .client
             .delete_item()

@@ -1,11 +1,29 @@
-//! Turning SDK failures into the error the caller sees. Only what a retry can cure is
-//! `Unavailable` (a Lambda error flows retry); everything else DynamoDB refuses is `Internal`,
-//! which a retry would only repeat. Refusals the caller's input caused (an item too large) are
-//! recognised where the request is built, and become their 4xx there.
+//! The store's own errors, and turning SDK failures into them. Only what a retry can cure is
+//! `Unavailable`; everything else DynamoDB refuses is `Internal`, which a retry would only
+//! repeat. Refusals the caller's input caused (an item too large) are recognised where the
+//! request is built. The operations map these to the API's codes (`ops::errors`).
 
-use crate::model::error::KvError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+/// Why the store could not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// DynamoDB failed in a way a retry can cure (throttling, an unreachable or silent
+    /// endpoint), after the SDK's retries.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A retry would fail the same way: a missing table, a refused or unbuildable request, a
+    /// corrupt item.
+    #[error("{0}")]
+    Internal(String),
+    /// The bucket has no item (never created, or deleted meanwhile).
+    #[error("{0}")]
+    BucketNotFound(String),
+    /// DynamoDB refused an item as too large; the message states the real limit.
+    #[error("{0}")]
+    ItemTooLarge(String),
+}
 
 /// DynamoDB error codes that mean "not now": throttling, capacity, a busy or failing service, or
 /// a transaction that collided with another. A later attempt can succeed.
@@ -59,16 +77,18 @@ where
 
 /// The error a failed request becomes: `Unavailable` when a retry can cure it, else `Internal`,
 /// each naming the operation and DynamoDB's error code (never the SDK's debug dump).
-pub fn storage_error<E>(operation: &str, error: SdkError<E, HttpResponse>) -> KvError
+pub fn storage_error<E>(operation: &str, error: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let detail = describe(&error);
     match classify(&error) {
         Failure::Refused | Failure::OutcomeUnknown => {
-            KvError::Unavailable(format!("DynamoDB {operation} failed: {detail}"))
+            StoreError::Unavailable(format!("DynamoDB {operation} failed: {detail}"))
         }
-        Failure::Permanent => KvError::Internal(format!("DynamoDB refused {operation}: {detail}")),
+        Failure::Permanent => {
+            StoreError::Internal(format!("DynamoDB refused {operation}: {detail}"))
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use super::errors::{classify, is_condition_failure, storage_error, Failure};
 use super::items::*;
 use super::{build_failed, Store, UsageChange};
-use crate::model::error::KvError;
+use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
@@ -63,15 +63,15 @@ pub enum CommitError {
     HeadChanged(Option<Box<Head>>),
     /// DynamoDB did not apply the transaction because of other transactions or throttling;
     /// a later attempt can succeed. Carries what to report if no attempt does.
-    Contention(KvError),
+    Contention(StoreError),
     /// DynamoDB may or may not have applied the transaction (no answer, a lost response, a
     /// server error, still in progress): only sending it again with the same token tells.
-    OutcomeUnknown(KvError),
+    OutcomeUnknown(StoreError),
     BucketFull {
         used: i64,
     },
     BucketGone,
-    Failed(KvError),
+    Failed(StoreError),
 }
 
 /// Which items of a key's partition a query returns.
@@ -94,7 +94,7 @@ where
             .message()
             .is_some_and(|message| message.to_ascii_lowercase().contains("item size"))
     {
-        return CommitError::Failed(KvError::ValueTooLarge(format!(
+        return CommitError::Failed(StoreError::ItemTooLarge(format!(
             "The value does not fit in one DynamoDB item ({} KB at most, key and metadata included): {}",
             MAX_ITEM_BYTES / 1024,
             error.message().unwrap_or("")
@@ -107,9 +107,10 @@ where
     }
 }
 
-pub(super) fn decode_archived(item: &Item) -> Result<Stored, KvError> {
-    let rev = get_u64(item, REV)
-        .ok_or_else(|| KvError::Internal("Stored item is malformed: item without 'rev'".into()))?;
+pub(super) fn decode_archived(item: &Item) -> Result<Stored, StoreError> {
+    let rev = get_u64(item, REV).ok_or_else(|| {
+        StoreError::Internal("Stored item is malformed: item without 'rev'".into())
+    })?;
     decode_stored(rev, item)
 }
 
@@ -135,12 +136,12 @@ impl Store {
         bucket: &str,
         key: &str,
         consistent: bool,
-    ) -> Result<Head, KvError> {
+    ) -> Result<Head, StoreError> {
         self.read_head_of(&key_pk(bucket, key), consistent).await
     }
 
     /// The head of the key whose partition key is `pk`.
-    pub async fn read_head_of(&self, pk: &str, consistent: bool) -> Result<Head, KvError> {
+    pub async fn read_head_of(&self, pk: &str, consistent: bool) -> Result<Head, StoreError> {
         let output = head_read(&self.client, &self.items, pk, consistent)
             .send()
             .await
@@ -370,7 +371,7 @@ impl Store {
                     )
                 )
             }) {
-                return Err(CommitError::Contention(KvError::Unavailable(
+                return Err(CommitError::Contention(StoreError::Unavailable(
                     "DynamoDB cancelled the write's transaction: it conflicted with other transactions or was throttled"
                         .to_string(),
                 )));
@@ -381,7 +382,12 @@ impl Store {
 
     /// Keeps a replaced revision as an item of its own, so the key's history can show it. The
     /// same revision always has the same content, so writing it again changes nothing.
-    pub async fn archive(&self, bucket: &str, key: &str, stored: &Stored) -> Result<(), KvError> {
+    pub async fn archive(
+        &self,
+        bucket: &str,
+        key: &str,
+        stored: &Stored,
+    ) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.items)
@@ -400,7 +406,7 @@ impl Store {
         bucket: &str,
         key: &str,
         rev: u64,
-    ) -> Result<Option<Stored>, KvError> {
+    ) -> Result<Option<Stored>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -422,7 +428,7 @@ impl Store {
         bucket: &str,
         after: u64,
         limit: i32,
-    ) -> Result<(Vec<Item>, bool), KvError> {
+    ) -> Result<(Vec<Item>, bool), StoreError> {
         let output = self
             .client
             .query()
@@ -443,7 +449,7 @@ impl Store {
 
     /// The values of heads whose values were too large for the index, by partition key, in
     /// `BatchGetItem`s of 100.
-    pub async fn head_values(&self, pks: &[String]) -> Result<HashMap<String, Item>, KvError> {
+    pub async fn head_values(&self, pks: &[String]) -> Result<HashMap<String, Item>, StoreError> {
         let mut found = HashMap::new();
         for chunk in pks.chunks(100) {
             let mut keys = KeysAndAttributes::builder()
@@ -468,7 +474,11 @@ impl Store {
 
     /// The key's head and every archived revision the head still lists, in as many pages as
     /// the values need: what the head does not list (trimmed, or left over) is never shown.
-    pub async fn history(&self, bucket: &str, key: &str) -> Result<(Head, Vec<Stored>), KvError> {
+    pub async fn history(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(Head, Vec<Stored>), StoreError> {
         let items = self
             .partition(&key_pk(bucket, key), Partition::Whole)
             .await?;
@@ -493,7 +503,11 @@ impl Store {
     }
 
     /// Every item of one partition, strongly consistent, in as many pages as it takes.
-    pub(super) async fn partition(&self, pk: &str, part: Partition) -> Result<Vec<Item>, KvError> {
+    pub(super) async fn partition(
+        &self,
+        pk: &str,
+        part: Partition,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -525,7 +539,7 @@ impl Store {
     }
 
     /// The lowest revision among the bucket's live values, from the `by-sequence` index.
-    pub async fn first_live_revision(&self, bucket: &str) -> Result<Option<u64>, KvError> {
+    pub async fn first_live_revision(&self, bucket: &str) -> Result<Option<u64>, StoreError> {
         let output = self
             .client
             .query()
@@ -553,7 +567,7 @@ impl Store {
         shard: &str,
         now_secs: u64,
         start: Option<Item>,
-    ) -> Result<(Vec<String>, Option<Item>), KvError> {
+    ) -> Result<(Vec<String>, Option<Item>), StoreError> {
         let output = self
             .client
             .query()
@@ -588,7 +602,7 @@ impl Store {
         head: &Head,
         entries: &[HeadEntry],
         now_ns: u64,
-    ) -> Result<bool, KvError> {
+    ) -> Result<bool, StoreError> {
         let Some(cur) = head.cur else {
             return Ok(false);
         };

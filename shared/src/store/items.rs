@@ -18,7 +18,7 @@
 //! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes`, `keys`,
 //!   `inc` (the bucket's `created`) and `counted` (the stream consumer's last batch tokens).
 
-use crate::model::error::KvError;
+use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
@@ -193,11 +193,12 @@ pub struct Stored {
 }
 
 impl Stored {
-    pub fn decode(&self, key: &str) -> Result<Revision, KvError> {
+    pub fn decode(&self, key: &str) -> Result<Revision, StoreError> {
         Ok(Revision {
             key: key.to_string(),
             rev: self.rev,
-            text: crate::model::codec::decode(&self.bytes, self.compressed)?,
+            text: crate::model::codec::decode(&self.bytes, self.compressed)
+                .map_err(|error| StoreError::Internal(error.to_string()))?,
             created_ms: self.created_ms,
             expiry_ns: self.expiry_ns,
             op: self.op,
@@ -231,7 +232,7 @@ impl Stored {
     }
 }
 
-pub fn decode_stored(rev: u64, item: &Item) -> Result<Stored, KvError> {
+pub fn decode_stored(rev: u64, item: &Item) -> Result<Stored, StoreError> {
     let bytes = match item.get(VALUE) {
         Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
         _ => Vec::new(),
@@ -318,11 +319,11 @@ fn get_bool(item: &Item, name: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn corrupt(what: &str) -> KvError {
-    KvError::Internal(format!("Stored item is malformed: {what}"))
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Internal(format!("Stored item is malformed: {what}"))
 }
 
-pub fn decode_head(item: Option<&Item>) -> Result<Head, KvError> {
+pub fn decode_head(item: Option<&Item>) -> Result<Head, StoreError> {
     let Some(item) = item else {
         return Ok(Head::default());
     };
@@ -337,7 +338,7 @@ pub fn decode_head(item: Option<&Item>) -> Result<Head, KvError> {
             let AttributeValue::L(fields) = entry else {
                 return Err(corrupt("head entry is not a list"));
             };
-            let number = |index: usize| -> Result<u64, KvError> {
+            let number = |index: usize| -> Result<u64, StoreError> {
                 fields
                     .get(index)
                     .and_then(|field| field.as_n().ok())
@@ -389,7 +390,7 @@ pub fn encode_head_entries(entries: &[HeadEntry]) -> AttributeValue {
 }
 
 /// An archived older revision, read back.
-pub fn decode_revision(bucket: &str, item: &Item) -> Result<Revision, KvError> {
+pub fn decode_revision(bucket: &str, item: &Item) -> Result<Revision, StoreError> {
     let pk = get_str(item, PK).ok_or_else(|| corrupt("item without 'pk'"))?;
     let key = key_from_pk(bucket, pk).ok_or_else(|| corrupt("item of another bucket"))?;
     let rev = get_u64(item, REV).ok_or_else(|| corrupt("item without 'rev'"))?;

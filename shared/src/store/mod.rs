@@ -16,7 +16,7 @@ pub use heads::{CommitError, HeadCondition, HeadWrite};
 pub use usage::{BucketDelta, Usage, UsageChange};
 
 use crate::model::config::Settings;
-use crate::model::error::KvError;
+use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::Client;
 
 #[derive(Debug, Clone)]
@@ -26,8 +26,8 @@ pub struct Store {
     items: String,
 }
 
-pub(super) fn build_failed(error: aws_sdk_dynamodb::error::BuildError) -> KvError {
-    KvError::Internal(format!("Could not build a DynamoDB request: {error}"))
+pub(super) fn build_failed(error: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Internal(format!("Could not build a DynamoDB request: {error}"))
 }
 
 impl Store {

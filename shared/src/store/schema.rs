@@ -8,7 +8,7 @@ use super::items::{
     REV, TTL,
 };
 use crate::model::config::Settings;
-use crate::model::error::KvError;
+use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
@@ -92,15 +92,18 @@ pub fn items_table() -> TableSpec {
     }
 }
 
-fn key_element(name: &str, key_type: KeyType) -> Result<KeySchemaElement, KvError> {
+fn key_element(name: &str, key_type: KeyType) -> Result<KeySchemaElement, StoreError> {
     KeySchemaElement::builder()
         .attribute_name(name)
         .key_type(key_type)
         .build()
-        .map_err(|error| KvError::Internal(error.to_string()))
+        .map_err(|error| StoreError::Internal(error.to_string()))
 }
 
-fn key_schema(hash: &KeyAttr, range: Option<&KeyAttr>) -> Result<Vec<KeySchemaElement>, KvError> {
+fn key_schema(
+    hash: &KeyAttr,
+    range: Option<&KeyAttr>,
+) -> Result<Vec<KeySchemaElement>, StoreError> {
     let mut schema = vec![key_element(hash.0, KeyType::Hash)?];
     if let Some(range) = range {
         schema.push(key_element(range.0, KeyType::Range)?);
@@ -109,9 +112,9 @@ fn key_schema(hash: &KeyAttr, range: Option<&KeyAttr>) -> Result<Vec<KeySchemaEl
 }
 
 /// Creates the table unless it exists, waits until it is active, and turns TTL on.
-pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Result<(), KvError> {
+pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Result<(), StoreError> {
     let build_error =
-        |error: aws_sdk_dynamodb::error::BuildError| KvError::Internal(error.to_string());
+        |error: aws_sdk_dynamodb::error::BuildError| StoreError::Internal(error.to_string());
     let mut attributes: Vec<KeyAttr> = vec![spec.hash.clone()];
     attributes.extend(spec.range.clone());
     for index in &spec.indexes {
@@ -211,7 +214,7 @@ pub async fn ensure_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
     Ok(())
 }
 
-pub async fn ensure_tables(client: &Client, settings: &Settings) -> Result<(), KvError> {
+pub async fn ensure_tables(client: &Client, settings: &Settings) -> Result<(), StoreError> {
     ensure_table(client, &settings.buckets_table, &buckets_table()).await?;
     ensure_table(client, &settings.items_table, &items_table()).await
 }

@@ -4,7 +4,7 @@
 use super::errors::{is_condition_failure, storage_error};
 use super::items::*;
 use super::Store;
-use crate::model::error::KvError;
+use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use std::collections::HashMap;
 
@@ -45,7 +45,7 @@ pub(super) fn decode_usage(item: &Item) -> Usage {
 }
 
 impl Store {
-    pub async fn usage(&self, bucket: &str) -> Result<Option<Usage>, KvError> {
+    pub async fn usage(&self, bucket: &str) -> Result<Option<Usage>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -60,7 +60,7 @@ impl Store {
     }
 
     /// Usage of many buckets, 100 per BatchGetItem, retrying what DynamoDB leaves unprocessed.
-    pub async fn usages(&self, buckets: &[String]) -> Result<HashMap<String, Usage>, KvError> {
+    pub async fn usages(&self, buckets: &[String]) -> Result<HashMap<String, Usage>, StoreError> {
         let mut found = HashMap::new();
         for chunk in buckets.chunks(100) {
             let mut keys = KeysAndAttributes::builder().consistent_read(true);
@@ -86,7 +86,11 @@ impl Store {
     /// Adds one batch's changes to the bucket's counts, unless the bucket already counted that
     /// batch (its token is among the last `COUNTED_TOKENS` kept) or is another incarnation
     /// (deleted, or re-created since): false then.
-    pub async fn count_changes(&self, bucket: &str, delta: &BucketDelta) -> Result<bool, KvError> {
+    pub async fn count_changes(
+        &self,
+        bucket: &str,
+        delta: &BucketDelta,
+    ) -> Result<bool, StoreError> {
         let result = self
             .client
             .update_item()
@@ -148,7 +152,7 @@ impl Store {
 
     /// Removing the usage item makes every in-flight write's transaction fail its condition,
     /// so no write that started before the delete can land after it.
-    pub async fn delete_usage(&self, bucket: &str) -> Result<(), KvError> {
+    pub async fn delete_usage(&self, bucket: &str) -> Result<(), StoreError> {
         self.client
             .delete_item()
             .table_name(&self.items)
