@@ -107,7 +107,7 @@ fn bucket_singles(bench: &Bench, bucket: &str) -> Vec<(String, units::Item)> {
             bench.items_table.clone(),
             [
                 (kv::store::items::PK.to_string(), s(bucket)),
-                (kv::store::items::REV.to_string(), n(0)),
+                (kv::store::items::REVISION.to_string(), n(0)),
             ]
             .into(),
         ),

@@ -328,7 +328,7 @@ impl Intercept for Capture {
 }
 
 /// The key attributes of both KV tables (items: `pk` + `rev`; buckets: `bucket`).
-const KEY_NAMES: [&str; 3] = [kv::store::items::PK, kv::store::items::REV, "bucket"];
+const KEY_NAMES: [&str; 3] = [kv::store::items::PK, kv::store::items::REVISION, "bucket"];
 
 /// A stable name for an item's key.
 pub fn key_id(table: &str, key: &Item) -> String {
@@ -492,12 +492,12 @@ fn kind(table: &str, items_table: &str, key: &Item) -> &'static str {
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
         .unwrap_or("");
-    let rev = key
-        .get(kv::store::items::REV)
+    let revision = key
+        .get(kv::store::items::REVISION)
         .and_then(|v| v.as_n().ok())
         .map(String::as_str)
         .unwrap_or("0");
-    match (pk.contains('/'), rev == "0") {
+    match (pk.contains('/'), revision == "0") {
         (true, true) => "head",
         (true, false) => "archived revision",
         (false, _) => "usage item",
@@ -612,7 +612,7 @@ mod tests {
         let blob = |n: usize| AttributeValue::B(vec![7u8; n].into());
         let head: Item = [
             (PK.to_string(), AttributeValue::S("b/k".into())),
-            (REV.to_string(), AttributeValue::N("0".into())),
+            (REVISION.to_string(), AttributeValue::N("0".into())),
             (LATEST_IN_BUCKET.to_string(), AttributeValue::S("b".into())),
             (HEAD_BUCKET.to_string(), AttributeValue::S("b".into())),
             (HEAD_REVISION.to_string(), AttributeValue::N("9".into())),
@@ -638,7 +638,7 @@ mod tests {
         // An archived revision has neither index's keys.
         let archived: Item = [
             (PK.to_string(), AttributeValue::S("b/k".into())),
-            (REV.to_string(), AttributeValue::N("8".into())),
+            (REVISION.to_string(), AttributeValue::N("8".into())),
             (VALUE.to_string(), blob(100)),
         ]
         .into();

@@ -345,7 +345,7 @@ pub async fn listed_usage(kv: &Kv, bucket: &str) -> (u64, u64) {
 
 /// The key's retained revisions as the store holds them (its head's latest and the archived
 /// revisions the head lists), oldest first; empty when the key has no head.
-pub async fn stored_revisions(bucket: &str, key: &str) -> Vec<kv::store::items::Revision> {
+pub async fn stored_revisions(bucket: &str, key: &str) -> Vec<kv::model::revision::Revision> {
     let store = kv::store::Store::new(client(), &settings());
     let (_, retained) = store.history(bucket, key).await.unwrap();
     retained

@@ -98,7 +98,7 @@ async fn sixteen_writers_on_one_key() {
     let stored: Vec<(u64, String)> = stored_revisions(&bucket, "hot")
         .await
         .into_iter()
-        .map(|revision| (revision.rev, revision.text))
+        .map(|revision| (revision.revision, revision.text))
         .collect();
     assert_eq!(
         stored.iter().map(|entry| entry.0).collect::<Vec<_>>(),
@@ -106,12 +106,12 @@ async fn sixteen_writers_on_one_key() {
     );
     let by_revision: BTreeMap<u64, String> = written
         .iter()
-        .map(|(writer, index, _, rev)| (*rev, format!("w{writer:02}-i{index:02}")))
+        .map(|(writer, index, _, revision)| (*revision, format!("w{writer:02}-i{index:02}")))
         .collect();
-    for (rev, text) in &stored {
+    for (revision, text) in &stored {
         assert_eq!(
-            &by_revision[rev], text,
-            "revision {rev} holds another write's value"
+            &by_revision[revision], text,
+            "revision {revision} holds another write's value"
         );
     }
     let latest = call(
@@ -151,7 +151,7 @@ async fn sixteen_writers_on_many_keys() {
         let stored: Vec<u64> = stored_revisions(&bucket, &key)
             .await
             .iter()
-            .map(|revision| revision.rev)
+            .map(|revision| revision.revision)
             .collect();
         assert_eq!(
             stored,
@@ -291,7 +291,7 @@ async fn sixteen_writers_on_many_buckets() {
                 1,
                 "{bucket}/{key}: history 1 keeps one revision"
             );
-            assert_eq!(stored[0].rev, newest.3, "{bucket}/{key}");
+            assert_eq!(stored[0].revision, newest.3, "{bucket}/{key}");
             assert_eq!(stored[0].text, newest.2, "{bucket}/{key}");
             expected_bytes += stored[0].text.len() as u64;
             keys += 1;

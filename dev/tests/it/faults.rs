@@ -16,7 +16,8 @@
 //! - every outcome is a 200, a 4xx the call could cause, or a Lambda error `KvUnavailable` or
 //!   `KvInternal` whose message is a sentence, not SDK text.
 
-use kv::store::items::{self, Op};
+use kv::model::revision::{self, Op};
+use kv::store::items;
 use kv::Function::{BucketCreate, BucketInfo, BucketList, KeyDelete, KeyGet, KeyPut};
 use kv::Kv;
 use kv_dev::fault_proxy::{ErrorReply, Fault, FaultProxy, Rule};
@@ -276,7 +277,7 @@ async fn run_load(endpoint: &str, buckets: &[BucketSpec], load: &Load) -> Vec<Ca
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Applied {
     pk: String,
-    rev: u64,
+    revision: u64,
     value: Option<String>,
 }
 
@@ -304,11 +305,11 @@ fn applied_from_log(log: &[Value]) -> Vec<Applied> {
                     .and_then(|number| number.parse().ok())
                     .unwrap_or(0)
             };
-            let rev = match number(items::REV) {
+            let revision = match number(items::REVISION) {
                 0 => number(items::HEAD_REVISION),
                 archived => archived,
             };
-            if rev == 0 || !pk.contains('/') {
+            if revision == 0 || !pk.contains('/') {
                 continue;
             }
             let value = match item[items::OP]["S"].as_str() {
@@ -320,7 +321,7 @@ fn applied_from_log(log: &[Value]) -> Vec<Applied> {
             };
             applied.push(Applied {
                 pk: pk.to_string(),
-                rev,
+                revision,
                 value,
             });
         }
@@ -371,8 +372,8 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 /// One key as stored: its head and the retained revisions it lists (its own latest and the
 /// archived ones), as readers see them.
 struct StoredKey {
-    head: items::Head,
-    revisions: Vec<items::Revision>,
+    head: revision::Head,
+    revisions: Vec<revision::Revision>,
 }
 
 async fn read_key(client: &aws_sdk_dynamodb::Client, bucket: &str, key: &str) -> StoredKey {
@@ -531,7 +532,7 @@ async fn verify(
         for revision in &read.revisions {
             applied.insert(Applied {
                 pk: items::key_pk(&buckets[*bucket].name, key),
-                rev: revision.rev,
+                revision: revision.revision,
                 value: (revision.op == Op::Put).then(|| revision.text.clone()),
             });
         }
@@ -545,7 +546,7 @@ async fn verify(
             revisions_of_value
                 .entry(value.as_str())
                 .or_default()
-                .insert((entry.pk.as_str(), entry.rev));
+                .insert((entry.pk.as_str(), entry.revision));
         }
     }
 
@@ -556,7 +557,10 @@ async fn verify(
                 report.violation(format!(
                     "one call's value stored under {} revisions {:?}: {}",
                     revisions.len(),
-                    revisions.iter().map(|(_, rev)| rev).collect::<Vec<_>>(),
+                    revisions
+                        .iter()
+                        .map(|(_, revision)| revision)
+                        .collect::<Vec<_>>(),
                     call.describe()
                 ));
             }
@@ -578,7 +582,11 @@ async fn verify(
         }
         let spec = &buckets[call.bucket];
         let read = &stored[&(call.bucket, call.key.clone())];
-        match read.revisions.iter().find(|stored| stored.rev == revision) {
+        match read
+            .revisions
+            .iter()
+            .find(|stored| stored.revision == revision)
+        {
             Some(found) => {
                 let right = match call.kind {
                     Kind::Delete => found.op == Op::Del,
@@ -597,7 +605,7 @@ async fn verify(
                 let later = read
                     .revisions
                     .iter()
-                    .filter(|stored| stored.rev > revision)
+                    .filter(|stored| stored.revision > revision)
                     .count() as u64;
                 if later < spec.history {
                     report.violation(format!(
@@ -615,7 +623,7 @@ async fn verify(
         let Some(revisions) = revisions_of_value.get(call.value.as_str()) else {
             continue;
         };
-        let revs: Vec<u64> = revisions.iter().map(|(_, rev)| *rev).collect();
+        let applied_revisions: Vec<u64> = revisions.iter().map(|(_, revision)| *revision).collect();
         match &call.outcome {
             Outcome::Written(_) => {}
             Outcome::Refused {
@@ -623,9 +631,9 @@ async fn verify(
                 current,
                 ..
             } => {
-                let own = current.is_some_and(|current| revs.contains(&current));
+                let own = current.is_some_and(|current| applied_revisions.contains(&current));
                 report.violation(format!(
-                    "false 409: the call's own value was applied at revision {revs:?}{}: {}",
+                    "false 409: the call's own value was applied at revision {applied_revisions:?}{}: {}",
                     if own {
                         " (= the 409's current_revision)"
                     } else {
@@ -635,12 +643,12 @@ async fn verify(
                 ));
             }
             Outcome::Refused { .. } => report.violation(format!(
-                "refused, yet its value was applied at revision {revs:?}: {}",
+                "refused, yet its value was applied at revision {applied_revisions:?}: {}",
                 call.describe()
             )),
             Outcome::Failed { .. } => {
                 let text = format!(
-                    "ghost write: answered an error, yet its value was applied at revision {revs:?}: {}",
+                    "ghost write: answered an error, yet its value was applied at revision {applied_revisions:?}: {}",
                     call.describe()
                 );
                 match ghosts {
@@ -659,19 +667,30 @@ async fn verify(
             if *bucket != index {
                 continue;
             }
-            let revs: Vec<u64> = read.revisions.iter().map(|stored| stored.rev).collect();
-            let head_revs: Vec<u64> = read.head.entries.iter().map(|entry| entry.rev).collect();
-            if revs != head_revs || read.head.cur != revs.last().copied() {
+            let applied_revisions: Vec<u64> = read
+                .revisions
+                .iter()
+                .map(|stored| stored.revision)
+                .collect();
+            let head_revisions: Vec<u64> = read
+                .head
+                .entries
+                .iter()
+                .map(|entry| entry.revision)
+                .collect();
+            if applied_revisions != head_revisions
+                || read.head.latest_revision != applied_revisions.last().copied()
+            {
                 report.violation(format!(
-                    "{}/{key}: head (cur {:?}, entries {head_revs:?}) disagrees with the revision items {revs:?}",
-                    spec.name, read.head.cur
+                    "{}/{key}: head (latest {:?}, entries {head_revisions:?}) disagrees with the revision items {applied_revisions:?}",
+                    spec.name, read.head.latest_revision
                 ));
             }
-            if revs.len() as u64 > spec.history {
+            if applied_revisions.len() as u64 > spec.history {
                 report.violation(format!(
                     "{}/{key}: {} revisions kept, history is {}",
                     spec.name,
-                    revs.len(),
+                    applied_revisions.len(),
                     spec.history
                 ));
             }

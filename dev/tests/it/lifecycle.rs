@@ -1,5 +1,6 @@
 //! Deleting keys and buckets, key history and bucket info, against DynamoDB Local.
 
+use kv::model::revision::Op;
 use kv::store::items;
 use kv::Function::{
     BucketCreate, BucketDelete, BucketInfo, BucketList, BucketPurge, KeyDelete, KeyGet, KeyHistory,
@@ -608,7 +609,7 @@ async fn deletes_racing_puts_keep_history_in_revision_order() {
 
 #[tokio::test]
 async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
-    use kv::store::items::{HeadEntry, Op, Stored};
+    use kv::model::revision::{HeadEntry, Stored};
     use kv::store::{CommitError, HeadCondition, HeadWrite};
     let kv = container();
     let name = bucket(&kv, "incarnation", json!({})).await;
@@ -622,13 +623,13 @@ async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
         200
     );
     let entries = [HeadEntry {
-        rev: stalled.seq,
+        revision: stalled.last_revision,
         size: 1,
         expiry_ns: None,
         op: Op::Put,
     }];
     let latest = Stored {
-        rev: stalled.seq,
+        revision: stalled.last_revision,
         bytes: b"x".to_vec(),
         compressed: false,
         created_ms: 0,
@@ -689,7 +690,7 @@ async fn the_expiry_sweeper_alone_takes_expired_values_out() {
     // The head lost its value and its index entries; the latest is an expiry.
     let head = kv.store.read_head(&name, "short", true).await.unwrap();
     let latest = head.latest.unwrap();
-    assert_eq!(latest.op, items::Op::Expired);
+    assert_eq!(latest.op, Op::Expired);
     assert!(latest.bytes.is_empty());
     let (listed, _) = kv.store.latest_page(&name, 0, 10).await.unwrap();
     let listed: Vec<u64> = listed
@@ -721,7 +722,7 @@ async fn the_expiry_sweeper_alone_takes_expired_values_out() {
     let again = call(&kv, kv::Function::ExpirySweep, json!({})).await;
     assert_eq!(status(&again), 200, "{again}");
     let head = kv.store.read_head(&name, "short", true).await.unwrap();
-    assert_eq!(head.latest.map(|latest| latest.op), Some(items::Op::Put));
+    assert_eq!(head.latest.map(|latest| latest.op), Some(Op::Put));
     // The counts followed, through the stream: v1 (history) + v3 + "stays"; two live keys.
     let counted = info(&kv, &name).await;
     assert_eq!(
@@ -733,7 +734,7 @@ async fn the_expiry_sweeper_alone_takes_expired_values_out() {
 
 #[tokio::test]
 async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
-    use kv::store::items::{HeadEntry, Op, Stored};
+    use kv::model::revision::{HeadEntry, Stored};
     use kv::store::{HeadCondition, HeadWrite};
     let kv = container();
     let name = bucket(&kv, "stopped", json!({"history": 3})).await;
@@ -742,7 +743,7 @@ async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
     let head = kv.store.read_head(&name, "k", true).await.unwrap();
     let next = kv.store.allocate_revision(&name).await.unwrap();
     let latest = Stored {
-        rev: next.seq,
+        revision: next.last_revision,
         bytes: b"two".to_vec(),
         compressed: false,
         created_ms: 1,
@@ -753,7 +754,7 @@ async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
     let entries = [
         head.entries[0],
         HeadEntry {
-            rev: next.seq,
+            revision: next.last_revision,
             size: 3,
             expiry_ns: None,
             op: Op::Put,
@@ -779,7 +780,7 @@ async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
         history(&kv, &name, "k").await,
         vec![
             (first, "PUT".into(), json!("one")),
-            (next.seq, "PUT".into(), json!("two"))
+            (next.last_revision, "PUT".into(), json!("two"))
         ]
     );
 }
@@ -791,10 +792,7 @@ async fn recount(kv: &Kv, bucket: &str, keys: &[String]) -> (u64, u64) {
     for key in keys {
         let head = store.read_head(bucket, key, true).await.unwrap();
         bytes += head.entries.iter().map(|entry| entry.size).sum::<u64>();
-        live += u64::from(
-            head.latest_entry()
-                .is_some_and(|entry| entry.op == items::Op::Put),
-        );
+        live += u64::from(head.latest_entry().is_some_and(|entry| entry.op == Op::Put));
     }
     (live, bytes)
 }

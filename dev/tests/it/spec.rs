@@ -470,7 +470,7 @@ async fn compare_and_set() {
     )
     .await;
     assert_eq!(status(&created), 200);
-    let rev = created["body"]["revision"].as_u64().unwrap();
+    let revision = created["body"]["revision"].as_u64().unwrap();
 
     let exists = call(
         &kv,
@@ -479,25 +479,25 @@ async fn compare_and_set() {
     )
     .await;
     assert_error(&exists, 409, "key_exists");
-    assert_eq!(exists["body"]["current_revision"], rev);
+    assert_eq!(exists["body"]["current_revision"], revision);
 
     let stale = call(
         &kv,
         KeyPut,
-        json!({"bucket": name, "key": "k", "value": "b", "revision": rev + 7}),
+        json!({"bucket": name, "key": "k", "value": "b", "revision": revision + 7}),
     )
     .await;
     assert_error(&stale, 409, "revision_mismatch");
-    assert_eq!(stale["body"]["current_revision"], rev);
+    assert_eq!(stale["body"]["current_revision"], revision);
 
     let updated = call(
         &kv,
         KeyPut,
-        json!({"bucket": name, "key": "k", "value": "b", "revision": rev}),
+        json!({"bucket": name, "key": "k", "value": "b", "revision": revision}),
     )
     .await;
     assert_eq!(status(&updated), 200);
-    assert!(updated["body"]["revision"].as_u64().unwrap() > rev);
+    assert!(updated["body"]["revision"].as_u64().unwrap() > revision);
 
     let never_written = call(
         &kv,
@@ -518,8 +518,12 @@ async fn history_keeps_exactly_the_last_revisions() {
         revisions.push(put(&kv, &name, "flag", json!(format!("v{index}"))).await);
     }
     put(&kv, &name, "other", json!("x")).await;
-    for (index, rev) in revisions.iter().enumerate() {
-        let response = get(&kv, json!({"bucket": name, "key": "flag", "revision": rev})).await;
+    for (index, revision) in revisions.iter().enumerate() {
+        let response = get(
+            &kv,
+            json!({"bucket": name, "key": "flag", "revision": revision}),
+        )
+        .await;
         if index < 3 {
             assert_error(&response, 404, "key_not_found");
         } else {
@@ -528,7 +532,7 @@ async fn history_keeps_exactly_the_last_revisions() {
                 format!("v{index}"),
                 "{response}"
             );
-            assert_eq!(response["body"]["metadata"]["revision"], *rev);
+            assert_eq!(response["body"]["metadata"]["revision"], *revision);
         }
     }
     let other_rev = revisions[5] + 1;
@@ -544,7 +548,7 @@ async fn history_keeps_exactly_the_last_revisions() {
     let stored = stored_revisions(&name, "flag")
         .await
         .iter()
-        .map(|revision| revision.rev)
+        .map(|revision| revision.revision)
         .collect::<Vec<_>>();
     assert_eq!(stored, revisions[3..].to_vec());
     let usage = usage(&kv, &name).await;
@@ -637,7 +641,7 @@ async fn compression_is_transparent() {
         .get_item()
         .table_name(ITEMS_TABLE)
         .key(items::PK, items::s(items::key_pk(&name, "doc")))
-        .key(items::REV, items::n(0))
+        .key(items::REVISION, items::n(0))
         .send()
         .await
         .unwrap();
@@ -703,7 +707,7 @@ async fn expired_values_are_never_returned() {
         .get_item()
         .table_name(ITEMS_TABLE)
         .key(items::PK, items::s(items::key_pk(&name, "session")))
-        .key(items::REV, items::n(0))
+        .key(items::REVISION, items::n(0))
         .consistent_read(true)
         .send()
         .await

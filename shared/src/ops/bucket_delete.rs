@@ -194,11 +194,11 @@ async fn purge_partitions(kv: &Kv, partitions: Vec<String>) -> Result<u64, KvErr
     while let Some(joined) = reads.join_next().await {
         let (pk, found) =
             joined.map_err(|error| KvError::Internal(format!("Purge task failed: {error}")))??;
-        for rev in found {
-            if rev == 0 {
-                heads.push((pk.clone(), rev));
+        for revision in found {
+            if revision == 0 {
+                heads.push((pk.clone(), revision));
             } else {
-                revisions.push((pk.clone(), rev));
+                revisions.push((pk.clone(), revision));
             }
         }
     }

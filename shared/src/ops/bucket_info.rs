@@ -16,7 +16,7 @@ pub async fn run(kv: &Kv, request: BucketName) -> Result<BucketInfo, KvError> {
         .filter(|record| record.deleting_ms.is_none())
         .ok_or_else(|| KvError::BucketNotFound(bucket.clone()))?;
     let usage = usage?.ok_or_else(|| KvError::BucketNotFound(bucket.clone()))?;
-    let last_sequence = record.seq;
+    let last_sequence = record.last_revision;
     Ok(BucketInfo {
         body: BucketInfoBody {
             summary: super::bucket_list::summary(record, usage),

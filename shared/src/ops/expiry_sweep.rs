@@ -8,9 +8,10 @@
 use crate::api::requests::ScheduledEvent;
 use crate::api::responses::SweepDone;
 use crate::model::error::KvError;
+use crate::model::revision::{HeadEntry, Op};
 use crate::model::time;
 use crate::ops::state::Kv;
-use crate::store::items::{HeadEntry, Op, EXPIRY_SHARDS};
+use crate::store::items::EXPIRY_SHARDS;
 use std::time::Instant;
 
 pub async fn run(kv: &Kv, _event: ScheduledEvent, deadline: Instant) -> Result<SweepDone, KvError> {
@@ -60,7 +61,7 @@ async fn expire(kv: &Kv, pk: &str, now_ns: u64) -> Result<bool, KvError> {
         .expire_head(
             pk,
             &head,
-            &expired_entries(&head.entries, latest.rev, now_ns),
+            &expired_entries(&head.entries, latest.revision, now_ns),
             now_ns,
         )
         .await?)
@@ -72,7 +73,7 @@ pub fn expired_entries(entries: &[HeadEntry], latest: u64, now_ns: u64) -> Vec<H
     entries
         .iter()
         .filter_map(|entry| {
-            if entry.rev == latest {
+            if entry.revision == latest {
                 Some(HeadEntry {
                     size: 0,
                     op: Op::Expired,
@@ -91,9 +92,9 @@ pub fn expired_entries(entries: &[HeadEntry], latest: u64, now_ns: u64) -> Vec<H
 mod tests {
     use super::*;
 
-    fn entry(rev: u64, expiry_ns: Option<u64>, op: Op) -> HeadEntry {
+    fn entry(revision: u64, expiry_ns: Option<u64>, op: Op) -> HeadEntry {
         HeadEntry {
-            rev,
+            revision,
             size: 10,
             expiry_ns,
             op,

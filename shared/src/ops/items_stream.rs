@@ -19,10 +19,11 @@
 use crate::api::requests::StreamBatch;
 use crate::api::responses::{BatchItemFailure, BatchOutcome};
 use crate::model::error::KvError;
+use crate::model::revision::{Head, Op, Stored};
 use crate::ops::state::Kv;
 use crate::store::errors::StoreError;
 use crate::store::items::{
-    self, decode_head, get_str, get_u64, Head, Item, Op, Stored, EXACT_COUNTS, INCARNATION, PK, REV,
+    self, decode_head, get_str, get_u64, Item, EXACT_COUNTS, INCARNATION, PK, REVISION,
 };
 use crate::store::BucketDelta;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -67,7 +68,7 @@ pub fn head_change(index: usize, record: &Value) -> Result<Option<HeadChange>, K
         .get("dynamodb")
         .ok_or_else(|| malformed("no 'dynamodb' field"))?;
     let keys = image(stream.get("Keys")).ok_or_else(|| malformed("no 'Keys'"))?;
-    let (Some(pk), Some(0)) = (get_str(&keys, PK), get_u64(&keys, REV)) else {
+    let (Some(pk), Some(0)) = (get_str(&keys, PK), get_u64(&keys, REVISION)) else {
         return Ok(None);
     };
     let Some((bucket, key)) = pk.split_once('/') else {
@@ -88,16 +89,21 @@ pub fn head_change(index: usize, record: &Value) -> Result<Option<HeadChange>, K
         .into_iter()
         .flatten()
         .any(|item| matches!(item.get(EXACT_COUNTS), Some(AttributeValue::Bool(true))));
-    let kept = |rev: u64| new_head.entries.iter().any(|entry| entry.rev == rev);
+    let kept = |revision: u64| {
+        new_head
+            .entries
+            .iter()
+            .any(|entry| entry.revision == revision)
+    };
     let trimmed = old_head
         .entries
         .iter()
-        .map(|entry| entry.rev)
-        .filter(|rev| !kept(*rev) && Some(*rev) != new_head.cur)
+        .map(|entry| entry.revision)
+        .filter(|revision| !kept(*revision) && Some(*revision) != new_head.latest_revision)
         .collect();
-    let archive = old_head
-        .latest
-        .filter(|latest| new_head.cur != Some(latest.rev) && kept(latest.rev));
+    let archive = old_head.latest.filter(|latest| {
+        new_head.latest_revision != Some(latest.revision) && kept(latest.revision)
+    });
     let text = |name: &str| {
         record
             .get(name)
@@ -260,7 +266,10 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
         .iter()
         .flat_map(|change| {
             let pk = items::key_pk(&change.bucket, &change.key);
-            change.trimmed.iter().map(move |rev| (pk.clone(), *rev))
+            change
+                .trimmed
+                .iter()
+                .map(move |revision| (pk.clone(), *revision))
         })
         .collect();
     let archives: Vec<(String, &Stored)> = changes
@@ -270,7 +279,7 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
             change
                 .archive
                 .as_ref()
-                .filter(|stored| !trimmed.contains(&(pk.clone(), stored.rev)))
+                .filter(|stored| !trimmed.contains(&(pk.clone(), stored.revision)))
                 .map(|stored| (pk, stored))
         })
         .collect();
@@ -321,15 +330,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn head_image(cur: u64, entries: &[(u64, u64, &str)], extra: Value) -> Value {
+    fn head_image(latest_revision: u64, entries: &[(u64, u64, &str)], extra: Value) -> Value {
         let h: Vec<Value> = entries
             .iter()
-            .map(|(rev, size, op)| {
-                json!({"L": [{"N": rev.to_string()}, {"N": size.to_string()}, {"N": "0"}, {"S": op}]})
+            .map(|(revision, size, op)| {
+                json!({"L": [{"N": revision.to_string()}, {"N": size.to_string()}, {"N": "0"}, {"S": op}]})
             })
             .collect();
         let mut image = json!({
-            "pk": {"S": "b/k"}, "rev": {"N": "0"}, "cur": {"N": cur.to_string()},
+            "pk": {"S": "b/k"}, "rev": {"N": "0"}, "cur": {"N": latest_revision.to_string()},
             "h": {"L": h}, "inc": {"N": "7"}, "v": {"B": "dmFsdWU="}
         });
         if let (Value::Object(image), Value::Object(extra)) = (&mut image, extra) {
@@ -338,16 +347,15 @@ mod tests {
         image
     }
 
-    fn record(seq: &str, old: Option<Value>, new: Option<Value>) -> Value {
-        let mut stream =
-            json!({"Keys": {"pk": {"S": "b/k"}, "rev": {"N": "0"}}, "SequenceNumber": seq});
+    fn record(sequence_number: &str, old: Option<Value>, new: Option<Value>) -> Value {
+        let mut stream = json!({"Keys": {"pk": {"S": "b/k"}, "rev": {"N": "0"}}, "SequenceNumber": sequence_number});
         if let Some(old) = old {
             stream["OldImage"] = old;
         }
         if let Some(new) = new {
             stream["NewImage"] = new;
         }
-        json!({"eventID": format!("id-{seq}"), "dynamodb": stream})
+        json!({"eventID": format!("id-{sequence_number}"), "dynamodb": stream})
     }
 
     #[test]
@@ -375,7 +383,7 @@ mod tests {
             .unwrap();
         assert_eq!((change.bytes, change.keys), (-4, -1));
         assert_eq!(change.trimmed, vec![1]);
-        assert_eq!(change.archive.map(|stored| stored.rev), Some(3));
+        assert_eq!(change.archive.map(|stored| stored.revision), Some(3));
     }
 
     #[test]

@@ -4,8 +4,8 @@ use super::write::{write, WriteRequest};
 use crate::api::requests::KeyDelete;
 use crate::api::responses::Written;
 use crate::model::error::KvError;
+use crate::model::revision::Op;
 use crate::ops::state::Kv;
-use crate::store::items::Op;
 use std::time::Instant;
 
 pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<Written, KvError> {

@@ -5,9 +5,9 @@ use crate::api::requests::KeyGet;
 use crate::api::responses::{KeyValue, KeyValueBody, ValueMetadata};
 use crate::model::cache::CachedValue;
 use crate::model::error::KvError;
+use crate::model::revision::{Op, Stored};
 use crate::model::time;
 use crate::ops::state::Kv;
-use crate::store::items::{Op, Stored};
 use serde_json::Value;
 
 pub async fn run(kv: &Kv, request: KeyGet) -> Result<KeyValue, KvError> {
@@ -29,7 +29,7 @@ pub async fn run(kv: &Kv, request: KeyGet) -> Result<KeyValue, KvError> {
         None => {
             let stored = match revision {
                 None => kv.store.read_head(bucket, key, true).await?.latest,
-                Some(rev) => at_revision(kv, bucket, key, rev).await?,
+                Some(revision) => at_revision(kv, bucket, key, revision).await?,
             };
             let Some(stored) = stored else {
                 return Err(super::key_or_bucket_missing(kv, bucket).await);
@@ -39,7 +39,7 @@ pub async fn run(kv: &Kv, request: KeyGet) -> Result<KeyValue, KvError> {
                 return Err(KvError::KeyNotFound);
             }
             let value = CachedValue {
-                revision: stored.rev,
+                revision: stored.revision,
                 text: stored.text,
                 created_ms: stored.created_ms,
                 expiry_ns: stored.expiry_ns,
@@ -78,20 +78,20 @@ async fn at_revision(
     kv: &Kv,
     bucket: &str,
     key: &str,
-    rev: u64,
+    revision: u64,
 ) -> Result<Option<Stored>, KvError> {
     let (head, archived) = tokio::join!(
         kv.store.read_head(bucket, key, true),
-        kv.store.archived(bucket, key, rev)
+        kv.store.archived(bucket, key, revision)
     );
     let head = head?;
-    if head.cur.is_none() {
+    if head.latest_revision.is_none() {
         return Ok(None);
     }
-    if let Some(latest) = head.latest.filter(|latest| latest.rev == rev) {
+    if let Some(latest) = head.latest.filter(|latest| latest.revision == revision) {
         return Ok(Some(latest));
     }
-    if !head.entries.iter().any(|entry| entry.rev == rev) {
+    if !head.entries.iter().any(|entry| entry.revision == revision) {
         return Err(KvError::KeyNotFound);
     }
     Ok(archived?)

@@ -5,8 +5,8 @@ use crate::api::requests::KeyPut;
 use crate::api::responses::Written;
 use crate::model::cache::CachedValue;
 use crate::model::error::KvError;
+use crate::model::revision::Op;
 use crate::ops::state::Kv;
-use crate::store::items::Op;
 use std::time::Instant;
 
 pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<Written, KvError> {

@@ -19,10 +19,11 @@
 
 use crate::model::config::BucketConfig;
 use crate::model::error::KvError;
+use crate::model::revision::{Head, HeadEntry, Op, Stored};
 use crate::model::{codec, time};
 use crate::ops::state::Kv;
 use crate::store::errors::StoreError;
-use crate::store::items::{Head, HeadEntry, Op, Stored, COMMIT_WINDOW_MS, MAX_ITEM_BYTES};
+use crate::store::items::{COMMIT_WINDOW_MS, MAX_ITEM_BYTES};
 use crate::store::{CommitError, HeadCondition, HeadWrite, UsageChange};
 use std::time::{Duration, Instant};
 
@@ -78,15 +79,17 @@ pub fn plan(head: &Head, new: HeadEntry, history: usize, now_ns: u64) -> Plan {
     let excess = entries.len().saturating_sub(history.max(1));
     trimmed.extend(entries.drain(..excess));
     let unmark = previous
-        .filter(|entry| entry.op == Op::Put && entries.iter().any(|kept| kept.rev == entry.rev))
-        .map(|entry| entry.rev);
+        .filter(|entry| {
+            entry.op == Op::Put && entries.iter().any(|kept| kept.revision == entry.revision)
+        })
+        .map(|entry| entry.revision);
     let freed: u64 = trimmed.iter().map(|entry| entry.size).sum();
     let counted =
         |entry: Option<HeadEntry>| i64::from(entry.is_some_and(|entry| entry.op == Op::Put));
     Plan {
         entries,
         unmark,
-        trimmed: trimmed.iter().map(|entry| entry.rev).collect(),
+        trimmed: trimmed.iter().map(|entry| entry.revision).collect(),
         bytes_delta: to_i64(new.size) - to_i64(freed),
         keys_delta: counted(Some(new)) - counted(previous),
     }
@@ -305,7 +308,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         Op::Del | Op::Purge | Op::Expired => 0,
     };
     let memory = config.storage == crate::model::config::Storage::Memory;
-    let mut revision = bucket.seq;
+    let mut revision = bucket.last_revision;
     let mut consistent = false;
     // Writes of this call whose outcome was unknown when last sent: until the head shows
     // otherwise, any of them may be the one that landed, and answering anything but its
@@ -339,20 +342,20 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         {
             window_closed = false;
             must_reallocate = false;
-            revision = store.allocate_revision(request.bucket).await?.seq;
+            revision = store.allocate_revision(request.bucket).await?.last_revision;
             allocated_at = Instant::now();
             allocated_ms = time::ns_to_ms(time::now_ns());
         }
         let expiry_ns = time::expiry_ns(now_ns, ttl_ns);
         let new = HeadEntry {
-            rev: revision,
+            revision,
             size,
             expiry_ns,
             op: request.op,
         };
         let created_ms = time::ns_to_ms(now_ns);
         let latest = Stored {
-            rev: revision,
+            revision,
             bytes: stored.clone(),
             compressed,
             created_ms,
@@ -364,10 +367,11 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             Some(read) => {
                 let plan = plan(read, new, history, now_ns);
                 // The replaced latest stays in history: it becomes an item of its own.
-                let archive = read
-                    .latest
-                    .as_ref()
-                    .filter(|previous| plan.entries.iter().any(|kept| kept.rev == previous.rev));
+                let archive = read.latest.as_ref().filter(|previous| {
+                    plan.entries
+                        .iter()
+                        .any(|kept| kept.revision == previous.revision)
+                });
                 let usage = exact_counts.then(|| UsageChange {
                     incarnation: bucket.created_ms,
                     bytes_delta: plan.bytes_delta,
@@ -375,7 +379,9 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
                     bytes_ceiling: (plan.bytes_delta > 0)
                         .then(|| config.max_bytes - plan.bytes_delta),
                 });
-                let condition = read.cur.map_or(HeadCondition::Absent, HeadCondition::At);
+                let condition = read
+                    .latest_revision
+                    .map_or(HeadCondition::Absent, HeadCondition::At);
                 (plan.entries, archive, usage, condition)
             }
             None => {
@@ -548,9 +554,9 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
 mod tests {
     use super::*;
 
-    fn entry(rev: u64, size: u64, op: Op) -> HeadEntry {
+    fn entry(revision: u64, size: u64, op: Op) -> HeadEntry {
         HeadEntry {
-            rev,
+            revision,
             size,
             expiry_ns: None,
             op,
@@ -559,7 +565,7 @@ mod tests {
 
     fn head(entries: Vec<HeadEntry>) -> Head {
         Head {
-            cur: entries.last().map(|entry| entry.rev),
+            latest_revision: entries.last().map(|entry| entry.revision),
             entries,
             latest: None,
             recent: Vec::new(),

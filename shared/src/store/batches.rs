@@ -5,6 +5,7 @@ use super::errors::storage_error;
 use super::heads::Partition;
 use super::items::*;
 use super::{build_failed, Store};
+use crate::model::revision::Stored;
 use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
 use std::collections::HashMap;
@@ -52,7 +53,7 @@ impl Store {
             HashMap::from([
                 (HEAD_BUCKET.to_string(), s(bucket)),
                 (PK.to_string(), s(pk)),
-                (REV.to_string(), n(0)),
+                (REVISION.to_string(), n(0)),
             ])
         });
         let output = self
@@ -84,16 +85,19 @@ impl Store {
     /// Every item of one key (head, revisions, markers), keys only.
     pub async fn partition_items(&self, pk: &str) -> Result<Vec<u64>, StoreError> {
         let items = self.partition(pk, Partition::KeysOnly).await?;
-        Ok(items.iter().filter_map(|item| get_u64(item, REV)).collect())
+        Ok(items
+            .iter()
+            .filter_map(|item| get_u64(item, REVISION))
+            .collect())
     }
 
     /// Deletes items 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed.
     pub async fn delete_items(&self, keys: &[(String, u64)]) -> Result<(), StoreError> {
         let mut writes = Vec::with_capacity(keys.len());
-        for (pk, rev) in keys {
+        for (pk, revision) in keys {
             let delete = DeleteRequest::builder()
                 .key(PK, s(pk))
-                .key(REV, n(rev))
+                .key(REVISION, n(revision))
                 .build()
                 .map_err(build_failed)?;
             writes.push(WriteRequest::builder().delete_request(delete).build());
@@ -132,9 +136,9 @@ impl Store {
         let mut writes = Vec::with_capacity(archives.len());
         for (pk, stored) in archives {
             let put = PutRequest::builder()
-                .set_item(Some(stored.attributes()))
+                .set_item(Some(stored_attributes(stored)))
                 .item(PK, s(pk))
-                .item(REV, n(stored.rev))
+                .item(REVISION, n(stored.revision))
                 .build()
                 .map_err(build_failed)?;
             writes.push(WriteRequest::builder().put_request(put).build());

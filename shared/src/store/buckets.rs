@@ -14,7 +14,7 @@ pub struct BucketRecord {
     pub config: BucketConfig,
     pub created_ms: u64,
     /// The last revision handed out in this bucket.
-    pub seq: u64,
+    pub last_revision: u64,
     /// When kv-bucket-delete started, if it has: such a bucket no longer exists for callers.
     pub deleting_ms: Option<u64>,
     /// When the last revision was handed out (epoch ms), if ever.
@@ -30,7 +30,7 @@ pub(super) fn decode_bucket(item: &Item) -> Result<BucketRecord, StoreError> {
     Ok(BucketRecord {
         config,
         created_ms: get_u64(item, CREATED).unwrap_or(0),
-        seq: get_u64(item, SEQ).unwrap_or(0),
+        last_revision: get_u64(item, LAST_REVISION).unwrap_or(0),
         deleting_ms: get_u64(item, DELETING),
         last_allocated_ms: get_u64(item, LAST_ALLOCATED),
     })
@@ -51,7 +51,7 @@ impl Store {
             .item(BUCKET, s(&config.bucket))
             .item(CONFIG, s(config_json))
             .item(CREATED, n(created_ms))
-            .item(SEQ, n(0))
+            .item(LAST_REVISION, n(0))
             .condition_expression("attribute_not_exists(#bucket)")
             .expression_attribute_names("#bucket", BUCKET)
             .build()
@@ -59,7 +59,7 @@ impl Store {
         let usage_item = Put::builder()
             .table_name(&self.items)
             .item(PK, s(usage_pk(&config.bucket)))
-            .item(REV, n(0))
+            .item(REVISION, n(0))
             .item(USED_BYTES, n(0))
             .item(LIVE_KEYS, n(0))
             .item(INCARNATION, n(created_ms))
@@ -112,7 +112,7 @@ impl Store {
             .key(BUCKET, s(bucket))
             .update_expression("ADD #seq :one SET #alloc = :now")
             .condition_expression("attribute_exists(#bucket) AND attribute_not_exists(#deleting)")
-            .expression_attribute_names("#seq", SEQ)
+            .expression_attribute_names("#seq", LAST_REVISION)
             .expression_attribute_names("#alloc", LAST_ALLOCATED)
             .expression_attribute_values(
                 ":now",

@@ -256,13 +256,17 @@ async fn rehearse(
     operation: Operation,
     mark: &'static str,
 ) {
-    use super::items::{n, s, PK, REV};
+    use super::items::{n, s, PK, REVISION};
     use aws_sdk_dynamodb::error::DisplayErrorContext;
     use aws_sdk_dynamodb::types::{
         ConditionCheck, DeleteRequest, KeysAndAttributes, TransactWriteItem, WriteRequest,
     };
     let key = || -> super::items::Item {
-        [(PK.to_string(), s("kv-warm-up")), (REV.to_string(), n(0))].into()
+        [
+            (PK.to_string(), s("kv-warm-up")),
+            (REVISION.to_string(), n(0)),
+        ]
+        .into()
     };
     let tag = move |request: &mut HttpRequest| {
         request.headers_mut().insert(WARM_UP_HEADER, mark);

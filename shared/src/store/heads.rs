@@ -4,6 +4,7 @@
 use super::errors::{classify, is_condition_failure, storage_error, Failure};
 use super::items::*;
 use super::{build_failed, Store, UsageChange};
+use crate::model::revision::{Head, HeadEntry, Op, Stored};
 use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
@@ -108,10 +109,10 @@ where
 }
 
 pub(super) fn decode_archived(item: &Item) -> Result<Stored, StoreError> {
-    let rev = get_u64(item, REV).ok_or_else(|| {
+    let revision = get_u64(item, REVISION).ok_or_else(|| {
         StoreError::Internal("Stored item is malformed: item without 'rev'".into())
     })?;
-    decode_stored(rev, item)
+    decode_stored(revision, item)
 }
 
 /// The request behind `Store::read_head` with a consistent read, unsent: `make bench` times it
@@ -126,7 +127,7 @@ pub fn head_read(
         .get_item()
         .table_name(items_table)
         .key(PK, s(pk))
-        .key(REV, n(0))
+        .key(REVISION, n(0))
         .consistent_read(consistent)
 }
 
@@ -158,10 +159,10 @@ impl Store {
         let latest = write.latest;
         let mut head = Put::builder()
             .table_name(&self.items)
-            .set_item(Some(latest.attributes()))
+            .set_item(Some(stored_attributes(latest)))
             .item(PK, s(key_pk(write.bucket, write.key)))
-            .item(REV, n(0))
-            .item(HEAD_REVISION, n(latest.rev))
+            .item(REVISION, n(0))
+            .item(HEAD_REVISION, n(latest.revision))
             .item(HEAD_ENTRIES, encode_head_entries(write.entries))
             .item(HEAD_BUCKET, s(write.bucket))
             .item(INCARNATION, n(write.incarnation))
@@ -193,7 +194,7 @@ impl Store {
                 .condition_expression("#cur = :cur AND #cur < :rev")
                 .expression_attribute_names("#cur", HEAD_REVISION)
                 .expression_attribute_values(":cur", n(revision))
-                .expression_attribute_values(":rev", n(latest.rev)),
+                .expression_attribute_values(":rev", n(latest.revision)),
             HeadCondition::Absent => head
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", PK),
@@ -205,13 +206,13 @@ impl Store {
                 .expression_attribute_names("#cur", HEAD_REVISION)
                 .expression_attribute_names("#op", OP)
                 .expression_attribute_names("#x", EXPIRY_NS)
-                .expression_attribute_values(":rev", n(latest.rev))
+                .expression_attribute_values(":rev", n(latest.revision))
                 .expression_attribute_values(":now", n(now_ns)),
             HeadCondition::Older => head
                 .condition_expression("attribute_not_exists(#pk) OR #cur < :rev")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#cur", HEAD_REVISION)
-                .expression_attribute_values(":rev", n(latest.rev)),
+                .expression_attribute_values(":rev", n(latest.revision)),
         };
         head.build().map_err(failed)
     }
@@ -235,7 +236,7 @@ impl Store {
         let mut attributes: Vec<(&String, &AttributeValue)> = put.item().iter().collect();
         attributes.sort_by(|a, b| a.0.cmp(b.0));
         for (index, (name, value)) in attributes.into_iter().enumerate() {
-            if name == PK || name == REV {
+            if name == PK || name == REVISION {
                 key.insert(name.clone(), value.clone());
                 continue;
             }
@@ -391,9 +392,9 @@ impl Store {
         self.client
             .put_item()
             .table_name(&self.items)
-            .set_item(Some(stored.attributes()))
+            .set_item(Some(stored_attributes(stored)))
             .item(PK, s(key_pk(bucket, key)))
-            .item(REV, n(stored.rev))
+            .item(REVISION, n(stored.revision))
             .send()
             .await
             .map_err(|error| storage_error("PutItem", error))?;
@@ -405,14 +406,14 @@ impl Store {
         &self,
         bucket: &str,
         key: &str,
-        rev: u64,
+        revision: u64,
     ) -> Result<Option<Stored>, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.items)
             .key(PK, s(key_pk(bucket, key)))
-            .key(REV, n(rev))
+            .key(REVISION, n(revision))
             .consistent_read(true)
             .send()
             .await
@@ -460,7 +461,7 @@ impl Store {
                 .expression_attribute_names("#v", VALUE)
                 .expression_attribute_names("#z", COMPRESSED);
             for pk in chunk {
-                keys = keys.keys([(PK.to_string(), s(pk)), (REV.to_string(), n(0))].into());
+                keys = keys.keys([(PK.to_string(), s(pk)), (REVISION.to_string(), n(0))].into());
             }
             let read = self.get_batch(keys).await?;
             for item in read {
@@ -482,18 +483,20 @@ impl Store {
         let items = self
             .partition(&key_pk(bucket, key), Partition::Whole)
             .await?;
-        let head = decode_head(items.iter().find(|item| get_u64(item, REV) == Some(0)))?;
+        let head = decode_head(items.iter().find(|item| get_u64(item, REVISION) == Some(0)))?;
         let mut archived: HashMap<u64, Stored> = HashMap::new();
         for item in &items {
-            if get_u64(item, REV).is_some_and(|rev| rev > 0) {
+            if get_u64(item, REVISION).is_some_and(|revision| revision > 0) {
                 let stored = decode_archived(item)?;
-                archived.insert(stored.rev, stored);
+                archived.insert(stored.revision, stored);
             }
         }
         let mut retained = Vec::with_capacity(head.entries.len());
         for entry in &head.entries {
-            match (&head.latest, archived.remove(&entry.rev)) {
-                (Some(latest), _) if latest.rev == entry.rev => retained.push(latest.clone()),
+            match (&head.latest, archived.remove(&entry.revision)) {
+                (Some(latest), _) if latest.revision == entry.revision => {
+                    retained.push(latest.clone())
+                }
                 (_, Some(stored)) => retained.push(stored),
                 // Its archive write has not landed (yet): the stream consumer restores it.
                 _ => {}
@@ -524,7 +527,7 @@ impl Store {
                 Partition::KeysOnly => query
                     .key_condition_expression("#pk = :pk")
                     .projection_expression("#rev")
-                    .expression_attribute_names("#rev", REV),
+                    .expression_attribute_names("#rev", REVISION),
             };
             let output = query
                 .send()
@@ -603,13 +606,13 @@ impl Store {
         entries: &[HeadEntry],
         now_ns: u64,
     ) -> Result<bool, StoreError> {
-        let Some(cur) = head.cur else {
+        let Some(latest_revision) = head.latest_revision else {
             return Ok(false);
         };
         let update = Update::builder()
             .table_name(&self.items)
             .key(PK, s(pk))
-            .key(REV, n(0))
+            .key(REVISION, n(0))
             .update_expression("SET #op = :expired, #h = :h REMOVE #v, #lv, #gb, #xp, #xs")
             .condition_expression("#cur = :cur AND #x <= :now AND attribute_not_exists(#op)")
             .expression_attribute_names("#op", OP)
@@ -623,7 +626,7 @@ impl Store {
             .expression_attribute_names("#x", EXPIRY_NS)
             .expression_attribute_values(":expired", s(Op::Expired.as_str()))
             .expression_attribute_values(":h", encode_head_entries(entries))
-            .expression_attribute_values(":cur", n(cur))
+            .expression_attribute_values(":cur", n(latest_revision))
             .expression_attribute_values(":now", n(now_ns))
             .build()
             .map_err(build_failed)?;
@@ -701,7 +704,7 @@ impl Store {
         let update = Update::builder()
             .table_name(&self.items)
             .key(PK, s(usage_pk(bucket)))
-            .key(REV, n(0))
+            .key(REVISION, n(0))
             .update_expression("ADD #bytes :bytes, #keys :keys")
             .expression_attribute_names("#bytes", USED_BYTES)
             .expression_attribute_names("#keys", LIVE_KEYS)

@@ -1,4 +1,7 @@
-//! The item layout of both tables, and conversions between items and the KV model.
+//! The item layout of both tables, and conversions between items and the KV model
+//! (`model::revision`). Attribute names are short because every item carries them; in code
+//! they are the constants below (`rev` is `REVISION`, `cur` is `HEAD_REVISION`, `seq` is
+//! `LAST_REVISION`).
 //!
 //! Buckets table, one item per bucket: `bucket` (key), `cfg` (the configuration as JSON),
 //! `created` (ms), `seq` (the bucket's last handed-out revision).
@@ -18,6 +21,7 @@
 //! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes`, `keys`,
 //!   `inc` (the bucket's `created`) and `counted` (the stream consumer's last batch tokens).
 
+use crate::model::revision::{Head, HeadEntry, Op, Revision, Stored, REMEMBERED_REVISIONS};
 use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
@@ -27,7 +31,7 @@ pub type Item = HashMap<String, AttributeValue>;
 pub const BUCKET: &str = "bucket";
 pub const CONFIG: &str = "cfg";
 pub const CREATED: &str = "created";
-pub const SEQ: &str = "seq";
+pub const LAST_REVISION: &str = "seq";
 /// Set (epoch ms) when kv-bucket-delete starts; the bucket is gone for every operation from
 /// then on, and the item itself is deleted once every key item is purged.
 pub const DELETING: &str = "deleting";
@@ -35,7 +39,7 @@ pub const DELETING: &str = "deleting";
 pub const PURGE_ROUND: &str = "purge_round";
 
 pub const PK: &str = "pk";
-pub const REV: &str = "rev";
+pub const REVISION: &str = "rev";
 pub const VALUE: &str = "v";
 pub const COMPRESSED: &str = "z";
 pub const CREATED_MS: &str = "c";
@@ -77,7 +81,7 @@ pub const EXPIRY_SHARDS: u64 = 16;
 
 /// On a head: the revisions it held before its latest, newest first, so a writer whose
 /// answer was lost can recognise its own revision a few writes later.
-pub const RECENT_REVISIONS: [&str; 3] = ["r1", "r2", "r3"];
+pub const RECENT_REVISIONS: [&str; REMEMBERED_REVISIONS] = ["r1", "r2", "r3"];
 /// What a head holds only sometimes: a head write removes those the new head lacks.
 pub const OPTIONAL_HEAD_ATTRIBUTES: [&str; 11] = [
     VALUE,
@@ -128,168 +132,46 @@ pub fn key_from_pk<'a>(bucket: &str, pk: &'a str) -> Option<&'a str> {
     pk.strip_prefix(bucket)?.strip_prefix('/')
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Put,
-    Del,
-    Purge,
-    /// What the expiry sweeper leaves of a latest value past its expiry: no value, no size.
-    Expired,
-}
-
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Put => "PUT",
-            Op::Del => "DEL",
-            Op::Purge => "PURGE",
-            Op::Expired => "EXPIRED",
-        }
+/// The attributes a head or an archived revision holds for a stored revision (keys not
+/// included).
+pub fn stored_attributes(stored: &Stored) -> Item {
+    let mut item = Item::new();
+    if stored.op == Op::Put {
+        item.insert(VALUE.into(), AttributeValue::B(stored.bytes.clone().into()));
+    } else {
+        item.insert(OP.into(), s(stored.op.as_str()));
     }
-
-    fn parse(text: &str) -> Op {
-        match text {
-            "DEL" => Op::Del,
-            "PURGE" => Op::Purge,
-            "EXPIRED" => Op::Expired,
-            _ => Op::Put,
-        }
+    item.insert(CREATED_MS.into(), n(stored.created_ms));
+    if stored.compressed {
+        item.insert(COMPRESSED.into(), AttributeValue::Bool(true));
     }
-}
-
-/// One retained revision as the head remembers it, enough to trim and account without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadEntry {
-    pub rev: u64,
-    pub size: u64,
-    pub expiry_ns: Option<u64>,
-    pub op: Op,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Head {
-    /// None when the key has never been written.
-    pub cur: Option<u64>,
-    pub entries: Vec<HeadEntry>,
-    /// The latest revision itself (value or marker), as the head holds it.
-    pub latest: Option<Stored>,
-    /// The revisions the head held before its latest (`RECENT_REVISIONS`), newest first.
-    pub recent: Vec<u64>,
-    /// Written in a bucket with `max_bytes` (`EXACT_COUNTS`), of this incarnation of the
-    /// bucket: its changes move the usage item in the same request.
-    pub exact_counts: Option<u64>,
-}
-
-/// A revision as stored (a head's latest, or an archived older one): the value still encoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    pub rev: u64,
-    pub bytes: Vec<u8>,
-    pub compressed: bool,
-    pub created_ms: u64,
-    pub expiry_ns: Option<u64>,
-    pub op: Op,
-    pub memory: bool,
-}
-
-impl Stored {
-    pub fn decode(&self, key: &str) -> Result<Revision, StoreError> {
-        Ok(Revision {
-            key: key.to_string(),
-            rev: self.rev,
-            text: crate::model::codec::decode(&self.bytes, self.compressed)
-                .map_err(|error| StoreError::Internal(error.to_string()))?,
-            created_ms: self.created_ms,
-            expiry_ns: self.expiry_ns,
-            op: self.op,
-            memory: self.memory,
-        })
+    if let Some(expiry) = stored.expiry_ns {
+        item.insert(EXPIRY_NS.into(), n(expiry));
+        item.insert(
+            TTL.into(),
+            n(crate::model::time::ttl_attribute_secs(expiry)),
+        );
     }
-
-    /// The attributes a head or an archived revision holds for it (keys not included).
-    pub fn attributes(&self) -> Item {
-        let mut item = Item::new();
-        if self.op == Op::Put {
-            item.insert(VALUE.into(), AttributeValue::B(self.bytes.clone().into()));
-        } else {
-            item.insert(OP.into(), s(self.op.as_str()));
-        }
-        item.insert(CREATED_MS.into(), n(self.created_ms));
-        if self.compressed {
-            item.insert(COMPRESSED.into(), AttributeValue::Bool(true));
-        }
-        if let Some(expiry) = self.expiry_ns {
-            item.insert(EXPIRY_NS.into(), n(expiry));
-            item.insert(
-                TTL.into(),
-                n(crate::model::time::ttl_attribute_secs(expiry)),
-            );
-        }
-        if self.memory {
-            item.insert(MEMORY.into(), AttributeValue::Bool(true));
-        }
-        item
+    if stored.memory {
+        item.insert(MEMORY.into(), AttributeValue::Bool(true));
     }
+    item
 }
 
-pub fn decode_stored(rev: u64, item: &Item) -> Result<Stored, StoreError> {
+pub fn decode_stored(revision: u64, item: &Item) -> Result<Stored, StoreError> {
     let bytes = match item.get(VALUE) {
         Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
         _ => Vec::new(),
     };
     Ok(Stored {
-        rev,
+        revision,
         bytes,
         compressed: get_bool(item, COMPRESSED),
         created_ms: get_u64(item, CREATED_MS).unwrap_or(0),
         expiry_ns: get_u64(item, EXPIRY_NS),
-        op: get_str(item, OP).map(Op::parse).unwrap_or(Op::Put),
+        op: get_str(item, OP).map(Op::from_name).unwrap_or(Op::Put),
         memory: get_bool(item, MEMORY),
     })
-}
-
-impl Head {
-    pub fn latest_entry(&self) -> Option<&HeadEntry> {
-        self.entries.last()
-    }
-
-    pub fn current_revision(&self) -> u64 {
-        self.cur.unwrap_or(0)
-    }
-
-    /// Whether `rev` was committed to this head: it is the latest, still in the history, or
-    /// one of the recent revisions the head remembers.
-    pub fn shows(&self, rev: u64) -> bool {
-        self.cur == Some(rev)
-            || self.recent.contains(&rev)
-            || self.entries.iter().any(|entry| entry.rev == rev)
-    }
-
-    /// Whether this head proves that `rev` was never committed to it. A head's commits carry
-    /// increasing revisions (every head write's condition says so), and the head remembers its
-    /// latest and the `RECENT_REVISIONS` before it; so a revision it does not show was never
-    /// committed if the head remembers every commit it had (fewer than that many before the
-    /// latest), or remembers one older than `rev`.
-    pub fn rules_out(&self, rev: u64) -> bool {
-        if self.shows(rev) {
-            return false;
-        }
-        let remembers_all = self.recent.len() < RECENT_REVISIONS.len();
-        let oldest = self.recent.iter().chain(self.cur.iter()).min();
-        remembers_all || oldest.is_some_and(|oldest| *oldest < rev)
-    }
-}
-
-/// A revision as read back, value decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revision {
-    pub key: String,
-    pub rev: u64,
-    pub text: String,
-    pub created_ms: u64,
-    pub expiry_ns: Option<u64>,
-    pub op: Op,
-    pub memory: bool,
 }
 
 pub fn s(text: impl Into<String>) -> AttributeValue {
@@ -327,7 +209,8 @@ pub fn decode_head(item: Option<&Item>) -> Result<Head, StoreError> {
     let Some(item) = item else {
         return Ok(Head::default());
     };
-    let cur = get_u64(item, HEAD_REVISION).ok_or_else(|| corrupt("head without 'cur'"))?;
+    let latest_revision =
+        get_u64(item, HEAD_REVISION).ok_or_else(|| corrupt("head without 'cur'"))?;
     let list = match item.get(HEAD_ENTRIES) {
         Some(AttributeValue::L(list)) => list.as_slice(),
         _ => &[],
@@ -348,10 +231,10 @@ pub fn decode_head(item: Option<&Item>) -> Result<Head, StoreError> {
             let op = fields
                 .get(3)
                 .and_then(|field| field.as_s().ok())
-                .map(|text| Op::parse(text))
+                .map(|text| Op::from_name(text))
                 .unwrap_or(Op::Put);
             Ok(HeadEntry {
-                rev: number(0)?,
+                revision: number(0)?,
                 size: number(1)?,
                 expiry_ns: Some(number(2)?).filter(|expiry| *expiry > 0),
                 op,
@@ -359,13 +242,13 @@ pub fn decode_head(item: Option<&Item>) -> Result<Head, StoreError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Head {
-        cur: Some(cur),
+        latest_revision: Some(latest_revision),
         entries,
-        latest: Some(decode_stored(cur, item)?),
+        latest: Some(decode_stored(latest_revision, item)?),
         recent: RECENT_REVISIONS
             .iter()
             .filter_map(|name| get_u64(item, name))
-            .filter(|rev| *rev > 0)
+            .filter(|revision| *revision > 0)
             .collect(),
         exact_counts: get_bool(item, EXACT_COUNTS)
             .then(|| get_u64(item, INCARNATION))
@@ -379,7 +262,7 @@ pub fn encode_head_entries(entries: &[HeadEntry]) -> AttributeValue {
             .iter()
             .map(|entry| {
                 AttributeValue::L(vec![
-                    n(entry.rev),
+                    n(entry.revision),
                     n(entry.size),
                     n(entry.expiry_ns.unwrap_or(0)),
                     s(entry.op.as_str()),
@@ -393,8 +276,10 @@ pub fn encode_head_entries(entries: &[HeadEntry]) -> AttributeValue {
 pub fn decode_revision(bucket: &str, item: &Item) -> Result<Revision, StoreError> {
     let pk = get_str(item, PK).ok_or_else(|| corrupt("item without 'pk'"))?;
     let key = key_from_pk(bucket, pk).ok_or_else(|| corrupt("item of another bucket"))?;
-    let rev = get_u64(item, REV).ok_or_else(|| corrupt("item without 'rev'"))?;
-    decode_stored(rev, item)?.decode(key)
+    let revision = get_u64(item, REVISION).ok_or_else(|| corrupt("item without 'rev'"))?;
+    decode_stored(revision, item)?
+        .decode(key)
+        .map_err(|error| StoreError::Internal(error.to_string()))
 }
 
 /// A generous upper bound of a head's size without its value, in DynamoDB's accounting
@@ -403,7 +288,7 @@ pub fn decode_revision(bucket: &str, item: &Item) -> Result<Revision, StoreError
 pub fn head_overhead(bucket: &str, key: &str, history: usize) -> usize {
     let names: usize = [
         PK,
-        REV,
+        REVISION,
         VALUE,
         COMPRESSED,
         CREATED_MS,
@@ -429,40 +314,17 @@ pub fn head_overhead(bucket: &str, key: &str, history: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn remembering(cur: u64, recent: &[u64]) -> Head {
-        Head {
-            cur: Some(cur),
-            recent: recent.to_vec(),
-            ..Head::default()
-        }
-    }
-
-    #[test]
-    fn a_head_shows_or_rules_out_a_revision() {
-        let young = remembering(9, &[4]);
-        assert!(young.shows(4) && young.shows(9));
-        // It remembers every commit it had: 5 never landed.
-        assert!(young.rules_out(5) && young.rules_out(12));
-        let busy = remembering(20, &[18, 15, 11]);
-        assert!(!busy.rules_out(15));
-        // 12 would sit between 11 and 15, which it remembers.
-        assert!(busy.rules_out(12));
-        // 10 may have landed before 11 and been forgotten.
-        assert!(!busy.rules_out(10));
-        assert!(Head::default().rules_out(1));
-    }
-
     #[test]
     fn head_round_trips() {
         let entries = vec![
             HeadEntry {
-                rev: 3,
+                revision: 3,
                 size: 10,
                 expiry_ns: None,
                 op: Op::Put,
             },
             HeadEntry {
-                rev: 9,
+                revision: 9,
                 size: 0,
                 expiry_ns: Some(123),
                 op: Op::Del,
@@ -474,7 +336,7 @@ mod tests {
         ]
         .into();
         let head = decode_head(Some(&item)).unwrap();
-        assert_eq!(head.cur, Some(9));
+        assert_eq!(head.latest_revision, Some(9));
         assert_eq!(head.entries, entries);
         assert_eq!(decode_head(None).unwrap(), Head::default());
     }

@@ -5,7 +5,7 @@ use super::errors::storage_error;
 use super::items::{
     BUCKET, BY_BUCKET_INDEX, BY_EXPIRY_INDEX, BY_SEQUENCE_INDEX, COMPRESSED, CREATED_MS, EXPIRY_NS,
     EXPIRY_SECONDS, EXPIRY_SHARD, HEAD_BUCKET, HEAD_REVISION, LATEST_IN_BUCKET, LIST_VALUE, PK,
-    REV, TTL,
+    REVISION, TTL,
 };
 use crate::model::config::Settings;
 use crate::store::errors::StoreError;
@@ -53,7 +53,7 @@ pub fn buckets_table() -> TableSpec {
 pub fn items_table() -> TableSpec {
     TableSpec {
         hash: (PK, ScalarAttributeType::S),
-        range: Some((REV, ScalarAttributeType::N)),
+        range: Some((REVISION, ScalarAttributeType::N)),
         // Only a head whose latest revision is a value carries `gb`, so the index holds one
         // entry per live key, ordered by revision: kv-key-list pages it without reading old
         // revisions. An entry carries the value only when it is small (`lv`), so a put moves

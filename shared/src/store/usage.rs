@@ -51,7 +51,7 @@ impl Store {
             .get_item()
             .table_name(&self.items)
             .key(PK, s(usage_pk(bucket)))
-            .key(REV, n(0))
+            .key(REVISION, n(0))
             .consistent_read(true)
             .send()
             .await
@@ -68,7 +68,7 @@ impl Store {
                 keys = keys.keys(
                     [
                         (PK.to_string(), s(usage_pk(bucket))),
-                        (REV.to_string(), n(0)),
+                        (REVISION.to_string(), n(0)),
                     ]
                     .into(),
                 );
@@ -96,7 +96,7 @@ impl Store {
             .update_item()
             .table_name(&self.items)
             .key(PK, s(usage_pk(bucket)))
-            .key(REV, n(0))
+            .key(REVISION, n(0))
             .update_expression(
                 "ADD #bytes :bytes, #keys :keys SET #counted = list_append(if_not_exists(#counted, :none), :token)",
             )
@@ -134,7 +134,7 @@ impl Store {
                 .update_item()
                 .table_name(&self.items)
                 .key(PK, s(usage_pk(bucket)))
-                .key(REV, n(0))
+                .key(REVISION, n(0))
                 .update_expression(format!("REMOVE {}", oldest.join(", ")))
                 .condition_expression("size(#counted) > :kept")
                 .expression_attribute_names("#counted", COUNTED_BATCHES)
@@ -157,7 +157,7 @@ impl Store {
             .delete_item()
             .table_name(&self.items)
             .key(PK, s(usage_pk(bucket)))
-            .key(REV, n(0))
+            .key(REVISION, n(0))
             .send()
             .await
             .map_err(|error| storage_error("DeleteItem", error))?;
