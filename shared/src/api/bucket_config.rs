@@ -2,7 +2,7 @@
 //! fields, with the 400 wording that names the offending field.
 
 use crate::api::params::{as_str, Params};
-use crate::api::requests::request;
+use crate::api::requests::{request, Request};
 use crate::model::config::*;
 use crate::model::error::KvError;
 use crate::model::validate::{self, truncate, type_name};
@@ -74,7 +74,7 @@ fn only_one_origin(config: &BucketConfig) -> Result<(), KvError> {
 }
 
 /// Reads the object at `name` into `T`, with `T`'s fields as the only accepted ones.
-fn nested<T: crate::api::requests::Request>(name: &str, value: &Value) -> Result<T, KvError> {
+fn nested<T: Request>(name: &str, value: &Value) -> Result<T, KvError> {
     T::read(&Params::nested(name, value, T::FIELDS)?)
 }
 
@@ -123,39 +123,44 @@ impl Params {
     }
 
     fn string_list(&self, name: &str) -> Result<Vec<String>, KvError> {
+        self.array(name, "strings", as_str)
+    }
+
+    fn opt_placement(&self, name: &str) -> Result<Option<Placement>, KvError> {
+        self.opt_nested(name)
+    }
+
+    fn opt_stream_source(&self, name: &str) -> Result<Option<StreamSource>, KvError> {
+        self.opt_nested(name)
+    }
+
+    fn stream_sources(&self, name: &str) -> Result<Vec<StreamSource>, KvError> {
+        self.array(name, "objects", nested)
+    }
+
+    fn opt_nested<T: Request>(&self, name: &str) -> Result<Option<T>, KvError> {
+        let path = self.path(name);
+        self.raw(name).map(|value| nested(&path, value)).transpose()
+    }
+
+    /// An array (empty when absent) whose items are read by `item`, each named by its path
+    /// (`sources[1]`); `of_what` says what the items must be.
+    fn array<T>(
+        &self,
+        name: &str,
+        of_what: &str,
+        item: impl Fn(&str, &Value) -> Result<T, KvError>,
+    ) -> Result<Vec<T>, KvError> {
         let path = self.path(name);
         match self.raw(name) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .map(|(index, item)| as_str(&format!("{path}[{index}]"), item))
+                .map(|(index, value)| item(&format!("{path}[{index}]"), value))
                 .collect(),
             Some(other) => Err(KvError::param(format!(
-                "Parameter '{path}' must be an array of strings, got {}",
-                type_name(other)
-            ))),
-        }
-    }
-
-    fn opt_placement(&self, name: &str) -> Result<Option<Placement>, KvError> {
-        self.raw(name).map(|value| nested(name, value)).transpose()
-    }
-
-    fn opt_stream_source(&self, name: &str) -> Result<Option<StreamSource>, KvError> {
-        self.raw(name).map(|value| nested(name, value)).transpose()
-    }
-
-    fn stream_sources(&self, name: &str) -> Result<Vec<StreamSource>, KvError> {
-        match self.raw(name) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(index, item)| nested(&format!("{name}[{index}]"), item))
-                .collect(),
-            Some(other) => Err(KvError::param(format!(
-                "Parameter '{name}' must be an array of objects, got {}",
+                "Parameter '{path}' must be an array of {of_what}, got {}",
                 type_name(other)
             ))),
         }
@@ -165,7 +170,7 @@ impl Params {
         let Some(value) = self.raw(name) else {
             return Ok(None);
         };
-        let sent: RepublishParams = nested(name, value)?;
+        let sent: RepublishParams = nested(&self.path(name), value)?;
         let src = match (sent.src, sent.source) {
             (Some(_), Some(_)) => {
                 return Err(KvError::param(format!(
@@ -197,18 +202,6 @@ impl Params {
     }
 
     fn subject_transforms(&self, name: &str) -> Result<Vec<SubjectTransform>, KvError> {
-        let path = self.path(name);
-        match self.raw(name) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(index, item)| nested(&format!("{path}[{index}]"), item))
-                .collect(),
-            Some(other) => Err(KvError::param(format!(
-                "Parameter '{path}' must be an array of {{src, dest}} objects, got {}",
-                type_name(other)
-            ))),
-        }
+        self.array(name, "{src, dest} objects", nested)
     }
 }
