@@ -264,6 +264,8 @@ async fn sixteen_writers_on_many_buckets() {
     for task in tasks {
         written.extend(task.await.expect("writer"));
     }
+    // The counts come from the stream: wait until it has delivered every write.
+    stream_pump::settled_within(LOADED_STREAM).await;
     for bucket in &buckets {
         let mine: Vec<&(String, String, String, u64)> =
             written.iter().filter(|entry| &entry.0 == bucket).collect();
