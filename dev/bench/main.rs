@@ -593,7 +593,9 @@ fn cold_event(function: Function, run: usize, index: usize) -> Value {
         Function::KeyHistory => json!({"bucket": "cold", "key": "k"}),
         Function::BucketInfo => json!({"bucket": "cold"}),
         Function::BucketDelete => json!({"bucket": format!("cold-del-{run}-{index}")}),
-        Function::BucketPurge | Function::ItemsStream => json!({"Records": []}),
+        Function::BucketPurge | Function::ItemsStream | Function::ItemsReplicate => {
+            json!({"Records": []})
+        }
         Function::ExpirySweep => json!({"source": "aws.events", "detail-type": "Scheduled Event"}),
     }
 }

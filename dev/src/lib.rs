@@ -1,11 +1,12 @@
 //! What the KV functions are developed with, kept out of the functions' package: the test
 //! harness (DynamoDB Local, the stream pump, the fault proxy, reading `template.yaml`), the
-//! request meter the bench and the policy test count with. The suite itself is `tests/it`, the
+//! request meter the bench and the policy test count with, and `moto` (EventBridge and SQS). The suite itself is `tests/it`, the
 //! bench `bench/`, and `kv-tables` creates the tables for `make tables`.
 
 pub mod dynamodb_local;
 pub mod fault_proxy;
 pub mod meter;
+pub mod moto;
 pub mod sam;
 pub mod support;
 

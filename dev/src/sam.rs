@@ -105,6 +105,7 @@ pub fn function_named(name: &str) -> Option<kv::Function> {
 pub fn policy_resource(value: &Yaml) -> String {
     match intrinsic(value) {
         Some(Intrinsic::GetAtt(resource, attribute)) if attribute == "Arn" => resource,
+        Some(Intrinsic::Sub(pattern)) if pattern == EVENT_BUS_ARN => EVENT_BUS.to_string(),
         Some(Intrinsic::Sub(pattern)) => {
             let rest = pattern
                 .strip_prefix("${")
@@ -124,6 +125,12 @@ pub fn policy_resource(value: &Yaml) -> String {
         }
     }
 }
+
+/// The ARN of the bus the `EventBusName` parameter names, as policies spell it...
+pub const EVENT_BUS_ARN: &str =
+    "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}";
+/// ... and as `policy_resource` returns it.
+pub const EVENT_BUS: &str = "EventBus";
 
 /// Every (action, resource) an inline policy of this resource allows. Only inline statements
 /// are accepted: SAM's policy templates grant more than a function uses.

@@ -1,9 +1,11 @@
 //! The KV functions' library, in layers that depend downwards only:
 //! `lambda` (runtime, dispatch, envelope, logging) → `ops` (one module per function, with the
-//! per-container state) → `api` (function names and parameters) and `store` (DynamoDB) →
-//! `model` (configuration, rules, codec, cache, time, errors).
+//! per-container state) → `api` (function names, requests, responses), `store` (DynamoDB) and
+//! `bus` (EventBridge) → `model` (configuration, revisions, rules, subjects, codec, cache, time,
+//! errors).
 
 pub mod api;
+pub mod bus;
 pub mod lambda;
 pub mod model;
 pub mod ops;

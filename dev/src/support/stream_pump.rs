@@ -1,7 +1,8 @@
 //! The items table's stream, delivered to this test process's functions as Lambda would do it:
 //! `scripts/streams.py` (what `make streams` runs) polls DynamoDB Local's stream and invokes
-//! `kv-items-stream` through a small Lambda Invoke API served here, which runs the handler
-//! in-process. `settled()` waits until everything written before it has been delivered.
+//! `kv-items-stream` (or, with `follow_replication`, `kv-items-replicate`) through a small
+//! Lambda Invoke API served here, which runs the handler in-process. `settled()` waits until
+//! everything written before it has been counted.
 
 use super::{endpoint, settings, spawn_owned, BUCKETS_TABLE, ITEMS_TABLE};
 use serde_json::{json, Value};
@@ -34,20 +35,49 @@ pub fn follow(endpoint: &str) {
     pump(endpoint);
 }
 
-/// The pump of the DynamoDB Local at `endpoint`, started on first use.
-fn pump(endpoint: &str) -> &'static Pump {
-    static PUMPS: OnceLock<Mutex<HashMap<String, &'static Pump>>> = OnceLock::new();
-    let mut pumps = PUMPS.get_or_init(Default::default).lock().expect("pumps");
-    let endpoint = endpoint.to_string();
-    pumps.entry(endpoint.clone()).or_insert_with(|| {
-        // Started from a plain thread: tests call this from inside their own tokio runtime.
-        std::thread::spawn(move || start(endpoint))
-            .join()
-            .expect("stream pump started")
-    })
+/// Starts delivering the stream of the DynamoDB Local at `endpoint` to kv-items-replicate,
+/// whose container puts its events on EventBridge at `eventbridge` (moto, or a proxy in front
+/// of it). One per endpoint: the first call's `eventbridge` stays.
+pub fn follow_replication(endpoint: &str, eventbridge: &str) {
+    let eventbridge = eventbridge.to_string();
+    pump_of(endpoint, "kv-items-replicate", move |kv| {
+        kv.bus = Some(kv::bus::EventBus::new(
+            crate::moto::Moto::eventbridge_client(&eventbridge),
+            kv::model::config::DEFAULT_EVENT_BUS,
+        ));
+    });
 }
 
-fn start(endpoint: String) -> &'static Pump {
+/// The counts pump of the DynamoDB Local at `endpoint`, started on first use.
+fn pump(endpoint: &str) -> &'static Pump {
+    pump_of(endpoint, "kv-items-stream", |_| {})
+}
+
+/// The pump delivering `endpoint`'s stream to `function`, started on first use with a
+/// container that `equip` completes.
+fn pump_of(
+    endpoint: &str,
+    function: &'static str,
+    equip: impl FnOnce(&mut kv::Kv) + Send + 'static,
+) -> &'static Pump {
+    static PUMPS: OnceLock<Mutex<HashMap<(String, &'static str), &'static Pump>>> = OnceLock::new();
+    let mut pumps = PUMPS.get_or_init(Default::default).lock().expect("pumps");
+    let endpoint = endpoint.to_string();
+    pumps
+        .entry((endpoint.clone(), function))
+        .or_insert_with(|| {
+            // Started from a plain thread: tests call this from inside their own tokio runtime.
+            std::thread::spawn(move || start(endpoint, function, equip))
+                .join()
+                .expect("stream pump started")
+        })
+}
+
+fn start(
+    endpoint: String,
+    function: &'static str,
+    equip: impl FnOnce(&mut kv::Kv),
+) -> &'static Pump {
     {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -56,7 +86,11 @@ fn start(endpoint: String) -> &'static Pump {
             .expect("pump runtime");
         // Built inside the pump's own runtime: a client first used from a test's runtime would
         // keep timers and connections on it, which end with that test.
-        let kv = runtime.block_on(async { kv::Kv::new(super::client_for(&endpoint), &settings()) });
+        let kv = runtime.block_on(async {
+            let mut kv = kv::Kv::new(super::client_for(&endpoint), &settings());
+            equip(&mut kv);
+            kv
+        });
         let pump: &'static Pump = Box::leak(Box::new(Pump {
             kv,
             runtime,
@@ -73,14 +107,14 @@ fn start(endpoint: String) -> &'static Pump {
         let root = crate::root();
         let port_of_dynamodb = endpoint.rsplit(':').next().unwrap_or_default().to_string();
         let log = std::env::temp_dir().join(format!(
-            "kv-stream-pump-{}-{port_of_dynamodb}.log",
+            "kv-stream-pump-{}-{port_of_dynamodb}-{function}.log",
             std::process::id()
         ));
         let log = std::fs::File::create(&log).expect("pump log");
         let mut runner = Command::new("python3");
         runner
             .arg(root.join("scripts/streams.py"))
-            .args(["--only", "kv-items-stream", "--poll-interval", "0.05"])
+            .args(["--only", function, "--poll-interval", "0.05"])
             .env("AWS_ENDPOINT_URL_DYNAMODB", &endpoint)
             .env(
                 "AWS_ENDPOINT_URL_LAMBDA",

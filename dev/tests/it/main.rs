@@ -9,6 +9,7 @@ mod fuzz;
 mod lifecycle;
 mod nats_differential;
 mod policy;
+mod replication;
 mod spec;
 mod streams;
 mod template;

@@ -262,7 +262,23 @@ async fn every_event_has_the_outcome_its_name_says_and_each_policy_grants_exactl
     let mut problems = Vec::new();
     for (logical_id, resource) in sam::resources(&template, "AWS::Serverless::Function") {
         let binary = sam::text(&resource["Metadata"]["BuildProperties"]["Binary"]);
-        let granted = sam::allowed(&resource);
+        let (bus_grants, granted): (Grants, Grants) = sam::allowed(&resource)
+            .into_iter()
+            .partition(|(_, resource)| resource == sam::EVENT_BUS);
+        // The meter sees DynamoDB's requests only; EventBridge's grant follows the function's
+        // declaration, which decides whether its container has an EventBridge client.
+        let publishes = Function::ALL
+            .into_iter()
+            .any(|function| function.name() == binary && function.publishes_events());
+        let wanted_bus: Grants = publishes
+            .then(|| ("events:PutEvents".to_string(), sam::EVENT_BUS.to_string()))
+            .into_iter()
+            .collect();
+        if bus_grants != wanted_bus {
+            problems.push(format!(
+                "{logical_id} ({binary}) grants {bus_grants:?} on the event bus; it needs {wanted_bus:?}"
+            ));
+        }
         let Some(used) = used.get(&binary) else {
             problems.push(format!(
                 "{logical_id} ({binary}): no event exercises it; add events/{binary}*.json"

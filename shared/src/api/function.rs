@@ -17,10 +17,12 @@ pub enum Function {
     ExpirySweep,
     /// Internal: fed by the items table's stream (counts, trimmed and archived revisions).
     ItemsStream,
+    /// Internal: fed by the items table's stream (republish).
+    ItemsReplicate,
 }
 
 impl Function {
-    pub const ALL: [Function; 12] = [
+    pub const ALL: [Function; 13] = [
         Function::BucketCreate,
         Function::KeyPut,
         Function::KeyGet,
@@ -33,6 +35,7 @@ impl Function {
         Function::BucketPurge,
         Function::ExpirySweep,
         Function::ItemsStream,
+        Function::ItemsReplicate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,12 +52,19 @@ impl Function {
             Function::BucketPurge => "kv-bucket-purge",
             Function::ExpirySweep => "kv-expiry-sweep",
             Function::ItemsStream => "kv-items-stream",
+            Function::ItemsReplicate => "kv-items-replicate",
         }
+    }
+
+    /// Puts events on EventBridge (`bus`): its container builds that client, and its policy
+    /// grants `events:PutEvents` on the bus.
+    pub fn publishes_events(self) -> bool {
+        self == Function::ItemsReplicate
     }
 
     /// A stream consumer that reports partial batch failures: its result is Lambda's
     /// `{"batchItemFailures": [...]}` itself, not an envelope.
     pub fn answers_stream_batches(self) -> bool {
-        self == Function::ItemsStream
+        matches!(self, Function::ItemsStream | Function::ItemsReplicate)
     }
 }

@@ -2,6 +2,7 @@
 //! event into a request (kv-bucket-create's configuration included).
 
 pub mod bucket_config;
+pub mod events;
 pub mod function;
 pub mod params;
 pub mod requests;

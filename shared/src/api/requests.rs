@@ -182,7 +182,9 @@ impl Function {
             Function::KeyDelete => KeyDelete::FIELDS,
             Function::KeyHistory => KeyHistory::FIELDS,
             Function::BucketInfo | Function::BucketDelete => BucketName::FIELDS,
-            Function::BucketPurge | Function::ItemsStream => StreamBatch::FIELDS,
+            Function::BucketPurge | Function::ItemsStream | Function::ItemsReplicate => {
+                StreamBatch::FIELDS
+            }
             Function::ExpirySweep => ScheduledEvent::FIELDS,
         }
     }

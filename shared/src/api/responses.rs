@@ -198,3 +198,25 @@ pub struct BatchItemFailure {
     #[serde(rename = "itemIdentifier")]
     pub item_identifier: Value,
 }
+
+impl BatchItemFailure {
+    /// The failure of a stream record: Lambda retries from it.
+    pub fn of_record(record: Option<&Value>) -> BatchItemFailure {
+        BatchItemFailure {
+            item_identifier: record
+                .and_then(|record| record.get("dynamodb"))
+                .and_then(|stream| stream.get("SequenceNumber"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// kv-items-replicate's answer to the event source mapping.
+#[derive(Debug, Serialize)]
+pub struct Replicated {
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<BatchItemFailure>,
+    /// Events put on the bus.
+    pub published: usize,
+}

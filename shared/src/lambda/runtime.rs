@@ -21,7 +21,10 @@ pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
     // are built and the connections it will use are open.
     let (connections, operations) = rehearsal(function);
     crate::store::client::warm_up(&client, &settings.items_table, connections, operations).await;
-    let kv = Kv::new(client, &settings);
+    let mut kv = Kv::new(client, &settings);
+    if function.publishes_events() {
+        kv.bus = Some(crate::bus::EventBus::from_env(&settings.event_bus).await);
+    }
     let kv = &kv;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle_event(kv, function, event).await
@@ -53,6 +56,8 @@ pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
         Function::BucketCreate => (1, &[TransactWriteItems]),
         // A count update per bucket, then trimmed revisions' deletes alongside archives.
         Function::ItemsStream => (2, &[UpdateItem, BatchWriteItem]),
+        // Each bucket's configuration.
+        Function::ItemsReplicate => (1, &[GetItem]),
         // The index Query, then each expired head's GetItem and UpdateItem.
         Function::ExpirySweep => (1, &[Query, GetItem, UpdateItem]),
         Function::BucketDelete | Function::BucketPurge => {

@@ -75,10 +75,14 @@ pub struct Settings {
     /// How long one kv-bucket-delete or purger invocation keeps purging before it hands the
     /// rest on (always also bounded by the Lambda deadline).
     pub purge_budget_ms: u64,
+    /// The EventBridge bus that buckets' `republish` puts their revisions on.
+    pub event_bus: String,
 }
 
 pub const DEFAULT_BUCKETS_TABLE: &str = "kv-buckets";
 pub const DEFAULT_ITEMS_TABLE: &str = "kv-items";
+/// The account's default bus.
+pub const DEFAULT_EVENT_BUS: &str = "default";
 
 impl Settings {
     /// The settings from the environment. A variable that is set but not a number is an error
@@ -113,6 +117,7 @@ impl Settings {
                 "Environment variable KV_MEMORY_CACHE_MAX_BYTES is too large".to_string()
             })?,
             purge_budget_ms: number("KV_PURGE_BUDGET_MS", defaults.purge_budget_ms)?,
+            event_bus: var("KV_EVENT_BUS").unwrap_or(defaults.event_bus),
         })
     }
 
@@ -123,6 +128,7 @@ impl Settings {
             memory_cache_staleness_ms: 1000,
             memory_cache_max_bytes: 64 * 1024 * 1024,
             purge_budget_ms: 60_000,
+            event_bus: DEFAULT_EVENT_BUS.into(),
         }
     }
 

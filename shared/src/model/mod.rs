@@ -7,5 +7,6 @@ pub mod config;
 pub mod error;
 pub mod revision;
 pub mod subject;
+pub mod subject_map;
 pub mod time;
 pub mod validate;

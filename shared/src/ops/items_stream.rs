@@ -23,10 +23,10 @@ use crate::model::revision::{Head, Op, Stored};
 use crate::ops::state::Kv;
 use crate::store::errors::StoreError;
 use crate::store::items::{
-    self, decode_head, get_str, get_u64, Item, EXACT_COUNTS, INCARNATION, PK, REVISION,
+    self, decode_head, get_str, get_u64, EXACT_COUNTS, INCARNATION, PK, REVISION,
 };
+use crate::store::stream_images::image;
 use crate::store::BucketDelta;
-use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,43 +125,6 @@ pub fn head_change(index: usize, record: &Value) -> Result<Option<HeadChange>, K
         trimmed,
         archive,
     }))
-}
-
-/// A stream image (DynamoDB's JSON form of an item) as an item.
-fn image(value: Option<&Value>) -> Option<Item> {
-    let Value::Object(fields) = value? else {
-        return None;
-    };
-    fields
-        .iter()
-        .map(|(name, value)| attribute(value).map(|value| (name.clone(), value)))
-        .collect()
-}
-
-fn attribute(value: &Value) -> Option<AttributeValue> {
-    let Value::Object(typed) = value else {
-        return None;
-    };
-    let (kind, inner) = typed.iter().next()?;
-    Some(match (kind.as_str(), inner) {
-        ("S", Value::String(text)) => AttributeValue::S(text.clone()),
-        ("N", Value::String(number)) => AttributeValue::N(number.clone()),
-        ("B", Value::String(encoded)) => {
-            AttributeValue::B(Blob::new(aws_smithy_types::base64::decode(encoded).ok()?))
-        }
-        ("BOOL", Value::Bool(flag)) => AttributeValue::Bool(*flag),
-        ("NULL", _) => AttributeValue::Null(true),
-        ("L", Value::Array(list)) => {
-            AttributeValue::L(list.iter().map(attribute).collect::<Option<_>>()?)
-        }
-        ("M", Value::Object(_)) => AttributeValue::M(image(Some(inner))?),
-        ("SS", Value::Array(list)) => AttributeValue::Ss(
-            list.iter()
-                .map(|item| item.as_str().map(str::to_string))
-                .collect::<Option<_>>()?,
-        ),
-        _ => return None,
-    })
 }
 
 /// Per bucket (and incarnation), the sum of its heads' changes; buckets with exact counts and
@@ -305,16 +268,8 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
         // Counting from here again is safe only if nothing after it was counted: the retried
         // records would be counted a second time, under another token.
         Some(index) if counted_last.is_none_or(|last| last < index) => {
-            let sequence = records
-                .get(index)
-                .and_then(|record| record.get("dynamodb"))
-                .and_then(|stream| stream.get("SequenceNumber"))
-                .cloned()
-                .unwrap_or(Value::Null);
             Ok(BatchOutcome {
-                batch_item_failures: vec![BatchItemFailure {
-                    item_identifier: sequence,
-                }],
+                batch_item_failures: vec![BatchItemFailure::of_record(records.get(index))],
                 counted,
             })
         }

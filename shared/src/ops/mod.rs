@@ -5,6 +5,7 @@ pub mod bucket_delete;
 pub mod bucket_info;
 pub mod bucket_list;
 pub mod expiry_sweep;
+pub mod items_replicate;
 pub mod items_stream;
 pub mod key_delete;
 pub mod key_get;

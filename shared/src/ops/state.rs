@@ -1,14 +1,16 @@
 //! What a container keeps between invocations, handed to every operation.
 
+use crate::bus::EventBus;
 use crate::model::cache::{MemoryCache, WriteShapes};
 use crate::model::config::Settings;
 use crate::store::Store;
 use std::time::Duration;
 
-/// What a container keeps between invocations: the DynamoDB client (and its connection pool)
-/// and the `memory` bucket cache.
+/// What a container keeps between invocations: the DynamoDB client (and its connection pool),
+/// the `memory` bucket cache, and for the function that republishes, the EventBridge client.
 pub struct Kv {
     pub store: Store,
+    pub bus: Option<EventBus>,
     pub cache: MemoryCache,
     pub write_shapes: WriteShapes,
     pub purge_budget: Duration,
@@ -18,6 +20,7 @@ impl Kv {
     pub fn new(client: aws_sdk_dynamodb::Client, settings: &Settings) -> Kv {
         Kv {
             store: Store::new(client, settings),
+            bus: None,
             cache: MemoryCache::new(
                 Duration::from_millis(settings.memory_cache_staleness_ms),
                 settings.memory_cache_max_bytes,

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod heads;
 pub mod items;
 pub mod schema;
+pub mod stream_images;
 pub mod usage;
 
 pub use buckets::BucketRecord;
