@@ -21,6 +21,12 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// The test process's own moto server, started on first use.
+    pub fn shared() -> &'static Moto {
+        static SHARED: std::sync::OnceLock<Moto> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Moto::start)
+    }
+
     /// Starts a moto server; it lives as long as the test process.
     pub fn start() -> Moto {
         let server = crate::root().join(".tools/moto-venv/bin/moto_server");

@@ -648,6 +648,7 @@ async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
             entries: &entries,
             exact_counts: false,
             condition: HeadCondition::Older,
+            source: None,
         })
         .await;
     // The delete waited until every write of the old bucket had landed or could no longer be
@@ -770,6 +771,7 @@ async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
             entries: &entries,
             exact_counts: false,
             condition: HeadCondition::At(first),
+            source: None,
         })
         .await
         .unwrap();

@@ -229,3 +229,259 @@ async fn a_failure_halfway_through_a_batch_delivers_the_rest_once_in_order() {
         "the fault never fired: {stats:?}"
     );
 }
+
+/// Every retained revision of a key, as kv-key-history shows it: (revision, operation, value).
+async fn history_of(kv: &kv::Kv, bucket: &str, key: &str) -> Vec<(u64, String, Value)> {
+    let response = call(
+        kv,
+        Function::KeyHistory,
+        json!({"bucket": bucket, "key": key}),
+    )
+    .await;
+    response["body"]["body"]["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            (
+                entry["revision"].as_u64().unwrap_or(0),
+                entry["operation"].as_str().unwrap_or_default().to_string(),
+                entry["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `check` holds, or fails the test after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(why) if started.elapsed() > within => panic!("{what} not within {within:?}: {why}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_mirror_holds_its_origin_with_its_revisions_history_deletes_and_purges() {
+    let endpoint = private_endpoint();
+    follow_replication(&endpoint, &Moto::shared().endpoint);
+    let kv = container_at(&endpoint);
+    let origin = bucket(&kv, "origin", json!({"history": 5})).await;
+    // Before the mirror exists: the backfill copies these.
+    put(&kv, &origin, "a.one", json!("1")).await;
+    put(&kv, &origin, "a.one", json!("2")).await;
+    put(&kv, &origin, "b.two", json!({"n": 2})).await;
+    let copy = bucket(
+        &kv,
+        "mirror",
+        json!({"history": 5, "mirror": {"name": origin}}),
+    )
+    .await;
+    // After: the stream copies these.
+    put(&kv, &origin, "a.one", json!("3")).await;
+    let deleted = call(
+        &kv,
+        Function::KeyDelete,
+        json!({"bucket": origin, "key": "b.two"}),
+    )
+    .await;
+    assert_eq!(status(&deleted), 200);
+    put(&kv, &origin, "c.three", json!("x")).await;
+    put(&kv, &origin, "c.three", json!("y")).await;
+    let purged = call(
+        &kv,
+        Function::KeyDelete,
+        json!({"bucket": origin, "key": "c.three", "purge": true}),
+    )
+    .await;
+    assert_eq!(status(&purged), 200);
+    for key in ["a.one", "b.two", "c.three"] {
+        let want = history_of(&kv, &origin, key).await;
+        assert!(!want.is_empty());
+        eventually(LAG, &format!("{copy}/{key} as in {origin}"), || {
+            let (kv, copy, want) = (&kv, &copy, &want);
+            async move {
+                let got = history_of(kv, copy, key).await;
+                (&got == want)
+                    .then_some(())
+                    .ok_or(format!("{got:?} != {want:?}"))
+            }
+        })
+        .await;
+    }
+    let info = |bucket: String| {
+        let kv = &kv;
+        async move { call(kv, Function::BucketInfo, json!({"bucket": bucket})).await }
+    };
+    assert_eq!(
+        info(copy.clone()).await["body"]["body"]["last_sequence"],
+        info(origin.clone()).await["body"]["body"]["last_sequence"]
+    );
+    // Read-only to callers.
+    let refused = call(
+        &kv,
+        Function::KeyPut,
+        json!({"bucket": copy, "key": "a.one", "value": "no"}),
+    )
+    .await;
+    assert_error(&refused, 400, "invalid_parameter");
+    assert!(
+        refused["body"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("mirror of '{origin}'")),
+        "{refused}"
+    );
+    let refused = call(
+        &kv,
+        Function::KeyDelete,
+        json!({"bucket": copy, "key": "a.one"}),
+    )
+    .await;
+    assert_error(&refused, 400, "invalid_parameter");
+}
+
+#[tokio::test]
+async fn a_mirror_applies_its_filter_start_and_transforms() {
+    let endpoint = private_endpoint();
+    follow_replication(&endpoint, &Moto::shared().endpoint);
+    let kv = container_at(&endpoint);
+    let origin = bucket(&kv, "origin", json!({})).await;
+    let early = put(&kv, &origin, "orders.1", json!("early")).await;
+    let start = put(&kv, &origin, "orders.2", json!("at start")).await;
+    put(&kv, &origin, "users.1", json!("filtered out")).await;
+    let copy = bucket(
+        &kv,
+        "mirror",
+        json!({"mirror": {
+            "name": origin,
+            "filter_subject": "orders.*",
+            "opt_start_seq": start,
+            "subject_transforms": [{"src": "orders.*", "dest": "shop.orders.{{wildcard(1)}}"}]
+        }}),
+    )
+    .await;
+    put(&kv, &origin, "orders.3", json!("later")).await;
+    put(&kv, &origin, "users.2", json!("filtered out")).await;
+    eventually(LAG, "the mirror's keys", || {
+        let (kv, copy) = (&kv, &copy);
+        async move {
+            let listed = call(kv, Function::KeyList, json!({"bucket": copy})).await;
+            let keys: Vec<String> = listed["body"]["body"]["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| entry["key"].as_str().unwrap_or_default().to_string())
+                .collect();
+            (keys == ["shop.orders.2", "shop.orders.3"])
+                .then_some(())
+                .ok_or(format!("{keys:?}"))
+        }
+    })
+    .await;
+    let got = call(
+        &kv,
+        Function::KeyGet,
+        json!({"bucket": copy, "key": "shop.orders.2"}),
+    )
+    .await;
+    assert_eq!(got["body"]["metadata"]["revision"], start);
+    assert!(early < start);
+}
+
+#[tokio::test]
+async fn sources_gather_two_buckets_beside_the_targets_own_writes() {
+    let endpoint = private_endpoint();
+    follow_replication(&endpoint, &Moto::shared().endpoint);
+    let kv = container_at(&endpoint);
+    let east = bucket(&kv, "east", json!({})).await;
+    let west = bucket(&kv, "west", json!({})).await;
+    put(&kv, &east, "stock.apples", json!("10")).await;
+    let all = bucket(
+        &kv,
+        "all",
+        json!({"history": 10, "sources": [
+            {"name": east, "subject_transforms": [{"src": "stock.*", "dest": "east.{{wildcard(1)}}"}]},
+            {"name": west, "subject_transforms": [{"src": "stock.*", "dest": "west.{{wildcard(1)}}"}]}
+        ]}),
+    )
+    .await;
+    put(&kv, &west, "stock.pears", json!("4")).await;
+    put(&kv, &east, "stock.apples", json!("9")).await;
+    let own = put(&kv, &all, "note", json!("own write")).await;
+    eventually(LAG, "the target's keys", || {
+        let (kv, all) = (&kv, &all);
+        async move {
+            let apples = history_of(kv, all, "east.apples").await;
+            let pears = history_of(kv, all, "west.pears").await;
+            let values: Vec<&Value> = apples.iter().map(|entry| &entry.2).collect();
+            (values == [&json!("10"), &json!("9")] && pears.len() == 1)
+                .then_some(())
+                .ok_or(format!("{apples:?} {pears:?}"))
+        }
+    })
+    .await;
+    // Each arriving revision got the target's own number.
+    let apples = history_of(&kv, &all, "east.apples").await;
+    let note = history_of(&kv, &all, "note").await;
+    assert_eq!(note[0].0, own);
+    let mut numbers: Vec<u64> = apples.iter().map(|entry| entry.0).collect();
+    numbers.push(own);
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 3, "{apples:?} {note:?}");
+}
+
+#[tokio::test]
+async fn a_cycle_of_copies_is_refused_at_create() {
+    let kv = container();
+    let first = bucket(&kv, "ring-a", json!({})).await;
+    let second = bucket(&kv, "ring-b", json!({"sources": [{"name": first}]})).await;
+    let third = unique("ring-c");
+    // first <- second <- third is fine; a bucket copying from itself is not.
+    let own = call(
+        &kv,
+        Function::BucketCreate,
+        json!({"bucket": third, "mirror": {"name": third}}),
+    )
+    .await;
+    assert_error(&own, 400, "invalid_parameter");
+    let fine = call(
+        &kv,
+        Function::BucketCreate,
+        json!({"bucket": third, "sources": [{"name": second}]}),
+    )
+    .await;
+    assert_eq!(status(&fine), 200, "{fine}");
+    // Deleting `first` and creating it again as a copy of `third` would close the ring.
+    let deleted = call(&kv, Function::BucketDelete, json!({"bucket": first})).await;
+    assert_eq!(status(&deleted), 200, "{deleted}");
+    let ring = call(
+        &kv,
+        Function::BucketCreate,
+        json!({"bucket": first, "sources": [{"name": third}]}),
+    )
+    .await;
+    assert_error(&ring, 400, "invalid_parameter");
+    assert!(
+        ring["body"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cycle"),
+        "{ring}"
+    );
+    let missing = call(
+        &kv,
+        Function::BucketCreate,
+        json!({"bucket": unique("orphan"), "mirror": {"name": unique("nowhere")}}),
+    )
+    .await;
+    assert_error(&missing, 404, "bucket_not_found");
+}

@@ -99,7 +99,9 @@ fn run(kv: &Kv, function: Function, params: Params, deadline: Instant) -> OpFutu
         }),
         Function::ExpirySweep => op(&params, |event| ops::expiry_sweep::run(kv, event, deadline)),
         Function::ItemsStream => op(&params, |batch| ops::items_stream::run(kv, batch)),
-        Function::ItemsReplicate => op(&params, |batch| ops::items_replicate::run(kv, batch)),
+        Function::ItemsReplicate => op(&params, |batch| {
+            ops::items_replicate::run(kv, batch, deadline)
+        }),
     }
 }
 

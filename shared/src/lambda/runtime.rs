@@ -56,8 +56,12 @@ pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
         Function::BucketCreate => (1, &[TransactWriteItems]),
         // A count update per bucket, then trimmed revisions' deletes alongside archives.
         Function::ItemsStream => (2, &[UpdateItem, BatchWriteItem]),
-        // Each bucket's configuration.
-        Function::ItemsReplicate => (1, &[GetItem]),
+        // Configurations and feeds; copies into mirrors (head, archive) and sources (the write
+        // path); backfill pages (the origin's keys and histories) and cursors.
+        Function::ItemsReplicate => (
+            2,
+            &[GetItem, Query, UpdateItem, PutItem, TransactWriteItems],
+        ),
         // The index Query, then each expired head's GetItem and UpdateItem.
         Function::ExpirySweep => (1, &[Query, GetItem, UpdateItem]),
         Function::BucketDelete | Function::BucketPurge => {

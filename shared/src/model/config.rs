@@ -65,6 +65,29 @@ pub struct Republish {
     pub headers_only: bool,
 }
 
+impl BucketConfig {
+    /// The buckets this one copies from: its mirror's origin, or its sources, each once.
+    pub fn origins(&self) -> Vec<&str> {
+        let mut origins: Vec<&str> = self
+            .mirror
+            .iter()
+            .chain(&self.sources)
+            .map(|source| source.name.as_str())
+            .collect();
+        origins.sort_unstable();
+        origins.dedup();
+        origins
+    }
+
+    /// How this bucket copies from `origin`, if it does.
+    pub fn copies_from(&self, origin: &str) -> Option<&StreamSource> {
+        self.mirror
+            .iter()
+            .chain(&self.sources)
+            .find(|source| source.name == origin)
+    }
+}
+
 /// Where the functions find their tables and how the memory cache behaves, from the environment.
 #[derive(Debug, Clone)]
 pub struct Settings {

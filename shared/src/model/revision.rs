@@ -3,6 +3,7 @@
 //! remembers), and a revision as stored and as read back. `store::items` maps them to items.
 
 use crate::model::error::KvError;
+use std::collections::BTreeMap;
 
 /// How many revisions before its latest a head remembers, so a writer whose answer was lost
 /// can recognise its own revision a few writes later.
@@ -56,9 +57,12 @@ pub struct Head {
     pub latest: Option<Stored>,
     /// The revisions the head held before its latest (`REMEMBERED_REVISIONS` of them), newest first.
     pub recent: Vec<u64>,
-    /// Written in a bucket with `max_bytes` , of this incarnation of the
-    /// bucket: its changes move the usage item in the same request.
+    /// Written in a bucket with `max_bytes`, of this incarnation of the bucket: its changes
+    /// move the usage item in the same request.
     pub exact_counts: Option<u64>,
+    /// Per source bucket, the last of its revisions copied to this key: a copy delivered again
+    /// is recognised and not written twice.
+    pub sources: BTreeMap<String, u64>,
 }
 
 /// A revision as stored (a head's latest, or an archived older one): the value still encoded.

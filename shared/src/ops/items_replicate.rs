@@ -9,6 +9,9 @@
 //!   first failure (partial batch response): it and the records after it come again, so an
 //!   event is put at least once, and some may be put twice. `detail` carries the bucket, key
 //!   and revision, which identify an event for a consumer that must see each once.
+//! - Mirrors and sources: each revision is copied into every bucket that mirrors or sources
+//!   its bucket (`ops::copies`), and a target's backfill advances a slice at a time when its
+//!   cursor moves on its usage item.
 //! - A revision is read from the head's new image: a new latest revision (value, delete or
 //!   purge marker), or the expiry sweeper marking the latest value EXPIRED. Archived
 //!   revisions, usage items and heads removed with their bucket are not revisions.
@@ -21,11 +24,15 @@ use crate::model::config::BucketConfig;
 use crate::model::error::KvError;
 use crate::model::revision::Op;
 use crate::model::subject_map::RepublishMap;
+use crate::ops::copies::{backfill_slice, copy_into, Copy};
 use crate::ops::state::Kv;
+use crate::store::feeds::backfill_cursors;
 use crate::store::items::{decode_head, get_str, get_u64, INCARNATION, PK, REVISION};
 use crate::store::stream_images::image;
+use crate::store::BucketRecord;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// One revision committed to a head, as its stream record shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +40,30 @@ pub struct Committed {
     /// The record's position in the batch.
     pub index: usize,
     pub bucket: String,
-    pub incarnation: u64,
+    /// The bucket's `created` the head carries (absent only in hand-made events).
+    pub incarnation: Option<u64>,
     pub key: String,
     pub revision: u64,
     pub op: Op,
     /// The value's text, for a PUT.
     pub value: Option<String>,
     pub created_ms: u64,
+    pub expiry_ns: Option<u64>,
+}
+
+impl Committed {
+    /// This revision as a copy for the buckets that mirror or source its bucket.
+    fn copy(&self) -> Copy<'_> {
+        Copy {
+            origin: &self.bucket,
+            key: &self.key,
+            revision: self.revision,
+            op: self.op,
+            text: self.value.as_deref().unwrap_or(""),
+            created_ms: self.created_ms,
+            expiry_ns: self.expiry_ns,
+        }
+    }
 }
 
 /// The revision a stream record commits, if it commits one.
@@ -88,52 +112,163 @@ pub fn committed(index: usize, record: &Value) -> Result<Option<Committed>, KvEr
     Ok(Some(Committed {
         index,
         bucket: bucket.to_string(),
-        incarnation: get_u64(&new, INCARNATION).unwrap_or(0),
+        incarnation: get_u64(&new, INCARNATION),
         key: key.to_string(),
         revision: latest.revision,
         op: latest.op,
         value,
         created_ms: latest.created_ms,
+        expiry_ns: latest.expiry_ns,
     }))
 }
 
-pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<Replicated, KvError> {
+/// A backfill cursor that moved (or was set) on a target's usage item: the next slice to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillStep {
+    pub index: usize,
+    pub target: String,
+    pub incarnation: Option<u64>,
+    pub origin: String,
+    pub cursor: String,
+}
+
+/// The backfill slices a stream record asks for: a usage item whose cursors changed.
+pub fn backfill_steps(index: usize, record: &Value) -> Vec<BackfillStep> {
+    let Some(stream) = record.get("dynamodb") else {
+        return Vec::new();
+    };
+    let Some(keys) = image(stream.get("Keys")) else {
+        return Vec::new();
+    };
+    let (Some(pk), Some(0)) = (get_str(&keys, PK), get_u64(&keys, REVISION)) else {
+        return Vec::new();
+    };
+    if pk.contains('/') {
+        return Vec::new();
+    }
+    let Some(new) = image(stream.get("NewImage")) else {
+        return Vec::new();
+    };
+    let before = image(stream.get("OldImage"))
+        .map(|old| backfill_cursors(&old))
+        .unwrap_or_default();
+    backfill_cursors(&new)
+        .into_iter()
+        .filter(|(origin, cursor)| before.get(origin) != Some(cursor))
+        .map(|(origin, cursor)| BackfillStep {
+            index,
+            target: pk.to_string(),
+            incarnation: get_u64(&new, INCARNATION),
+            origin,
+            cursor,
+        })
+        .collect()
+}
+
+/// The batch's bucket records and feeds, each read once.
+#[derive(Default)]
+struct Lookups {
+    buckets: BTreeMap<String, Option<BucketRecord>>,
+    feeds: BTreeMap<String, Vec<String>>,
+}
+
+impl Lookups {
+    /// The bucket as it is now, if it is the incarnation that wrote the record.
+    async fn live(
+        &mut self,
+        kv: &Kv,
+        bucket: &str,
+        incarnation: Option<u64>,
+    ) -> Result<Option<BucketRecord>, KvError> {
+        if !self.buckets.contains_key(bucket) {
+            let record = kv
+                .store
+                .read_bucket(bucket)
+                .await?
+                .filter(|record| record.deleting_ms.is_none());
+            self.buckets.insert(bucket.to_string(), record);
+        }
+        Ok(self
+            .buckets
+            .get(bucket)
+            .cloned()
+            .flatten()
+            .filter(|record| incarnation.is_none_or(|wanted| record.created_ms == wanted)))
+    }
+
+    /// The live buckets that copy from `origin`.
+    async fn targets(&mut self, kv: &Kv, origin: &str) -> Result<Vec<BucketRecord>, KvError> {
+        if !self.feeds.contains_key(origin) {
+            let feeds = kv.store.feeds(origin).await?;
+            self.feeds.insert(origin.to_string(), feeds);
+        }
+        let names = self.feeds.get(origin).cloned().unwrap_or_default();
+        let mut targets = Vec::new();
+        for name in names {
+            if let Some(target) = self.live(kv, &name, None).await? {
+                // A bucket of that name created since, copying nothing from here, is skipped.
+                if target.config.copies_from(origin).is_some() {
+                    targets.push(target);
+                }
+            }
+        }
+        Ok(targets)
+    }
+}
+
+pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Replicated, KvError> {
     let mut commits = Vec::new();
+    let mut backfills = Vec::new();
     for (index, record) in batch.records.iter().enumerate() {
-        if let Some(commit) = committed(index, record)? {
-            commits.push(commit);
+        match committed(index, record)? {
+            Some(commit) => commits.push(commit),
+            None => backfills.extend(backfill_steps(index, record)),
         }
     }
-    // Each bucket's configuration once per batch: it decides where the revisions go, and a
-    // bucket deleted (or deleted and created again) since a revision was written sends nothing.
-    let mut configs: BTreeMap<(String, u64), Option<BucketConfig>> = BTreeMap::new();
+    let mut lookups = Lookups::default();
     let mut failed_at: Option<usize> = None;
-    let mut fail = |index: usize, why: &str| {
+    let fail = |failed_at: &mut Option<usize>, index: usize, why: &str| {
         tracing::warn!(record = index, error = %why, "stream record not replicated");
-        failed_at = Some(failed_at.map_or(index, |earlier| earlier.min(index)));
+        *failed_at = Some(failed_at.map_or(index, |earlier: usize| earlier.min(index)));
     };
+    // Copies in stream order; the first that fails stops the rest, since a later revision of
+    // its key must not reach a mirror before it.
+    let mut live_commits = Vec::new();
     for commit in &commits {
-        let wanted = (commit.bucket.clone(), commit.incarnation);
-        if configs.contains_key(&wanted) {
-            continue;
-        }
-        match kv.store.read_bucket(&commit.bucket).await {
-            Ok(record) => {
-                let config = record
-                    .filter(|record| {
-                        record.deleting_ms.is_none() && record.created_ms == commit.incarnation
-                    })
-                    .map(|record| record.config);
-                configs.insert(wanted, config);
+        let outcome = async {
+            let Some(origin) = lookups.live(kv, &commit.bucket, commit.incarnation).await? else {
+                return Ok(None);
+            };
+            for target in lookups.targets(kv, &commit.bucket).await? {
+                copy_into(kv, &target, &commit.copy(), deadline).await?;
             }
-            Err(error) => fail(commit.index, &error.to_string()),
+            Ok::<_, KvError>(Some(origin))
         }
+        .await;
+        match outcome {
+            Ok(Some(origin)) => live_commits.push((commit, origin.config)),
+            Ok(None) => {}
+            Err(error) => {
+                fail(&mut failed_at, commit.index, &error.to_string());
+                break;
+            }
+        }
+    }
+    // A mirror's last revision is its origin's.
+    let mut raised: BTreeMap<String, u64> = BTreeMap::new();
+    for (commit, _) in &live_commits {
+        for target in lookups.targets(kv, &commit.bucket).await? {
+            if target.config.mirror.is_some() {
+                let top = raised.entry(target.config.bucket.clone()).or_default();
+                *top = (*top).max(commit.revision);
+            }
+        }
+    }
+    for (bucket, revision) in raised {
+        kv.store.raise_last_revision(&bucket, revision).await?;
     }
     let mut events: Vec<(usize, Event)> = Vec::new();
-    for commit in &commits {
-        let Some(Some(config)) = configs.get(&(commit.bucket.clone(), commit.incarnation)) else {
-            continue;
-        };
+    for (commit, config) in &live_commits {
         if let Some(event) = republished(config, commit)? {
             events.push((commit.index, event));
         }
@@ -147,8 +282,30 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<Replicated, KvError> {
         for (index, outcome) in indexes.into_iter().zip(bus.publish(&events).await) {
             match outcome {
                 Ok(()) => published += 1,
-                Err(why) => fail(index, &why),
+                Err(why) => fail(&mut failed_at, index, &why),
             }
+        }
+    }
+    // Backfill slices, bounded by the invocation's work budget; each hands on to the next
+    // through the stream by moving its cursor.
+    let budget = deadline.min(Instant::now() + kv.purge_budget);
+    for step in backfills {
+        if failed_at.is_some_and(|failed| failed <= step.index) {
+            continue;
+        }
+        let outcome = async {
+            let Some(target) = lookups.live(kv, &step.target, step.incarnation).await? else {
+                return Ok(());
+            };
+            let next = backfill_slice(kv, &target, &step.origin, &step.cursor, budget).await?;
+            kv.store
+                .set_backfill(&step.target, &step.origin, next.as_deref())
+                .await?;
+            Ok::<_, KvError>(())
+        }
+        .await;
+        if let Err(error) = outcome {
+            fail(&mut failed_at, step.index, &error.to_string());
         }
     }
     Ok(Replicated {

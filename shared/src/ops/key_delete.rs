@@ -25,6 +25,7 @@ pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<Writt
             expected: revision,
             ttl_ns: None,
             deadline,
+            source: None,
         },
     )
     .await?;

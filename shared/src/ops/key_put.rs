@@ -27,6 +27,7 @@ pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<Written,
             expected: revision,
             ttl_ns: ttl,
             deadline,
+            source: None,
         },
     )
     .await?;

@@ -4,6 +4,7 @@ pub mod bucket_create;
 pub mod bucket_delete;
 pub mod bucket_info;
 pub mod bucket_list;
+pub mod copies;
 pub mod expiry_sweep;
 pub mod items_replicate;
 pub mod items_stream;

@@ -43,6 +43,8 @@ pub struct WriteRequest<'a> {
     pub ttl_ns: Option<i64>,
     /// When the caller must have its answer (the invocation's deadline).
     pub deadline: Instant,
+    /// A copy of a source bucket's revision: (that bucket, its revision). Written at most once.
+    pub source: Option<(&'a str, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +173,23 @@ fn overtaken_in_order(head: &Head, attempts: &[Written]) -> Option<Written> {
 }
 
 /// The answer when neither DynamoDB nor the head can say whether a send of this call landed.
+/// A copy from a source bucket that the head already holds (a batch delivered again): the
+/// head's latest stands for it, and nothing is written.
+fn already_copied(head: &Head, source: Option<(&str, u64)>) -> Option<Written> {
+    let (origin, revision) = source?;
+    let copied = head
+        .sources
+        .get(origin)
+        .is_some_and(|held| *held >= revision);
+    let latest = head.latest.as_ref().filter(|_| copied)?;
+    Some(Written {
+        revision: latest.revision,
+        created_ms: latest.created_ms,
+        expiry_ns: latest.expiry_ns,
+        memory: latest.memory,
+    })
+}
+
 fn unconfirmed(key: &str, why: &str, cause: Option<StoreError>) -> KvError {
     let cause = cause.map(|error| format!(" ({error})")).unwrap_or_default();
     KvError::Unavailable(format!(
@@ -277,6 +296,12 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
     let mut allocated_at = Instant::now();
     let mut allocated_ms = time::ns_to_ms(time::now_ns());
     let config = &bucket.config;
+    if let Some(mirror) = &config.mirror {
+        return Err(KvError::param(format!(
+            "Bucket '{}' is a mirror of '{}' and is read-only: write to '{}' instead",
+            request.bucket, mirror.name, mirror.name
+        )));
+    }
     let exact_counts = config.max_bytes > 0;
     let needs_head = config.history > 1 || exact_counts;
     kv.write_shapes.remember(request.bucket, needs_head);
@@ -321,6 +346,12 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
 
     for attempt in 0..MAX_ATTEMPTS {
         if let Some(written) = head.as_ref().and_then(|head| landed(head, &unsettled)) {
+            return Ok(written);
+        }
+        if let Some(written) = head
+            .as_ref()
+            .and_then(|head| already_copied(head, request.source))
+        {
             return Ok(written);
         }
         let now_ns = time::now_ns();
@@ -402,6 +433,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             entries: &entries,
             exact_counts,
             condition,
+            source: request.source,
         };
         let written = Written {
             revision,
@@ -451,6 +483,9 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
                     }
                     None => store.read_head(request.bucket, request.key, true).await?,
                 };
+                if let Some(written) = already_copied(&seen, request.source) {
+                    return Ok(written);
+                }
                 // This call's revision in the head: a send of ours landed (the client's own
                 // retry of a request whose answer was lost looks exactly like this).
                 if let Some(written) = landed(&seen, std::slice::from_ref(&written))
@@ -570,6 +605,7 @@ mod tests {
             latest: None,
             recent: Vec::new(),
             exact_counts: None,
+            sources: Default::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use super::{build_failed, Store};
 use crate::model::config::BucketConfig;
 use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
@@ -56,7 +56,8 @@ impl Store {
             .expression_attribute_names("#bucket", BUCKET)
             .build()
             .map_err(build_failed)?;
-        let usage_item = Put::builder()
+        let origins = config.origins();
+        let mut usage_item = Put::builder()
             .table_name(&self.items)
             .item(PK, s(usage_pk(&config.bucket)))
             .item(REVISION, n(0))
@@ -64,26 +65,65 @@ impl Store {
             .item(LIVE_KEYS, n(0))
             .item(INCARNATION, n(created_ms))
             .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .build()
-            .map_err(build_failed)?;
-        let result = self
+            .expression_attribute_names("#pk", PK);
+        if !origins.is_empty() {
+            // Every origin's backfill starts from its first key.
+            let cursors = origins
+                .iter()
+                .map(|origin| (origin.to_string(), s("")))
+                .collect();
+            usage_item = usage_item.item(BACKFILL, AttributeValue::M(cursors));
+        }
+        let mut transaction = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(bucket_item).build())
-            .transact_items(TransactWriteItem::builder().put(usage_item).build())
-            .send()
-            .await;
-        match result {
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(usage_item.build().map_err(build_failed)?)
+                    .build(),
+            );
+        // The origins learn where their revisions go, in the same step: a revision they
+        // commit after it reaches the new bucket by the stream, one before it by the backfill.
+        for origin in &origins {
+            let feed = Update::builder()
+                .table_name(&self.items)
+                .key(PK, s(usage_pk(origin)))
+                .key(REVISION, n(0))
+                .update_expression("ADD #feeds :bucket")
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#feeds", FEEDS)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(
+                    ":bucket",
+                    AttributeValue::Ss(vec![config.bucket.clone()]),
+                )
+                .build()
+                .map_err(build_failed)?;
+            transaction =
+                transaction.transact_items(TransactWriteItem::builder().update(feed).build());
+        }
+        match transaction.send().await {
             Ok(_) => Ok(true),
             Err(error) => match error.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                    if cancelled
-                        .cancellation_reasons()
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    let failed = |index: usize| {
+                        cancelled
+                            .cancellation_reasons()
+                            .get(index)
+                            .is_some_and(|reason| reason.code() == Some("ConditionalCheckFailed"))
+                    };
+                    if failed(0) || failed(1) {
+                        return Ok(false);
+                    }
+                    match origins
                         .iter()
-                        .any(|reason| reason.code() == Some("ConditionalCheckFailed")) =>
-                {
-                    Ok(false)
+                        .enumerate()
+                        .find(|(index, _)| failed(index + 2))
+                    {
+                        Some((_, origin)) => Err(StoreError::BucketNotFound(origin.to_string())),
+                        None => Err(storage_error("TransactWriteItems", error)),
+                    }
                 }
                 _ => Err(storage_error("TransactWriteItems", error)),
             },

@@ -37,6 +37,9 @@ pub struct HeadWrite<'a> {
     /// The bucket has `max_bytes`: its usage moves with the head, so the stream leaves it be.
     pub exact_counts: bool,
     pub condition: HeadCondition,
+    /// A copy from a source bucket: (that bucket, its revision). The head records it, and
+    /// refuses a copy of that bucket's revision it already holds (or an older one).
+    pub source: Option<(&'a str, u64)>,
 }
 
 /// What a head write requires of the head it replaces.
@@ -187,6 +190,12 @@ impl Store {
         if write.exact_counts {
             head = head.item(EXACT_COUNTS, AttributeValue::Bool(true));
         }
+        if let Some((origin, revision)) = write.source {
+            head = head
+                .item(format!("{SOURCE_MARK_PREFIX}{origin}"), n(revision))
+                .expression_attribute_names("#so", format!("{SOURCE_MARK_PREFIX}{origin}"))
+                .expression_attribute_values(":so", n(revision));
+        }
         head = match write.condition {
             // Every condition keeps the head's commits in increasing revision order, which is
             // what lets a head prove that a revision it does not show never landed.
@@ -214,6 +223,12 @@ impl Store {
                 .expression_attribute_names("#cur", HEAD_REVISION)
                 .expression_attribute_values(":rev", n(latest.revision)),
         };
+        if write.source.is_some() {
+            let condition = head.get_condition_expression().clone().unwrap_or_default();
+            head = head.condition_expression(format!(
+                "({condition}) AND (attribute_not_exists(#so) OR #so < :so)"
+            ));
+        }
         head.build().map_err(failed)
     }
 

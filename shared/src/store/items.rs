@@ -19,7 +19,8 @@
 //! - an older revision the head still lists: `pk` = `BUCKET/KEY`, `rev` = its revision, with
 //!   the same value attributes, never changed once written;
 //! - the bucket's usage: `pk` = `BUCKET` (bucket names have no `/`), `rev` = 0, `bytes`, `keys`,
-//!   `inc` (the bucket's `created`) and `counted` (the stream consumer's last batch tokens).
+//!   `inc` (the bucket's `created`), `counted` (the stream consumer's last batch tokens), and
+//!   for replication `feeds` (the buckets copying from it) and `bf` (a backfill's cursors).
 
 use crate::model::revision::{Head, HeadEntry, Op, Revision, Stored, REMEMBERED_REVISIONS};
 use crate::store::errors::StoreError;
@@ -68,6 +69,15 @@ pub const LIVE_KEYS: &str = "keys";
 pub const COUNTED_BATCHES: &str = "counted";
 /// How many batch tokens a usage item keeps (about 34 bytes each: the item stays within 1 KB).
 pub const COUNTED_TOKENS: usize = 16;
+/// On a bucket's usage item: the buckets that mirror or source it (a string set), which the
+/// stream's replication reads to know where a revision goes.
+pub const FEEDS: &str = "feeds";
+/// On a mirror's or source target's usage item while its backfill runs: per origin bucket, the
+/// last origin key copied (empty: none yet). Each change of it reaches the items table's
+/// stream, which carries the backfill on a slice at a time.
+pub const BACKFILL: &str = "bf";
+/// On a head: `so:` and a source bucket's name, the last revision of that bucket copied here.
+pub const SOURCE_MARK_PREFIX: &str = "so:";
 /// The bucket's `created` on its usage item: writes are conditional on it, so a write that
 /// started before a delete can never land in a re-created bucket of the same name.
 pub const INCARNATION: &str = "inc";
@@ -253,6 +263,13 @@ pub fn decode_head(item: Option<&Item>) -> Result<Head, StoreError> {
         exact_counts: get_bool(item, EXACT_COUNTS)
             .then(|| get_u64(item, INCARNATION))
             .flatten(),
+        sources: item
+            .keys()
+            .filter_map(|name| {
+                let origin = name.strip_prefix(SOURCE_MARK_PREFIX)?;
+                Some((origin.to_string(), get_u64(item, name)?))
+            })
+            .collect(),
     })
 }
 

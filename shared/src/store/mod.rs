@@ -6,6 +6,7 @@ pub mod batches;
 pub mod buckets;
 pub mod client;
 pub mod errors;
+pub mod feeds;
 pub mod heads;
 pub mod items;
 pub mod schema;

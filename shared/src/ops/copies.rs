@@ -1,0 +1,220 @@
+//! Copying revisions into the buckets that mirror or source their bucket, as NATS does:
+//!
+//! - A mirror keeps its origin's revision numbers, as a NATS mirror keeps its origin's stream
+//!   sequence. A head never takes a revision at or below its own, so a copy delivered again,
+//!   or one that arrives after a later one, changes nothing: copies apply once, in revision
+//!   order per key. Its history, deletes and purges follow the origin's; expiries follow from
+//!   the copied expiry times (the mirror's own sweeper). A mirror is read-only to callers.
+//! - A source target gives each arriving revision a revision of its own (its own writes go on
+//!   beside them). Its head remembers the last revision of each source copied to the key, so
+//!   a copy delivered again is not written twice.
+//! - Which revisions, under which keys: `filter_subject`, `opt_start_seq`, `opt_start_time`
+//!   (epoch ms) and `subject_transforms` of the mirror or source (`model::subject_map`).
+//! - Revisions the origin held before the target was created are copied by a backfill that
+//!   pages through the origin's keys, a slice per invocation: each slice moves the target's
+//!   backfill cursor, and that change reaches the items table's stream, which invokes the next
+//!   slice, as bucket deletion hands its purge on.
+
+use super::write::{plan, write, WriteRequest};
+use crate::model::codec;
+use crate::model::config::StreamSource;
+use crate::model::error::KvError;
+use crate::model::revision::{HeadEntry, Op, Stored};
+use crate::model::subject_map;
+use crate::model::time;
+use crate::ops::state::Kv;
+use crate::store::items::key_from_pk;
+use crate::store::{BucketRecord, CommitError, HeadCondition, HeadWrite};
+use std::time::Instant;
+
+/// How many times a mirror's copy re-reads a head that changed under it before it leaves the
+/// revision to the stream's retry.
+const MIRROR_ATTEMPTS: usize = 8;
+
+/// One revision of an origin bucket to copy.
+#[derive(Debug, Clone)]
+pub struct Copy<'a> {
+    pub origin: &'a str,
+    pub key: &'a str,
+    pub revision: u64,
+    pub op: Op,
+    /// The value's text (empty for markers).
+    pub text: &'a str,
+    pub created_ms: u64,
+    pub expiry_ns: Option<u64>,
+}
+
+/// The key a revision of the origin takes in a bucket copying it through `source`, or None
+/// when the source's start or filter leaves it out.
+pub fn route(source: &StreamSource, copy: &Copy<'_>) -> Option<String> {
+    let start_seq = source.opt_start_seq.unwrap_or(0).unsigned_abs();
+    let start_ms = source.opt_start_time.unwrap_or(0).unsigned_abs();
+    if copy.revision < start_seq || copy.created_ms < start_ms {
+        return None;
+    }
+    subject_map::source_key(
+        source.filter_subject.as_deref(),
+        &source.subject_transforms,
+        copy.key,
+    )
+}
+
+/// Copies one revision into `target`, which mirrors or sources its origin.
+pub async fn copy_into(
+    kv: &Kv,
+    target: &BucketRecord,
+    copy: &Copy<'_>,
+    deadline: Instant,
+) -> Result<(), KvError> {
+    let Some(source) = target.config.copies_from(copy.origin) else {
+        return Ok(());
+    };
+    // An expiry is not a revision in NATS: the copy expires by its own copied expiry time.
+    if copy.op == Op::Expired {
+        return Ok(());
+    }
+    let Some(key) = route(source, copy) else {
+        return Ok(());
+    };
+    if target.config.mirror.is_some() {
+        return mirror(kv, target, &key, copy).await;
+    }
+    let ttl_ns = copy.expiry_ns.map(|expiry| {
+        // What is left of the origin's expiry; a copy already expired lives a nanosecond.
+        i64::try_from(expiry.saturating_sub(time::now_ns()).max(1)).unwrap_or(i64::MAX)
+    });
+    write(
+        kv,
+        WriteRequest {
+            bucket: &target.config.bucket,
+            key: &key,
+            op: copy.op,
+            text: copy.text,
+            expected: None,
+            ttl_ns,
+            deadline,
+            source: Some((copy.origin, copy.revision)),
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Writes the origin's revision, under its own number, as the mirror's latest for `key`.
+async fn mirror(kv: &Kv, target: &BucketRecord, key: &str, copy: &Copy<'_>) -> Result<(), KvError> {
+    let bucket = &target.config.bucket;
+    let history = usize::try_from(target.config.history).unwrap_or(1);
+    let (bytes, compressed) = codec::encode(copy.text, target.config.compression);
+    let latest = Stored {
+        revision: copy.revision,
+        bytes,
+        compressed,
+        created_ms: copy.created_ms,
+        expiry_ns: copy.expiry_ns,
+        op: copy.op,
+        memory: target.config.storage == crate::model::config::Storage::Memory,
+    };
+    let new = HeadEntry {
+        revision: copy.revision,
+        size: copy.text.len() as u64,
+        expiry_ns: copy.expiry_ns,
+        op: copy.op,
+    };
+    for _ in 0..MIRROR_ATTEMPTS {
+        let head = kv.store.read_head(bucket, key, true).await?;
+        if head.current_revision() >= copy.revision {
+            return Ok(());
+        }
+        let now_ns = time::now_ns();
+        let planned = plan(&head, new, history, now_ns);
+        if let Some(previous) = head.latest.as_ref().filter(|previous| {
+            planned
+                .entries
+                .iter()
+                .any(|kept| kept.revision == previous.revision)
+        }) {
+            kv.store.archive(bucket, key, previous).await?;
+        }
+        let write = HeadWrite {
+            bucket,
+            key,
+            incarnation: target.created_ms,
+            allocated_ms: time::ns_to_ms(now_ns),
+            latest: &latest,
+            entries: &planned.entries,
+            exact_counts: false,
+            condition: head
+                .latest_revision
+                .map_or(HeadCondition::Absent, HeadCondition::At),
+            source: None,
+        };
+        match kv.store.put_head(&write).await {
+            Ok(()) => return Ok(()),
+            Err(CommitError::HeadChanged(_)) => continue,
+            Err(
+                CommitError::Contention(error)
+                | CommitError::OutcomeUnknown(error)
+                | CommitError::Failed(error),
+            ) => return Err(error.into()),
+            Err(CommitError::WindowClosed) => continue,
+            Err(CommitError::BucketFull { .. } | CommitError::BucketGone) => {
+                return Err(KvError::BucketNotFound(bucket.clone()))
+            }
+        }
+    }
+    Err(KvError::Unavailable(format!(
+        "Mirroring revision {} of '{}' into '{bucket}': the key kept changing",
+        copy.revision, copy.key
+    )))
+}
+
+/// One slice of `target`'s backfill from `origin`, from after the key `cursor` (empty: the
+/// first) until the origin's keys run out or the deadline nears; returns where the next slice
+/// starts (None: done).
+pub async fn backfill_slice(
+    kv: &Kv,
+    target: &BucketRecord,
+    origin: &str,
+    cursor: &str,
+    deadline: Instant,
+) -> Result<Option<String>, KvError> {
+    let origin_record = kv.store.read_bucket(origin).await?;
+    if origin_record.is_none_or(|record| record.deleting_ms.is_some()) {
+        return Ok(None);
+    }
+    let mut after = (!cursor.is_empty()).then(|| cursor.to_string());
+    loop {
+        let (pks, next) = kv.store.key_partitions(origin, after.clone()).await?;
+        for pk in &pks {
+            if Instant::now() >= deadline {
+                return Ok(Some(after.unwrap_or_default()));
+            }
+            let Some(key) = key_from_pk(origin, pk) else {
+                continue;
+            };
+            let (_, retained) = kv.store.history(origin, key).await?;
+            for stored in retained {
+                let revision = stored.decode(key)?;
+                copy_into(
+                    kv,
+                    target,
+                    &Copy {
+                        origin,
+                        key,
+                        revision: revision.revision,
+                        op: revision.op,
+                        text: &revision.text,
+                        created_ms: revision.created_ms,
+                        expiry_ns: revision.expiry_ns,
+                    },
+                    deadline,
+                )
+                .await?;
+            }
+            after = Some(pk.clone());
+        }
+        if next.is_none() {
+            return Ok(None);
+        }
+    }
+}
