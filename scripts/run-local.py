@@ -164,6 +164,15 @@ def start_stack(stack, watch_args, watch_log, env_extra=None, streams_log=None):
 
     env = environment(dynamodb_port)
     env.update(env_extra or {})
+    moto = ROOT / ".tools/moto-venv/bin/moto_server"
+    if moto.exists():
+        # EventBridge for buckets with `republish` (moto in server mode, from `make tools`).
+        events_port = free_port()
+        step(f"Starting moto (EventBridge) on 127.0.0.1:{events_port}")
+        stack.start("moto", [str(moto), "-H", "127.0.0.1", "-p", str(events_port)], log="moto.log")
+        wait_for_port(events_port, stack, "moto", 60)
+        env["AWS_ENDPOINT_URL_EVENTBRIDGE"] = f"http://127.0.0.1:{events_port}"
+
     step(f"Creating the tables {env['KV_BUCKETS_TABLE']} and {env['KV_ITEMS_TABLE']} (cargo run -p kv-dev --bin kv-tables)")
     deadline = time.monotonic() + 60
     while True:
@@ -314,8 +323,10 @@ def serve(_args):
                      and restarts when its code changes; its logs appear below)
   DynamoDB Local     http://127.0.0.1:{dynamodb_port}  (in memory; region {REGION}, access key "{ACCESS_KEY}")
   Tables             {env['KV_BUCKETS_TABLE']}, {env['KV_ITEMS_TABLE']}
+  EventBridge        {env.get('AWS_ENDPOINT_URL_EVENTBRIDGE', '(moto not installed: run make tools)')}  (moto: where republish puts its events)
   Streams            make streams delivers the tables' streams to the functions template.yaml
-                     feeds from them (kv-bucket-purge finishes large bucket deletes); its JSON
+                     feeds from them (kv-bucket-purge finishes large bucket deletes,
+                     kv-items-replicate fills mirrors and sources and republishes); its JSON
                      lines appear below with the functions' logs
 
 Call a function with a ready event from events/ (create the bucket first):
