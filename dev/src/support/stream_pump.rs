@@ -39,13 +39,30 @@ pub fn follow(endpoint: &str) {
 /// whose container puts its events on EventBridge at `eventbridge` (moto, or a proxy in front
 /// of it). One per endpoint: the first call's `eventbridge` stays.
 pub fn follow_replication(endpoint: &str, eventbridge: &str) {
+    follow_replication_with(endpoint, eventbridge, None);
+}
+
+/// `follow_replication` with a backfill budget per invocation other than the default.
+pub fn follow_replication_with(endpoint: &str, eventbridge: &str, budget: Option<Duration>) {
     let eventbridge = eventbridge.to_string();
     pump_of(endpoint, "kv-items-replicate", move |kv| {
         kv.bus = Some(kv::bus::EventBus::new(
             crate::moto::Moto::eventbridge_client(&eventbridge),
             kv::model::config::DEFAULT_EVENT_BUS,
         ));
+        if let Some(budget) = budget {
+            kv.purge_budget = budget;
+        }
     });
+}
+
+/// Every batch delivered so far to kv-items-replicate on `endpoint`, in order.
+pub fn replication_delivered_at(endpoint: &str) -> Vec<Value> {
+    pump_of(endpoint, "kv-items-replicate", |_| {})
+        .delivered
+        .lock()
+        .map(|delivered| delivered.clone())
+        .unwrap_or_default()
 }
 
 /// The counts pump of the DynamoDB Local at `endpoint`, started on first use.

@@ -485,3 +485,70 @@ async fn a_cycle_of_copies_is_refused_at_create() {
     .await;
     assert_error(&missing, 404, "bucket_not_found");
 }
+
+/// A backfill larger than one invocation's budget: each slice moves the cursor, the stream
+/// brings the next, and the mirror ends with every key.
+#[tokio::test]
+async fn a_large_backfill_is_handed_on_across_invocations() {
+    let endpoint = private_endpoint();
+    kv_dev::support::stream_pump::follow_replication_with(
+        &endpoint,
+        &Moto::shared().endpoint,
+        Some(Duration::from_millis(50)),
+    );
+    let kv = container_at(&endpoint);
+    let origin = bucket(&kv, "big-origin", json!({})).await;
+    const KEYS: usize = 150;
+    let mut writes = tokio::task::JoinSet::new();
+    for index in 0..KEYS {
+        let (endpoint, origin) = (endpoint.clone(), origin.clone());
+        writes.spawn(async move {
+            let kv = container_at(&endpoint);
+            put(
+                &kv,
+                &origin,
+                &format!("k{index:04}"),
+                json!(format!("v{index}")),
+            )
+            .await
+        });
+        if writes.len() >= 16 {
+            writes.join_next().await;
+        }
+    }
+    while writes.join_next().await.is_some() {}
+    let copy = bucket(&kv, "big-mirror", json!({"mirror": {"name": origin}})).await;
+    let usage_pk = json!({"S": copy});
+    eventually(Duration::from_secs(60), "the backfill", || {
+        let (kv, copy) = (&kv, &copy);
+        async move {
+            let listed = call(
+                kv,
+                Function::KeyList,
+                json!({"bucket": copy, "limit": 1000}),
+            )
+            .await;
+            let count = listed["body"]["body"]["results"]
+                .as_array()
+                .map_or(0, Vec::len);
+            (count == KEYS).then_some(()).ok_or(format!("{count} keys"))
+        }
+    })
+    .await;
+    let slices = kv_dev::support::stream_pump::replication_delivered_at(&endpoint)
+        .iter()
+        .flat_map(|batch| batch["Records"].as_array().cloned().unwrap_or_default())
+        .filter(|record| {
+            record["dynamodb"]["Keys"]["pk"] == usage_pk
+                && record["dynamodb"]["NewImage"]["bf"].is_object()
+        })
+        .count();
+    assert!(slices > 2, "the backfill took {slices} invocations");
+    let got = call(
+        &kv,
+        Function::KeyGet,
+        json!({"bucket": copy, "key": "k0123"}),
+    )
+    .await;
+    assert_eq!(got["body"]["body"]["value"], "v123");
+}

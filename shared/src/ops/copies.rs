@@ -122,8 +122,24 @@ async fn mirror(kv: &Kv, target: &BucketRecord, key: &str, copy: &Copy<'_>) -> R
     };
     for _ in 0..MIRROR_ATTEMPTS {
         let head = kv.store.read_head(bucket, key, true).await?;
-        if head.current_revision() >= copy.revision {
+        if head.shows(copy.revision) {
             return Ok(());
+        }
+        if head.current_revision() > copy.revision {
+            // Later revisions arrived first (the backfill meets the stream): this one joins
+            // the history where it belongs, if the history still keeps it.
+            let Some(entries) = with_older(&head.entries, new, history) else {
+                return Ok(());
+            };
+            kv.store.archive(bucket, key, &latest).await?;
+            if kv
+                .store
+                .set_head_entries(bucket, key, head.current_revision(), &entries)
+                .await?
+            {
+                return Ok(());
+            }
+            continue;
         }
         let now_ns = time::now_ns();
         let planned = plan(&head, new, history, now_ns);
@@ -168,6 +184,23 @@ async fn mirror(kv: &Kv, target: &BucketRecord, key: &str, copy: &Copy<'_>) -> R
     )))
 }
 
+/// The retained list with an older revision in its place, or None when the list would not
+/// keep it: a purge after it dropped it, or `history` later revisions push it out.
+fn with_older(entries: &[HeadEntry], older: HeadEntry, history: usize) -> Option<Vec<HeadEntry>> {
+    let later: Vec<&HeadEntry> = entries
+        .iter()
+        .filter(|entry| entry.revision > older.revision)
+        .collect();
+    if later.len() >= history.max(1) || later.iter().any(|entry| entry.op == Op::Purge) {
+        return None;
+    }
+    let mut kept: Vec<HeadEntry> = entries.to_vec();
+    kept.push(older);
+    kept.sort_by_key(|entry| entry.revision);
+    let excess = kept.len().saturating_sub(history.max(1));
+    Some(kept.split_off(excess))
+}
+
 /// One slice of `target`'s backfill from `origin`, from after the key `cursor` (empty: the
 /// first) until the origin's keys run out or the deadline nears; returns where the next slice
 /// starts (None: done).
@@ -183,12 +216,16 @@ pub async fn backfill_slice(
         return Ok(None);
     }
     let mut after = (!cursor.is_empty()).then(|| cursor.to_string());
+    let mut copied_keys = 0;
     loop {
         let (pks, next) = kv.store.key_partitions(origin, after.clone()).await?;
         for pk in &pks {
-            if Instant::now() >= deadline {
+            // At least one key per slice, so that every slice moves the cursor: an unchanged
+            // cursor would not reach the stream, and the backfill would stop.
+            if copied_keys > 0 && Instant::now() >= deadline {
                 return Ok(Some(after.unwrap_or_default()));
             }
+            copied_keys += 1;
             let Some(key) = key_from_pk(origin, pk) else {
                 continue;
             };
@@ -216,5 +253,42 @@ pub async fn backfill_slice(
         if next.is_none() {
             return Ok(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(revision: u64, op: Op) -> HeadEntry {
+        HeadEntry {
+            revision,
+            size: 1,
+            expiry_ns: None,
+            op,
+        }
+    }
+
+    #[test]
+    fn an_older_revision_joins_the_history_where_it_belongs() {
+        let entries = [entry(15, Op::Put), entry(18, Op::Del)];
+        let joined = with_older(&entries, entry(3, Op::Put), 10).expect("kept");
+        let revisions: Vec<u64> = joined.iter().map(|entry| entry.revision).collect();
+        assert_eq!(revisions, [3, 15, 18]);
+        // Ten later revisions leave no room for it; a later purge dropped it.
+        let full: Vec<HeadEntry> = (10..20).map(|revision| entry(revision, Op::Put)).collect();
+        assert!(with_older(&full, entry(3, Op::Put), 10).is_none());
+        assert!(with_older(&[entry(9, Op::Purge)], entry(3, Op::Put), 10).is_none());
+        // With room for two of three, the oldest goes.
+        let two = with_older(
+            &[entry(5, Op::Put), entry(7, Op::Put)],
+            entry(6, Op::Put),
+            2,
+        )
+        .expect("kept");
+        assert_eq!(
+            two.iter().map(|entry| entry.revision).collect::<Vec<_>>(),
+            [6, 7]
+        );
     }
 }

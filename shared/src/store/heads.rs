@@ -416,6 +416,37 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a head's retained list, the head otherwise unchanged, if its latest is still
+    /// `latest_revision`: a mirror taking an older revision that arrived after later ones.
+    /// False when the head has moved on.
+    pub async fn set_head_entries(
+        &self,
+        bucket: &str,
+        key: &str,
+        latest_revision: u64,
+        entries: &[HeadEntry],
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.items)
+            .key(PK, s(key_pk(bucket, key)))
+            .key(REVISION, n(0))
+            .update_expression("SET #h = :h")
+            .condition_expression("#cur = :cur")
+            .expression_attribute_names("#h", HEAD_ENTRIES)
+            .expression_attribute_names("#cur", HEAD_REVISION)
+            .expression_attribute_values(":h", encode_head_entries(entries))
+            .expression_attribute_values(":cur", n(latest_revision))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(storage_error("UpdateItem", error)),
+        }
+    }
+
     /// An archived older revision of a key (its latest lives in the head).
     pub async fn archived(
         &self,
