@@ -8,6 +8,7 @@ mod faults;
 mod fuzz;
 mod lifecycle;
 mod nats_differential;
+mod nats_replication;
 mod policy;
 mod replication;
 mod spec;

@@ -43,7 +43,7 @@ const HISTORIES: [i64; 4] = [1, 3, 10, 64];
 const SEEDS: [u64; 3] = [0x5eed_0001, 0x5eed_0002, 0x5eed_0003];
 const OPS_PER_RUN: usize = 120;
 /// Keys, some with dots so that subject filters pick some of them.
-const KEYS: [&str; 6] = [
+pub(crate) const KEYS: [&str; 6] = [
     "alpha",
     "beta",
     "user.1",
@@ -57,7 +57,7 @@ const NEVER: u64 = 1_000_000_000;
 
 /// A revision that an operation names, resolved by each side from its own writes.
 #[derive(Debug, Clone, Copy)]
-enum At {
+pub(crate) enum At {
     /// The key's latest successful write (a marker included).
     Latest,
     /// The key's successful write this many before its latest.
@@ -69,7 +69,7 @@ enum At {
 }
 
 #[derive(Debug, Clone)]
-enum Op {
+pub(crate) enum Op {
     Put {
         key: &'static str,
         value: String,
@@ -140,7 +140,7 @@ impl Op {
         }
     }
 
-    fn writes(&self) -> bool {
+    pub(crate) fn writes(&self) -> bool {
         matches!(
             self,
             Op::Put { .. }
@@ -152,7 +152,7 @@ impl Op {
     }
 }
 
-fn generate(seed: u64, count: usize) -> Vec<Op> {
+pub(crate) fn generate(seed: u64, count: usize) -> Vec<Op> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut ops = Vec::with_capacity(count);
     for index in 0..count {
@@ -199,7 +199,7 @@ fn generate(seed: u64, count: usize) -> Vec<Op> {
 
 /// One side's successful writes, in order: resolves named revisions and ranks revisions.
 #[derive(Default)]
-struct Writes(Vec<(&'static str, u64)>);
+pub(crate) struct Writes(Vec<(&'static str, u64)>);
 
 impl Writes {
     fn resolve(&self, key: &str, at: At) -> u64 {
@@ -214,7 +214,7 @@ impl Writes {
     }
 
     /// The ordinal of the write that produced `revision` (0 stays 0: "no revision").
-    fn rank(&self, revision: &Value) -> Value {
+    pub(crate) fn rank(&self, revision: &Value) -> Value {
         match revision.as_u64() {
             Some(0) => json!(0),
             Some(number) => match self.0.iter().position(|(_, r)| *r == number) {
@@ -270,7 +270,7 @@ fn nats_server_binary() -> PathBuf {
 /// nats-server with JetStream on a free loopback port and a fresh store, and the Python driver
 /// connected to it; both are killed (and the store removed) when this is dropped, and die with
 /// the test process in any case.
-struct Nats {
+pub(crate) struct Nats {
     server: Child,
     driver: Child,
     input: ChildStdin,
@@ -279,9 +279,11 @@ struct Nats {
 }
 
 impl Nats {
-    fn start() -> Nats {
+    pub(crate) fn start() -> Nats {
         let port = free_port();
-        let store = std::env::temp_dir().join(format!("nats-differential-{}", std::process::id()));
+        // Per server: the suite's NATS tests may run at once in this process.
+        let store =
+            std::env::temp_dir().join(format!("nats-differential-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&store);
         let mut command = Command::new(nats_server_binary());
         command
@@ -318,7 +320,7 @@ impl Nats {
     }
 
     /// One operation, one answer (the driver bounds every NATS call by its own timeout).
-    fn run(&mut self, op: Value) -> Value {
+    pub(crate) fn run(&mut self, op: Value) -> Value {
         writeln!(self.input, "{op}").expect("write to the NATS driver");
         self.input.flush().expect("flush the NATS driver's input");
         let mut line = String::new();
@@ -345,7 +347,7 @@ impl Drop for Nats {
 }
 
 /// NATS's answer to `op`, normalised.
-fn nats_outcome(nats: &mut Nats, bucket: &str, op: &Op, writes: &mut Writes) -> Value {
+pub(crate) fn nats_outcome(nats: &mut Nats, bucket: &str, op: &Op, writes: &mut Writes) -> Value {
     let request = match op {
         Op::Put { key, value } => json!({"op": "put", "key": key, "value": value}),
         Op::Create { key, value } => json!({"op": "create", "key": key, "value": value}),
@@ -406,7 +408,7 @@ fn nats_outcome(nats: &mut Nats, bucket: &str, op: &Op, writes: &mut Writes) -> 
 // Our side
 
 /// Our functions' answer to `op`, normalised.
-async fn our_outcome(kv: &Kv, bucket: &str, op: &Op, writes: &mut Writes) -> Value {
+pub(crate) async fn our_outcome(kv: &Kv, bucket: &str, op: &Op, writes: &mut Writes) -> Value {
     let (function, params) = match op {
         Op::Put { key, value } => (KeyPut, json!({"key": key, "value": value})),
         Op::Create { key, value } => (KeyPut, json!({"key": key, "value": value, "revision": 0})),

@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
-"""Runs KV operations against a real NATS JetStream KV, for tests/nats_differential.rs.
+"""Runs KV operations against a real NATS JetStream KV, for tests/nats_differential.rs and
+tests/nats_replication.rs.
 
 Usage: driver.py NATS_URL. Reads one operation per line from stdin, as JSON, and answers each
 with one line of JSON on stdout, in order, before reading the next (the test resolves revisions
 that later operations name from the answers). Standard library and nats-py only.
 
 Operations (every one names its `bucket`):
-  {"op": "bucket", "history": H}              create the bucket (file storage)
+  {"op": "bucket", "history": H,              create the bucket (file storage); with
+   "republish"?: {"src", "dest",              `republish`, its stream republishes matching
+                  "headers_only"?}}           messages (`src` is a key pattern: the driver
+                                              prefixes $KV.<bucket>.), and every message
+                                              published on `dest` (a subscribable subject) is
+                                              recorded from before the first write on
+  {"op": "mirror", "origin", "history": H}    add stream KV_<bucket> mirroring KV_<origin>,
+                                              with the settings of a KV's stream (see
+                                              Driver.mirror)
   {"op": "put", "key", "value"}               kv.put
   {"op": "create", "key", "value"}            kv.create
   {"op": "update", "key", "value", "last"}    kv.update(last=...)
@@ -16,12 +25,19 @@ Operations (every one names its `bucket`):
   {"op": "history", "key"}                    kv.history
   {"op": "keys", "filter"?}                   kv.keys, and a watcher of the filter's latest
                                               entries (see Driver.keys)
+  {"op": "republished"}                       the messages recorded for the bucket's
+                                              republish so far, in arrival order
+  {"op": "stream"}                            every message KV_<bucket> holds (a mirror
+                                              too), by sequence, its last sequence, and for
+                                              a mirror its lag as stream info reports it
 
 Answers: {"ok": true, ...} or {"error": CLASS, ...}. Classes: "not_found" (KeyNotFoundError,
 NoKeysError of history), "wrong_last_sequence" (KeyWrongLastSequenceError, or the JetStream
 API error 10071 that delete(last=) raises unconverted), "other" (anything else, with its type
 and text, so the test shows it). Values are bytes in NATS; they are answered as UTF-8 text (the
-test writes text only), markers' values as null.
+test writes text only), markers' values as null. A stream message's or a republished
+message's key is its subject without `$KV.<bucket>.` (a mirror keeps its origin's subjects),
+its operation the KV-Operation header (PUT when absent).
 """
 
 import asyncio
@@ -30,6 +46,7 @@ import re
 import sys
 
 import nats
+import nats.js.api as api
 import nats.js.errors as errors
 
 # Every NATS call is bounded: a stuck server fails the test instead of hanging it.
@@ -112,10 +129,25 @@ async def keys_of(kv):
         return []
 
 
+def message_json(subject, headers, data):
+    """A stream's or a republished message: its key (the subject after `$KV.<bucket>.`),
+    operation (KV-Operation, PUT when absent) and value (null for a marker)."""
+    headers = headers or {}
+    operation = headers.get("KV-Operation", "PUT")
+    return {
+        "key": subject.split(".", 2)[2],
+        "operation": operation,
+        "value": text(data) if operation == "PUT" else None,
+    }
+
+
 class Driver:
-    def __init__(self, js):
+    def __init__(self, nc, js):
+        self.nc = nc
         self.js = js
         self.buckets = {}
+        # The messages republished for each bucket, in arrival order.
+        self.republished = {}
 
     async def kv(self, name):
         if name not in self.buckets:
@@ -126,8 +158,24 @@ class Driver:
         name = op["bucket"]
         kind = op["op"]
         if kind == "bucket":
-            self.buckets[name] = await self.js.create_key_value(bucket=name, history=op["history"])
+            republish = op.get("republish")
+            if republish is not None:
+                await self.listen(name, republish["dest"])
+                republish = api.RePublish(
+                    src=f"$KV.{name}.{republish['src']}",
+                    dest=republish["dest"],
+                    headers_only=republish.get("headers_only"),
+                )
+            self.buckets[name] = await self.js.create_key_value(
+                bucket=name, history=op["history"], republish=republish
+            )
             return {"ok": True}
+        if kind == "mirror":
+            return await self.mirror(name, op["origin"], op["history"])
+        if kind == "republished":
+            return {"ok": True, "messages": self.republished.get(name, [])}
+        if kind == "stream":
+            return await self.stream(name)
         kv = await self.kv(name)
         key = op.get("key")
         if kind == "put":
@@ -162,6 +210,63 @@ class Driver:
             return await self.keys(kv, op.get("filter"))
         raise ValueError("unknown op " + kind)
 
+    async def listen(self, bucket, subject):
+        """Records what is published on `subject` for `bucket`'s republish. The subscription is
+        sent on the connection before the bucket's writes are, so it sees all of them."""
+        found = self.republished.setdefault(bucket, [])
+
+        async def record(msg):
+            headers = msg.headers or {}
+            message = message_json(headers.get("Nats-Subject", ""), headers, msg.data)
+            message["subject"] = msg.subject
+            message["sequence"] = int(headers.get("Nats-Sequence", "0"))
+            found.append(message)
+
+        await self.nc.subscribe(subject, cb=record)
+        await self.nc.flush(timeout=TIMEOUT)
+
+    async def mirror(self, name, origin, history):
+        """KV_<name> mirroring KV_<origin>, as a KV's own stream is configured (nats-py's
+        create_key_value; its KeyValueConfig has no mirror) minus the subjects, which a mirror
+        may not have: it keeps its origin's."""
+        await self.js.add_stream(
+            api.StreamConfig(
+                name=f"KV_{name}",
+                mirror=api.StreamSource(name=f"KV_{origin}"),
+                allow_rollup_hdrs=True,
+                deny_delete=True,
+                discard=api.DiscardPolicy.NEW,
+                duplicate_window=2 * 60,
+                max_consumers=-1,
+                max_msgs=-1,
+                max_msgs_per_subject=history,
+                storage=api.StorageType.FILE,
+            )
+        )
+        return {"ok": True}
+
+    async def stream(self, name):
+        """Every message KV_<name> holds, oldest first: sequences in its range that no longer
+        hold one (superseded beyond the history, rolled up by a purge) are skipped."""
+        stream = f"KV_{name}"
+        info = await self.js.stream_info(stream)
+        state = info.state
+        messages = []
+        if state.messages:
+            for sequence in range(state.first_seq, state.last_seq + 1):
+                try:
+                    msg = await self.js.get_msg(stream, sequence)
+                except errors.NotFoundError:
+                    continue
+                message = message_json(msg.subject, msg.headers, msg.data)
+                message["sequence"] = sequence
+                messages.append(message)
+        answer = {"ok": True, "last_sequence": state.last_seq, "messages": messages}
+        if info.mirror is not None:
+            # How far the mirror is behind, and why, as the server reports it.
+            answer["mirror"] = {"lag": info.mirror.lag, "active": info.mirror.active, "error": info.mirror.error}
+        return answer
+
     async def keys(self, kv, subject_filter):
         """The live keys. nats-py's keys(filters) matches its filters as substrings on the
         client (the server before 2.10 ignores consumer filters it is given), so subject filters
@@ -194,7 +299,7 @@ async def answer(driver, op):
 
 async def main(url):
     nc = await nats.connect(url, connect_timeout=TIMEOUT, max_reconnect_attempts=0)
-    driver = Driver(nc.jetstream(timeout=TIMEOUT))
+    driver = Driver(nc, nc.jetstream(timeout=TIMEOUT))
     loop = asyncio.get_running_loop()
     try:
         while True:
