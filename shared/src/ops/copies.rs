@@ -217,6 +217,7 @@ pub async fn backfill_slice(
     }
     let mut after = (!cursor.is_empty()).then(|| cursor.to_string());
     let mut copied_keys = 0;
+    let mut raised = 0;
     loop {
         let (pks, next) = kv.store.key_partitions(origin, after.clone()).await?;
         for pk in &pks {
@@ -230,6 +231,16 @@ pub async fn backfill_slice(
                 continue;
             };
             let (_, retained) = kv.store.history(origin, key).await?;
+            // A mirror's last revision is its origin's, raised before the copies show.
+            let newest = retained.iter().map(|stored| stored.revision).max();
+            if let Some(newest) = newest.filter(|newest| *newest > raised) {
+                if target.config.mirror.is_some() {
+                    kv.store
+                        .raise_last_revision(&target.config.bucket, newest)
+                        .await?;
+                }
+                raised = newest;
+            }
             for stored in retained {
                 let revision = stored.decode(key)?;
                 copy_into(

@@ -231,6 +231,27 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
         tracing::warn!(record = index, error = %why, "stream record not replicated");
         *failed_at = Some(failed_at.map_or(index, |earlier: usize| earlier.min(index)));
     };
+    // A mirror's last revision is its origin's: raised before the copies land, so that a
+    // reader who sees the copies sees it too.
+    let mut raised: BTreeMap<String, u64> = BTreeMap::new();
+    for commit in &commits {
+        if lookups
+            .live(kv, &commit.bucket, commit.incarnation)
+            .await?
+            .is_none()
+        {
+            continue;
+        }
+        for target in lookups.targets(kv, &commit.bucket).await? {
+            if target.config.mirror.is_some() {
+                let top = raised.entry(target.config.bucket.clone()).or_default();
+                *top = (*top).max(commit.revision);
+            }
+        }
+    }
+    for (bucket, revision) in raised {
+        kv.store.raise_last_revision(&bucket, revision).await?;
+    }
     // Copies in stream order; the first that fails stops the rest, since a later revision of
     // its key must not reach a mirror before it.
     let mut live_commits = Vec::new();
@@ -253,19 +274,6 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
                 break;
             }
         }
-    }
-    // A mirror's last revision is its origin's.
-    let mut raised: BTreeMap<String, u64> = BTreeMap::new();
-    for (commit, _) in &live_commits {
-        for target in lookups.targets(kv, &commit.bucket).await? {
-            if target.config.mirror.is_some() {
-                let top = raised.entry(target.config.bucket.clone()).or_default();
-                *top = (*top).max(commit.revision);
-            }
-        }
-    }
-    for (bucket, revision) in raised {
-        kv.store.raise_last_revision(&bucket, revision).await?;
     }
     let mut events: Vec<(usize, Event)> = Vec::new();
     for (commit, config) in &live_commits {
