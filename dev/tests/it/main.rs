@@ -8,6 +8,7 @@ mod faults;
 mod fuzz;
 mod lifecycle;
 mod nats_differential;
+mod placement;
 mod policy;
 mod replication;
 mod spec;

@@ -7,6 +7,7 @@ use crate::model::time;
 use crate::ops::state::Kv;
 
 pub async fn run(kv: &Kv, config: BucketConfig) -> Result<BucketCreated, KvError> {
+    crate::model::placement::check_placement(&config, &kv.deployment)?;
     let created = kv
         .store
         .create_bucket(&config, time::ns_to_ms(time::now_ns()))
