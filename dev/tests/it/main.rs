@@ -9,6 +9,7 @@ mod fuzz;
 mod lifecycle;
 mod nats_differential;
 mod nats_replication;
+mod placement;
 mod policy;
 mod replication;
 mod spec;

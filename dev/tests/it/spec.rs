@@ -37,7 +37,16 @@ async fn bucket_create_fills_in_defaults() {
 
 #[tokio::test]
 async fn bucket_create_stores_every_parameter() {
-    let kv = container();
+    // A deployment that can give five replicas and this placement (see placement.rs).
+    let kv = Kv::new(
+        client(),
+        &kv::model::config::Settings {
+            replica_regions: vec!["eu-west-1".into()],
+            cluster: "east".into(),
+            placement_tags: vec!["ssd".into(), "fast".into()],
+            ..settings()
+        },
+    );
     let name = unique("full");
     let params = json!({
         "bucket": name, "description": "Feature flags", "ttl": 2_592_000_000_000_000i64,

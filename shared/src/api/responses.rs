@@ -3,6 +3,7 @@
 //! `Bucket`.
 
 use crate::model::config::BucketConfig;
+use crate::model::placement::Replication;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -147,6 +148,8 @@ pub struct BucketInfoBody {
     pub first_sequence: u64,
     /// The bucket's latest revision.
     pub last_sequence: u64,
+    /// Its `num_replicas` and where this deployment keeps its items.
+    pub replication: Replication,
 }
 
 /// kv-bucket-delete.

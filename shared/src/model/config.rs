@@ -100,12 +100,25 @@ pub struct Settings {
     pub purge_budget_ms: u64,
     /// The EventBridge bus that buckets' `republish` puts their revisions on.
     pub event_bus: String,
+    /// The region the functions and the items table live in (`AWS_REGION`, which Lambda sets).
+    pub home_region: String,
+    /// The other regions the items table is replicated to as a global table
+    /// (`KV_REPLICA_REGIONS`, comma-separated; none by default). Never contains `home_region`.
+    pub replica_regions: Vec<String>,
+    /// The name a bucket's `placement.cluster` must give (`KV_CLUSTER`; the home region by
+    /// default, since one deployment is one region's DynamoDB).
+    pub cluster: String,
+    /// The tags a bucket's `placement.tags` may ask for (`KV_PLACEMENT_TAGS`, comma-separated).
+    pub placement_tags: Vec<String>,
 }
 
 pub const DEFAULT_BUCKETS_TABLE: &str = "kv-buckets";
 pub const DEFAULT_ITEMS_TABLE: &str = "kv-items";
 /// The account's default bus.
 pub const DEFAULT_EVENT_BUS: &str = "default";
+/// Lambda always sets `AWS_REGION`; this is for tools and tests, whose clients use this region
+/// against DynamoDB Local.
+pub const DEFAULT_REGION: &str = "us-east-1";
 
 impl Settings {
     /// The settings from the environment. A variable that is set but not a number is an error
@@ -125,7 +138,29 @@ impl Settings {
                 }),
             }
         };
+        let home_region = var("AWS_REGION").unwrap_or(defaults.home_region);
+        let mut replica_regions = Vec::new();
+        for region in list(var("KV_REPLICA_REGIONS")) {
+            // A region name goes into messages and is compared with the SDK's region names: a
+            // stray character is a typo in the template, not a region.
+            if !region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(format!(
+                    "Environment variable KV_REPLICA_REGIONS must list region names such as eu-west-1, not '{region}'"
+                ));
+            }
+            // The home region always holds the table; naming it again adds no copies.
+            if region != home_region && !replica_regions.contains(&region) {
+                replica_regions.push(region);
+            }
+        }
         Ok(Settings {
+            cluster: var("KV_CLUSTER").unwrap_or_else(|| home_region.clone()),
+            placement_tags: list(var("KV_PLACEMENT_TAGS")),
+            home_region,
+            replica_regions,
             buckets_table: var("KV_BUCKETS_TABLE").unwrap_or(defaults.buckets_table),
             items_table: var("KV_ITEMS_TABLE").unwrap_or(defaults.items_table),
             memory_cache_staleness_ms: number(
@@ -152,6 +187,10 @@ impl Settings {
             memory_cache_max_bytes: 64 * 1024 * 1024,
             purge_budget_ms: 60_000,
             event_bus: DEFAULT_EVENT_BUS.into(),
+            home_region: DEFAULT_REGION.into(),
+            replica_regions: Vec::new(),
+            cluster: DEFAULT_REGION.into(),
+            placement_tags: Vec::new(),
         }
     }
 
@@ -163,6 +202,18 @@ impl Settings {
             ..Settings::defaults()
         }
     }
+}
+
+/// A comma-separated variable's items, trimmed, without empty ones: the template joins an empty
+/// `CommaDelimitedList` parameter into "".
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -183,5 +234,40 @@ mod settings_tests {
                 .expect("500 is a number");
         assert_eq!(settings.purge_budget_ms, 500);
         assert_eq!(settings.memory_cache_staleness_ms, 1000);
+    }
+
+    #[test]
+    fn the_deployment_comes_from_the_region_and_the_kv_variables() {
+        let settings = Settings::from_vars(|_| None).expect("no variables, the defaults");
+        assert_eq!(settings.home_region, DEFAULT_REGION);
+        assert!(settings.replica_regions.is_empty());
+        assert_eq!(settings.cluster, DEFAULT_REGION);
+        assert!(settings.placement_tags.is_empty());
+
+        let vars = |name: &str| match name {
+            "AWS_REGION" => Some("eu-west-1".to_string()),
+            // As the template joins them; the home region and a repeat add nothing.
+            "KV_REPLICA_REGIONS" => Some("us-east-1, eu-west-1,,us-east-1,ap-south-1".into()),
+            "KV_PLACEMENT_TAGS" => Some("ssd, fast".into()),
+            _ => None,
+        };
+        let settings = Settings::from_vars(vars).expect("valid variables");
+        assert_eq!(settings.home_region, "eu-west-1");
+        assert_eq!(settings.replica_regions, ["us-east-1", "ap-south-1"]);
+        // The cluster is the home region unless named.
+        assert_eq!(settings.cluster, "eu-west-1");
+        assert_eq!(settings.placement_tags, ["ssd", "fast"]);
+
+        let named = Settings::from_vars(|name| (name == "KV_CLUSTER").then(|| "east".into()))
+            .expect("a cluster name");
+        assert_eq!(named.cluster, "east");
+
+        let error =
+            Settings::from_vars(|name| (name == "KV_REPLICA_REGIONS").then(|| "eu west 1".into()))
+                .expect_err("not a region name");
+        assert!(
+            error.contains("KV_REPLICA_REGIONS") && error.contains("eu west 1"),
+            "{error}"
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! The KV model, free of Lambda and DynamoDB: bucket configuration, the rules of names and
-//! values, subjects, the codec, the memory cache, time, and the errors with their codes.
+//! values, where buckets are placed, subjects, the codec, the memory cache, time, and the errors with their codes.
 
 pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod placement;
 pub mod revision;
 pub mod subject;
 pub mod subject_map;

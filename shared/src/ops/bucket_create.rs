@@ -7,6 +7,7 @@ use crate::model::time;
 use crate::ops::state::Kv;
 
 pub async fn run(kv: &Kv, config: BucketConfig) -> Result<BucketCreated, KvError> {
+    crate::model::placement::check_placement(&config, &kv.deployment)?;
     check_origins(kv, &config).await?;
     let created = kv
         .store

@@ -17,11 +17,13 @@ pub async fn run(kv: &Kv, request: BucketName) -> Result<BucketInfo, KvError> {
         .ok_or_else(|| KvError::BucketNotFound(bucket.clone()))?;
     let usage = usage?.ok_or_else(|| KvError::BucketNotFound(bucket.clone()))?;
     let last_sequence = record.last_revision;
+    let replication = kv.deployment.replication(&record.config);
     Ok(BucketInfo {
         body: BucketInfoBody {
             summary: super::bucket_list::summary(record, usage),
             first_sequence: first?.unwrap_or(0),
             last_sequence,
+            replication,
         },
         metadata: BucketMetadata { bucket },
     })

@@ -3,6 +3,7 @@
 use crate::bus::EventBus;
 use crate::model::cache::{MemoryCache, WriteShapes};
 use crate::model::config::Settings;
+use crate::model::placement::Deployment;
 use crate::store::Store;
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ pub struct Kv {
     pub cache: MemoryCache,
     pub write_shapes: WriteShapes,
     pub purge_budget: Duration,
+    /// What buckets' `num_replicas` and `placement` can ask of this deployment.
+    pub deployment: Deployment,
 }
 
 impl Kv {
@@ -27,6 +30,7 @@ impl Kv {
             ),
             write_shapes: WriteShapes::default(),
             purge_budget: Duration::from_millis(settings.purge_budget_ms),
+            deployment: Deployment::from_settings(settings),
         }
     }
 }
