@@ -53,7 +53,7 @@ async fn republish_puts_each_matching_revision_on_the_bus_within_the_lag() {
     let name = bucket(
         &kv,
         "republish",
-        json!({"history": 5, "republish": {"src": "orders.*", "dest": "shop.>"}}),
+        json!({"history": 5, "republish": {"src": "orders.*", "dest": "shop.orders.$1"}}),
     )
     .await;
     let quiet = bucket(
@@ -494,7 +494,7 @@ async fn a_large_backfill_is_handed_on_across_invocations() {
     kv_dev::support::stream_pump::follow_replication_with(
         &endpoint,
         &Moto::shared().endpoint,
-        Some(Duration::from_millis(50)),
+        Some(Duration::from_millis(200)),
     );
     let kv = container_at(&endpoint);
     let origin = bucket(&kv, "big-origin", json!({})).await;

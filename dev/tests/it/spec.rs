@@ -48,13 +48,16 @@ async fn bucket_create_stores_every_parameter() {
         },
     );
     let name = unique("full");
+    // A source must exist: the new bucket's origin learns of it in the same transaction.
+    let origin = unique("flags-eu");
+    create(&kv, json!({"bucket": origin})).await;
     let params = json!({
         "bucket": name, "description": "Feature flags", "ttl": 2_592_000_000_000_000i64,
         "history": 64, "max_bytes": 1_048_576, "max_value_size": 1024, "storage": "memory",
         "num_replicas": 5, "compression": true, "metadata": {"team": "growth", "tier": "1"},
         "placement": {"cluster": "east", "tags": ["ssd", "fast"]},
         "republish": {"source": "flags.>", "dest": "audit.flags.>", "headers_only": true},
-        "sources": [{"name": "flags-eu", "domain": "eu", "filter_subject": "a.>", "opt_start_seq": 3,
+        "sources": [{"name": origin, "domain": "eu", "filter_subject": "a.>", "opt_start_seq": 3,
                      "opt_start_time": 1_700_000_000_000i64,
                      "subject_transforms": [{"src": "a.>", "dest": "b.>"}]}]
     });
@@ -76,7 +79,7 @@ async fn bucket_create_stores_every_parameter() {
         config["republish"],
         json!({"src": "flags.>", "dest": "audit.flags.>", "headers_only": true})
     );
-    assert_eq!(config["sources"][0]["name"], "flags-eu");
+    assert_eq!(config["sources"][0]["name"], origin.as_str());
     assert_eq!(
         config["sources"][0]["subject_transforms"],
         json!([{"src": "a.>", "dest": "b.>"}])

@@ -5,12 +5,13 @@ use crate::api::params::{as_str, Params};
 use crate::api::requests::{request, Request};
 use crate::model::config::*;
 use crate::model::error::KvError;
+use crate::model::subject_map::{RepublishMap, SourceMap};
 use crate::model::validate::{self, truncate, type_name};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 request! {
-    impl BucketConfig then only_one_origin {
+    impl BucketConfig then bucket_rules {
         bucket = bucket,
         description = str_or_empty,
         ttl = int_or(0, i64::MAX, 0),
@@ -63,12 +64,36 @@ request! {
     }
 }
 
-/// NATS refuses a stream that both mirrors and sources: a mirror is an exact copy.
-fn only_one_origin(config: &BucketConfig) -> Result<(), KvError> {
+/// The rules across fields: NATS refuses a stream that both mirrors and sources (a mirror is
+/// an exact copy), and every subject mapping must be one nats-server accepts.
+fn bucket_rules(config: &BucketConfig) -> Result<(), KvError> {
     if config.mirror.is_some() && !config.sources.is_empty() {
         return Err(KvError::param(
             "Parameters 'mirror' and 'sources' cannot be used together: a mirror is a read-only copy of one bucket",
         ));
+    }
+    if let Some(republish) = &config.republish {
+        RepublishMap::new(&config.bucket, &republish.src, &republish.dest)
+            .map_err(|why| KvError::param(format!("Parameter 'republish': {why}")))?;
+    }
+    let copies = config
+        .mirror
+        .iter()
+        .map(|mirror| ("mirror".to_string(), mirror))
+        .chain(
+            config
+                .sources
+                .iter()
+                .enumerate()
+                .map(|(index, source)| (format!("sources[{index}]"), source)),
+        );
+    for (path, source) in copies {
+        SourceMap::new(
+            &source.name,
+            source.filter_subject.as_deref(),
+            &source.subject_transforms,
+        )
+        .map_err(|why| KvError::param(format!("Parameter '{path}': {why}")))?;
     }
     Ok(())
 }

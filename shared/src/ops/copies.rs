@@ -52,11 +52,14 @@ pub fn route(source: &StreamSource, copy: &Copy<'_>) -> Option<String> {
     if copy.revision < start_seq || copy.created_ms < start_ms {
         return None;
     }
-    subject_map::source_key(
+    // Checked when the bucket was created; a stored one that no longer parses copies nothing.
+    subject_map::SourceMap::new(
+        copy.origin,
         source.filter_subject.as_deref(),
         &source.subject_transforms,
-        copy.key,
     )
+    .ok()?
+    .map(copy.key)
 }
 
 /// Copies one revision into `target`, which mirrors or sources its origin.
