@@ -394,6 +394,39 @@ async fn a_mirror_applies_its_filter_start_and_transforms() {
     .await;
     assert_eq!(got["body"]["metadata"]["revision"], start);
     assert!(early < start);
+    // The same from a start time: the revisions written at or after it.
+    let at_start = call(
+        &kv,
+        Function::KeyGet,
+        json!({"bucket": origin, "key": "orders.2"}),
+    )
+    .await;
+    let since = at_start["body"]["metadata"]["created"]
+        .as_u64()
+        .unwrap_or(0);
+    let timed = bucket(
+        &kv,
+        "timed",
+        json!({"mirror": {"name": origin, "opt_start_time": since, "filter_subject": "orders.>"}}),
+    )
+    .await;
+    eventually(LAG, "the timed mirror's keys", || {
+        let (kv, timed) = (&kv, &timed);
+        async move {
+            let listed = call(kv, Function::KeyList, json!({"bucket": timed})).await;
+            let keys: Vec<String> = listed["body"]["body"]["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| entry["key"].as_str().unwrap_or_default().to_string())
+                .collect();
+            // orders.1 was written before `since`, unless within the same millisecond.
+            (keys.ends_with(&["orders.2".to_string(), "orders.3".to_string()]) && keys.len() <= 3)
+                .then_some(())
+                .ok_or(format!("{keys:?}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -551,4 +584,154 @@ async fn a_large_backfill_is_handed_on_across_invocations() {
     )
     .await;
     assert_eq!(got["body"]["body"]["value"], "v123");
+}
+
+/// Every batch the replication consumer was given, delivered again: mirrors and source
+/// targets do not change (copies apply once); republish may put events again (at least once).
+#[tokio::test]
+async fn redelivered_batches_change_no_mirror_or_source() {
+    let endpoint = private_endpoint();
+    follow_replication(&endpoint, &Moto::shared().endpoint);
+    let kv = container_at(&endpoint);
+    let origin = bucket(&kv, "origin", json!({"history": 3})).await;
+    put(&kv, &origin, "a", json!("before")).await;
+    let copy = bucket(
+        &kv,
+        "mirror",
+        json!({"history": 3, "mirror": {"name": origin}}),
+    )
+    .await;
+    let gathered = bucket(
+        &kv,
+        "gathered",
+        json!({"history": 5, "sources": [{"name": origin}]}),
+    )
+    .await;
+    for round in 0..4 {
+        put(&kv, &origin, "a", json!(format!("v{round}"))).await;
+        put(&kv, &origin, "b", json!(format!("w{round}"))).await;
+    }
+    call(
+        &kv,
+        Function::KeyDelete,
+        json!({"bucket": origin, "key": "b"}),
+    )
+    .await;
+    let want = (
+        history_of(&kv, &origin, "a").await,
+        history_of(&kv, &origin, "b").await,
+    );
+    eventually(LAG, "the copies", || {
+        let (kv, copy, gathered, want) = (&kv, &copy, &gathered, &want);
+        async move {
+            let mirrored = (
+                history_of(kv, copy, "a").await,
+                history_of(kv, copy, "b").await,
+            );
+            let sourced = history_of(kv, gathered, "b").await;
+            (&mirrored == want && sourced.last().is_some_and(|last| last.1 == "DEL"))
+                .then_some(())
+                .ok_or(format!("{mirrored:?} {sourced:?}"))
+        }
+    })
+    .await;
+    // The copies show before their batch's invocation has answered: wait for it to end.
+    let mut batches = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < LAG {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = kv_dev::support::stream_pump::replication_delivered_at(&endpoint);
+        if !now.is_empty() && now.len() == batches.len() {
+            break;
+        }
+        batches = now;
+    }
+    assert!(!batches.is_empty());
+    let before = snapshot(&kv, &[&copy, &gathered]).await;
+    let mut replayer = container_at(&endpoint);
+    replayer.bus = Some(kv::bus::EventBus::new(
+        Moto::eventbridge_client(&Moto::shared().endpoint),
+        "default",
+    ));
+    for batch in batches {
+        let answer = invoke(&replayer, Function::ItemsReplicate, batch)
+            .await
+            .expect("a batch delivered again");
+        assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    }
+    assert_eq!(snapshot(&kv, &[&copy, &gathered]).await, before);
+}
+
+/// An expiry in the origin: republished as EXPIRED by the sweeper's change, and the mirror's
+/// copy, which carries the same expiry, is gone for readers at the same moment.
+#[tokio::test]
+async fn an_expiry_is_republished_and_mirrored() {
+    let moto = Moto::shared();
+    let endpoint = private_endpoint();
+    follow_replication(&endpoint, &moto.endpoint);
+    let kv = container_at(&endpoint);
+    let origin = bucket(&kv, "expiring", json!({"republish": {"dest": "exp.>"}})).await;
+    let copy = bucket(&kv, "mirror", json!({"mirror": {"name": origin}})).await;
+    let events = queue(moto, &origin);
+    put_with_ttl(&kv, &origin, "session", 1_500_000_000).await;
+    eventually(LAG, "the copy", || {
+        let (kv, copy) = (&kv, &copy);
+        async move {
+            let got = call(
+                kv,
+                Function::KeyGet,
+                json!({"bucket": copy, "key": "session"}),
+            )
+            .await;
+            (status(&got) == 200).then_some(()).ok_or(got.to_string())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let gone = call(
+        &kv,
+        Function::KeyGet,
+        json!({"bucket": copy, "key": "session"}),
+    )
+    .await;
+    assert_error(&gone, 404, "key_not_found");
+    let swept = call(&kv, Function::ExpirySweep, json!({})).await;
+    assert!(
+        swept["body"]["expired"].as_u64().unwrap_or(0) >= 1,
+        "{swept}"
+    );
+    let seen: Vec<String> = moto
+        .wait_for(&events, 2, LAG)
+        .iter()
+        .map(|event| {
+            event["detail"]["operation"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(seen, ["PUT", "EXPIRED"]);
+}
+
+/// The buckets' histories of keys `a` and `b` and their last revisions.
+async fn snapshot(kv: &kv::Kv, buckets: &[&String]) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for bucket in buckets {
+        for key in ["a", "b"] {
+            seen.push(json!(format!("{:?}", history_of(kv, bucket, key).await)));
+        }
+        let info = call(kv, Function::BucketInfo, json!({"bucket": bucket})).await;
+        seen.push(info["body"]["body"]["last_sequence"].clone());
+    }
+    seen
+}
+
+async fn put_with_ttl(kv: &kv::Kv, bucket: &str, key: &str, ttl_ns: i64) {
+    let response = call(
+        kv,
+        Function::KeyPut,
+        json!({"bucket": bucket, "key": key, "value": "short-lived", "ttl": ttl_ns}),
+    )
+    .await;
+    assert_eq!(status(&response), 200, "{response}");
 }

@@ -82,6 +82,20 @@ pub async fn copy_into(
     if target.config.mirror.is_some() {
         return mirror(kv, target, &key, copy).await;
     }
+    // A copy this key already holds (a batch delivered again, or the backfill meeting the
+    // stream) is recognised before a revision is handed out for it, so the target's sequence
+    // does not move either; the write's condition still guards a race with another copier.
+    let head = kv
+        .store
+        .read_head(&target.config.bucket, &key, true)
+        .await?;
+    if head
+        .sources
+        .get(copy.origin)
+        .is_some_and(|held| *held >= copy.revision)
+    {
+        return Ok(());
+    }
     let ttl_ns = copy.expiry_ns.map(|expiry| {
         // What is left of the origin's expiry; a copy already expired lives a nanosecond.
         i64::try_from(expiry.saturating_sub(time::now_ns()).max(1)).unwrap_or(i64::MAX)
