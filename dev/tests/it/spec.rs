@@ -57,7 +57,7 @@ async fn bucket_create_stores_every_parameter() {
         "num_replicas": 5, "compression": true, "metadata": {"team": "growth", "tier": "1"},
         "placement": {"cluster": "east", "tags": ["ssd", "fast"]},
         "republish": {"source": "flags.>", "dest": "audit.flags.>", "headers_only": true},
-        "sources": [{"name": origin, "domain": "eu", "filter_subject": "a.>", "opt_start_seq": 3,
+        "sources": [{"name": origin, "filter_subject": "a.>", "opt_start_seq": 3,
                      "opt_start_time": 1_700_000_000_000i64,
                      "subject_transforms": [{"src": "a.>", "dest": "b.>"}]}]
     });
@@ -201,6 +201,14 @@ async fn bucket_create_validates_every_parameter() {
         ),
         (
             json!({"bucket": "ok", "sources": [{"domain": "a"}]}),
+            "invalid_parameter",
+        ),
+        (
+            json!({"bucket": "ok", "mirror": {"name": "a", "domain": "eu"}}),
+            "invalid_parameter",
+        ),
+        (
+            json!({"bucket": "ok", "republish": {"src": "a.*", "dest": "b.$2"}}),
             "invalid_parameter",
         ),
         (

@@ -88,6 +88,14 @@ fn bucket_rules(config: &BucketConfig) -> Result<(), KvError> {
                 .map(|(index, source)| (format!("sources[{index}]"), source)),
         );
     for (path, source) in copies {
+        // A NATS domain is another JetStream cluster; here every bucket lives in this
+        // deployment's tables, and a copy from elsewhere would silently be a copy from here.
+        if let Some(domain) = &source.domain {
+            return Err(KvError::param(format!(
+                "Parameter '{path}.domain' ('{}') is not supported: this deployment copies only between its own buckets",
+                truncate(domain)
+            )));
+        }
         SourceMap::new(
             &source.name,
             source.filter_subject.as_deref(),
