@@ -373,13 +373,7 @@ async fn a_mirror_applies_its_filter_start_and_transforms() {
     eventually(LAG, "the mirror's keys", || {
         let (kv, copy) = (&kv, &copy);
         async move {
-            let listed = call(kv, Function::KeyList, json!({"bucket": copy})).await;
-            let keys: Vec<String> = listed["body"]["body"]["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|entry| entry["key"].as_str().unwrap_or_default().to_string())
-                .collect();
+            let keys = listed_keys(kv, copy).await;
             (keys == ["shop.orders.2", "shop.orders.3"])
                 .then_some(())
                 .ok_or(format!("{keys:?}"))
@@ -413,13 +407,7 @@ async fn a_mirror_applies_its_filter_start_and_transforms() {
     eventually(LAG, "the timed mirror's keys", || {
         let (kv, timed) = (&kv, &timed);
         async move {
-            let listed = call(kv, Function::KeyList, json!({"bucket": timed})).await;
-            let keys: Vec<String> = listed["body"]["body"]["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|entry| entry["key"].as_str().unwrap_or_default().to_string())
-                .collect();
+            let keys = listed_keys(kv, timed).await;
             // orders.1 was written before `since`, unless within the same millisecond.
             (keys.ends_with(&["orders.2".to_string(), "orders.3".to_string()]) && keys.len() <= 3)
                 .then_some(())
@@ -734,4 +722,15 @@ async fn put_with_ttl(kv: &kv::Kv, bucket: &str, key: &str, ttl_ns: i64) {
     )
     .await;
     assert_eq!(status(&response), 200, "{response}");
+}
+
+/// The bucket's live keys, as kv-key-list's first page shows them.
+async fn listed_keys(kv: &kv::Kv, bucket: &str) -> Vec<String> {
+    let listed = call(kv, Function::KeyList, json!({"bucket": bucket})).await;
+    listed["body"]["body"]["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| entry["key"].as_str().unwrap_or_default().to_string())
+        .collect()
 }

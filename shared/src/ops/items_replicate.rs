@@ -27,8 +27,8 @@ use crate::model::subject_map::RepublishMap;
 use crate::ops::copies::{backfill_slice, copy_into, Copy};
 use crate::ops::state::Kv;
 use crate::store::feeds::backfill_cursors;
-use crate::store::items::{decode_head, get_str, get_u64, INCARNATION, PK, REVISION};
-use crate::store::stream_images::image;
+use crate::store::items::{decode_head, get_u64, INCARNATION};
+use crate::store::stream_images::{record_images, RecordImages};
 use crate::store::BucketRecord;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -68,21 +68,17 @@ impl Committed {
 
 /// The revision a stream record commits, if it commits one.
 pub fn committed(index: usize, record: &Value) -> Result<Option<Committed>, KvError> {
-    let malformed = |what: &str| KvError::param(format!("Stream record {index}: {what}"));
-    let stream = record
-        .get("dynamodb")
-        .ok_or_else(|| malformed("no 'dynamodb' field"))?;
-    let keys = image(stream.get("Keys")).ok_or_else(|| malformed("no 'Keys'"))?;
-    let (Some(pk), Some(0)) = (get_str(&keys, PK), get_u64(&keys, REVISION)) else {
+    let Some(RecordImages { pk, old, new }) = record_images(record)
+        .map_err(|what| KvError::param(format!("Stream record {index}: {what}")))?
+    else {
         return Ok(None);
     };
     let Some((bucket, key)) = pk.split_once('/') else {
         return Ok(None);
     };
-    let Some(new) = image(stream.get("NewImage")) else {
+    let Some(new) = new else {
         return Ok(None);
     };
-    let old = image(stream.get("OldImage"));
     let corrupt = |error: crate::store::errors::StoreError| KvError::Internal(error.to_string());
     let new_head = decode_head(Some(&new)).map_err(corrupt)?;
     let old_head = decode_head(old.as_ref()).map_err(corrupt)?;
@@ -134,24 +130,18 @@ pub struct BackfillStep {
 
 /// The backfill slices a stream record asks for: a usage item whose cursors changed.
 pub fn backfill_steps(index: usize, record: &Value) -> Vec<BackfillStep> {
-    let Some(stream) = record.get("dynamodb") else {
-        return Vec::new();
-    };
-    let Some(keys) = image(stream.get("Keys")) else {
-        return Vec::new();
-    };
-    let (Some(pk), Some(0)) = (get_str(&keys, PK), get_u64(&keys, REVISION)) else {
+    let Ok(Some(RecordImages {
+        pk,
+        old,
+        new: Some(new),
+    })) = record_images(record)
+    else {
         return Vec::new();
     };
     if pk.contains('/') {
         return Vec::new();
     }
-    let Some(new) = image(stream.get("NewImage")) else {
-        return Vec::new();
-    };
-    let before = image(stream.get("OldImage"))
-        .map(|old| backfill_cursors(&old))
-        .unwrap_or_default();
+    let before = old.map(|old| backfill_cursors(&old)).unwrap_or_default();
     backfill_cursors(&new)
         .into_iter()
         .filter(|(origin, cursor)| before.get(origin) != Some(cursor))

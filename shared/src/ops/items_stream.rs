@@ -22,10 +22,8 @@ use crate::model::error::KvError;
 use crate::model::revision::{Head, Op, Stored};
 use crate::ops::state::Kv;
 use crate::store::errors::StoreError;
-use crate::store::items::{
-    self, decode_head, get_str, get_u64, EXACT_COUNTS, INCARNATION, PK, REVISION,
-};
-use crate::store::stream_images::image;
+use crate::store::items::{self, decode_head, get_u64, EXACT_COUNTS, INCARNATION};
+use crate::store::stream_images::{record_images, RecordImages};
 use crate::store::BucketDelta;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
@@ -63,19 +61,15 @@ pub fn contribution(head: &Head) -> (i64, i64) {
 
 /// Reads one stream record; None for records of other items (archives, usage, buckets).
 pub fn head_change(index: usize, record: &Value) -> Result<Option<HeadChange>, KvError> {
-    let malformed = |what: &str| KvError::param(format!("Stream record {index}: {what}"));
-    let stream = record
-        .get("dynamodb")
-        .ok_or_else(|| malformed("no 'dynamodb' field"))?;
-    let keys = image(stream.get("Keys")).ok_or_else(|| malformed("no 'Keys'"))?;
-    let (Some(pk), Some(0)) = (get_str(&keys, PK), get_u64(&keys, REVISION)) else {
+    let Some(RecordImages { pk, old, new }) = record_images(record)
+        .map_err(|what| KvError::param(format!("Stream record {index}: {what}")))?
+    else {
         return Ok(None);
     };
     let Some((bucket, key)) = pk.split_once('/') else {
         return Ok(None);
     };
-    let old = image(stream.get("OldImage"));
-    let new = image(stream.get("NewImage"));
+    let stream = &record["dynamodb"];
     let old_head = decode_head(old.as_ref())?;
     let new_head = decode_head(new.as_ref())?;
     let (old_bytes, old_keys) = contribution(&old_head);

@@ -42,3 +42,30 @@ fn attribute(value: &Value) -> Option<AttributeValue> {
         _ => return None,
     })
 }
+
+/// A stream record of an item keyed `rev` 0: a key's head (`pk` `BUCKET/KEY`) or a bucket's
+/// usage item (`pk` `BUCKET`), with the images the record carries.
+#[derive(Debug, Clone)]
+pub struct RecordImages {
+    pub pk: String,
+    pub old: Option<Item>,
+    pub new: Option<Item>,
+}
+
+/// The images of a head's or usage item's record; None for other items (archived revisions);
+/// an error naming what is missing for a record that is not a DynamoDB stream record.
+pub fn record_images(record: &Value) -> Result<Option<RecordImages>, &'static str> {
+    let stream = record.get("dynamodb").ok_or("no 'dynamodb' field")?;
+    let keys = image(stream.get("Keys")).ok_or("no 'Keys'")?;
+    let (Some(pk), Some(0)) = (
+        crate::store::items::get_str(&keys, crate::store::items::PK),
+        crate::store::items::get_u64(&keys, crate::store::items::REVISION),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(RecordImages {
+        pk: pk.to_string(),
+        old: image(stream.get("OldImage")),
+        new: image(stream.get("NewImage")),
+    }))
+}
