@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    kv::lambda::runtime::run(kv::Function::BucketDelete).await
+    kv::lambda::runtime::run(kv::lambda::dispatch::BUCKET_DELETE).await
 }

@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    kv::lambda::runtime::run(kv::Function::ExpirySweep).await
+    kv::lambda::runtime::run(kv::lambda::dispatch::EXPIRY_SWEEP).await
 }

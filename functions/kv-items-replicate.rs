@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    kv::lambda::runtime::run(kv::Function::ItemsReplicate).await
+    kv::lambda::runtime::run(kv::lambda::dispatch::ITEMS_REPLICATE).await
 }

@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    kv::lambda::runtime::run(kv::Function::ItemsStream).await
+    kv::lambda::runtime::run(kv::lambda::dispatch::ITEMS_STREAM).await
 }

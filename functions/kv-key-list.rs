@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    kv::lambda::runtime::run(kv::Function::KeyList).await
+    kv::lambda::runtime::run(kv::lambda::dispatch::KEY_LIST).await
 }

@@ -4,6 +4,7 @@ use crate::api::function::Function;
 use crate::api::params::Params;
 use crate::api::requests::Request;
 use crate::lambda::envelope;
+use crate::model::config::Settings;
 use crate::model::error::{FunctionError, KvError};
 use crate::ops;
 use crate::ops::state::Kv;
@@ -15,18 +16,19 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 pub async fn handle(kv: &Kv, function: Function, event: Value) -> Result<Value, FunctionError> {
-    handle_until(kv, function, event, Instant::now() + kv.purge_budget).await
+    handle_until(kv, entry(function), event, Instant::now() + kv.purge_budget).await
 }
 
 /// `deadline` bounds work that can be handed on (purging a deleted bucket).
-pub async fn handle_until(
+async fn handle_until(
     kv: &Kv,
-    function: Function,
+    entry: Entry,
     event: Value,
     deadline: Instant,
 ) -> Result<Value, FunctionError> {
+    let function = entry.function;
     let outcome = match Params::from_event(function, event) {
-        Ok(params) => run(kv, function, params, deadline).await,
+        Ok(params) => (entry.operation)(kv, &params, deadline).await,
         Err(error) => Err(error),
     };
     match &outcome {
@@ -51,11 +53,20 @@ pub async fn handle_until(
     }
 }
 
-/// The Lambda entry point: what `service_fn` calls and what tests call with a `LambdaEvent`.
-/// Work is bounded by the invocation's deadline, less a margin to answer in.
+/// What tests call with a `LambdaEvent`, as Lambda would call the function's binary.
 pub async fn handle_event(
     kv: &Kv,
     function: Function,
+    event: LambdaEvent<Value>,
+) -> Result<Value, FunctionError> {
+    handle_entry_event(kv, entry(function), event).await
+}
+
+/// The Lambda entry point: what `service_fn` calls. Work is bounded by the invocation's
+/// deadline, less a margin to answer in.
+pub async fn handle_entry_event(
+    kv: &Kv,
+    entry: Entry,
     event: LambdaEvent<Value>,
 ) -> Result<Value, FunctionError> {
     let budget = Instant::now() + kv.purge_budget;
@@ -63,7 +74,7 @@ pub async fn handle_event(
         Some(left) => budget.min(Instant::now() + left.saturating_sub(ANSWER_MARGIN)),
         None => budget,
     };
-    handle_until(kv, function, event.payload, deadline).await
+    handle_until(kv, entry, event.payload, deadline).await
 }
 
 /// What an invocation keeps of its time to finish a response and return it.
@@ -76,32 +87,111 @@ fn invocation_time_left(deadline_ms: u64) -> Option<Duration> {
     (deadline_ms > now_ms).then(|| Duration::from_millis(deadline_ms - now_ms))
 }
 
-type OpFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, KvError>> + Send + 'a>>;
+pub type OpFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, KvError>> + Send + 'a>>;
 
-/// Boxed so each binary's future stays small and its type shallow, whichever op it runs.
-fn run(kv: &Kv, function: Function, params: Params, deadline: Instant) -> OpFuture<'_> {
+/// A function's operation: reads its typed request from the parameters, runs it (`deadline`
+/// bounds work that can be handed on) and encodes its answer. Boxed, so that each binary's
+/// future stays small and its type shallow.
+pub type Operation = for<'a> fn(&'a Kv, &Params, Instant) -> OpFuture<'a>;
+
+/// What a container needs beyond `Kv::new` (an EventBridge client for the function that
+/// republishes), prepared during init.
+pub type Equip = for<'a> fn(&'a mut Kv, &'a Settings) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// What a function's binary runs. Each binary names its own entry (`functions/*.rs`), so it
+/// links its own operation and none of the others'.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub function: Function,
+    pub operation: Operation,
+    pub equip: Equip,
+}
+
+fn nothing_to_equip<'a>(_: &'a mut Kv, _: &'a Settings) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+    Box::pin(std::future::ready(()))
+}
+
+macro_rules! entry {
+    ($name:ident, $function:ident, |$kv:ident, $deadline:ident| $operation:expr) => {
+        entry!(
+            $name,
+            $function,
+            |$kv, $deadline| $operation,
+            nothing_to_equip
+        );
+    };
+    ($name:ident, $function:ident, |$kv:ident, $deadline:ident| $operation:expr, $equip:expr) => {
+        pub const $name: Entry = Entry {
+            function: Function::$function,
+            operation: |$kv, params, $deadline| op(params, $operation),
+            equip: $equip,
+        };
+    };
+}
+
+entry!(BUCKET_CREATE, BucketCreate, |kv, _deadline| |config| {
+    ops::bucket_create::run(kv, config)
+});
+entry!(KEY_PUT, KeyPut, |kv, deadline| |request| ops::key_put::run(
+    kv, request, deadline
+));
+entry!(
+    KEY_GET,
+    KeyGet,
+    |kv, _deadline| |request| ops::key_get::run(kv, request)
+);
+entry!(BUCKET_LIST, BucketList, |kv, _deadline| |request| {
+    ops::bucket_list::run(kv, request)
+});
+entry!(KEY_LIST, KeyList, |kv, _deadline| |request| {
+    ops::key_list::run(kv, request)
+});
+entry!(KEY_DELETE, KeyDelete, |kv, deadline| |request| {
+    ops::key_delete::run(kv, request, deadline)
+});
+entry!(KEY_HISTORY, KeyHistory, |kv, _deadline| |request| {
+    ops::key_history::run(kv, request)
+});
+entry!(BUCKET_INFO, BucketInfo, |kv, _deadline| |request| {
+    ops::bucket_info::run(kv, request)
+});
+entry!(BUCKET_DELETE, BucketDelete, |kv, deadline| |request| {
+    ops::bucket_delete::run(kv, request, deadline)
+});
+entry!(BUCKET_PURGE, BucketPurge, |kv, deadline| |batch| {
+    ops::bucket_delete::run_purger(kv, batch, deadline)
+});
+entry!(EXPIRY_SWEEP, ExpirySweep, |kv, deadline| |event| {
+    ops::expiry_sweep::run(kv, event, deadline)
+});
+entry!(ITEMS_STREAM, ItemsStream, |kv, _deadline| |batch| {
+    ops::items_stream::run(kv, batch)
+});
+entry!(
+    ITEMS_REPLICATE,
+    ItemsReplicate,
+    |kv, deadline| |batch| ops::items_replicate::run(kv, batch, deadline),
+    |kv, settings| Box::pin(async move {
+        kv.bus = Some(crate::bus::EventBus::from_env(&settings.event_bus).await);
+    })
+);
+
+/// Every function's entry, for callers that serve them all (the tests, the bench).
+pub fn entry(function: Function) -> Entry {
     match function {
-        Function::BucketCreate => op(&params, |config| ops::bucket_create::run(kv, config)),
-        Function::KeyPut => op(&params, |request| ops::key_put::run(kv, request, deadline)),
-        Function::KeyGet => op(&params, |request| ops::key_get::run(kv, request)),
-        Function::BucketList => op(&params, |request| ops::bucket_list::run(kv, request)),
-        Function::KeyList => op(&params, |request| ops::key_list::run(kv, request)),
-        Function::KeyDelete => op(&params, |request| {
-            ops::key_delete::run(kv, request, deadline)
-        }),
-        Function::KeyHistory => op(&params, |request| ops::key_history::run(kv, request)),
-        Function::BucketInfo => op(&params, |request| ops::bucket_info::run(kv, request)),
-        Function::BucketDelete => op(&params, |request| {
-            ops::bucket_delete::run(kv, request, deadline)
-        }),
-        Function::BucketPurge => op(&params, |batch| {
-            ops::bucket_delete::run_purger(kv, batch, deadline)
-        }),
-        Function::ExpirySweep => op(&params, |event| ops::expiry_sweep::run(kv, event, deadline)),
-        Function::ItemsStream => op(&params, |batch| ops::items_stream::run(kv, batch)),
-        Function::ItemsReplicate => op(&params, |batch| {
-            ops::items_replicate::run(kv, batch, deadline)
-        }),
+        Function::BucketCreate => BUCKET_CREATE,
+        Function::KeyPut => KEY_PUT,
+        Function::KeyGet => KEY_GET,
+        Function::BucketList => BUCKET_LIST,
+        Function::KeyList => KEY_LIST,
+        Function::KeyDelete => KEY_DELETE,
+        Function::KeyHistory => KEY_HISTORY,
+        Function::BucketInfo => BUCKET_INFO,
+        Function::BucketDelete => BUCKET_DELETE,
+        Function::BucketPurge => BUCKET_PURGE,
+        Function::ExpirySweep => EXPIRY_SWEEP,
+        Function::ItemsStream => ITEMS_STREAM,
+        Function::ItemsReplicate => ITEMS_REPLICATE,
     }
 }
 
@@ -123,5 +213,17 @@ where
             })
         }
         Err(error) => Box::pin(std::future::ready(Err(error))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_function_has_its_own_entry() {
+        for function in Function::ALL {
+            assert_eq!(entry(function).function, function, "{}", function.name());
+        }
     }
 }

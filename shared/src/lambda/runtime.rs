@@ -1,14 +1,15 @@
 //! The wiring every function binary shares: logging, one SDK client, the Lambda runtime loop.
 
 use crate::api::function::Function;
-use crate::lambda::dispatch::handle_event;
+use crate::lambda::dispatch::{handle_entry_event, Entry};
 use crate::model::config::Settings;
 use crate::ops::state::Kv;
 use crate::store::client::Operation;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
-pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
+pub async fn run(entry: Entry) -> Result<(), lambda_runtime::Error> {
+    let function = entry.function;
     crate::lambda::logging::init();
     // A misconfigured function fails its init, where the deployment shows it, instead of
     // running on a default the template did not ask for.
@@ -22,12 +23,10 @@ pub async fn run(function: Function) -> Result<(), lambda_runtime::Error> {
     let (connections, operations) = rehearsal(function);
     crate::store::client::warm_up(&client, &settings.items_table, connections, operations).await;
     let mut kv = Kv::new(client, &settings);
-    if function.publishes_events() {
-        kv.bus = Some(crate::bus::EventBus::from_env(&settings.event_bus).await);
-    }
+    (entry.equip)(&mut kv, &settings).await;
     let kv = &kv;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle_event(kv, function, event).await
+        handle_entry_event(kv, entry, event).await
     }))
     .await
 }
