@@ -661,7 +661,9 @@ async fn an_expiry_is_republished_and_mirrored() {
     let origin = bucket(&kv, "expiring", json!({"republish": {"dest": "exp.>"}})).await;
     let copy = bucket(&kv, "mirror", json!({"mirror": {"name": origin}})).await;
     let events = queue(moto, &origin);
-    put_with_ttl(&kv, &origin, "session", 1_500_000_000).await;
+    // Long enough for the copy to show on a loaded machine before it expires.
+    let written = Instant::now();
+    put_with_ttl(&kv, &origin, "session", 6_000_000_000).await;
     eventually(LAG, "the copy", || {
         let (kv, copy) = (&kv, &copy);
         async move {
@@ -675,7 +677,9 @@ async fn an_expiry_is_republished_and_mirrored() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let put_took = written.elapsed();
+    tokio::time::sleep((Duration::from_millis(6100) + put_took).saturating_sub(written.elapsed()))
+        .await;
     let gone = call(
         &kv,
         Function::KeyGet,

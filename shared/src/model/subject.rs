@@ -9,11 +9,16 @@ pub struct Filter {
 
 impl Filter {
     pub fn parse(pattern: &str) -> Result<Filter, KvError> {
+        Filter::check(pattern).map_err(|why| KvError::param(format!("Parameter 'filter' {why}")))
+    }
+
+    /// The pattern, or why it is not one ("is not a valid subject pattern ('a*'): ...").
+    pub fn check(pattern: &str) -> Result<Filter, String> {
         let invalid = |why: &str| {
-            Err(KvError::param(format!(
-                "Parameter 'filter' is not a valid subject pattern ('{}'): {why}",
+            Err(format!(
+                "is not a valid subject pattern ('{}'): {why}",
                 crate::model::validate::truncate(pattern)
-            )))
+            ))
         };
         if pattern.is_empty() {
             return invalid("it is empty");

@@ -33,7 +33,7 @@ pub struct Mapping {
 impl Mapping {
     /// Checks the pair as nats-server does; the error is a sentence naming what is wrong.
     pub fn new(src: &str, dest: &str) -> Result<Mapping, String> {
-        Filter::parse(src).map_err(|error| format!("'src' {error}"))?;
+        Filter::check(src).map_err(|why| format!("'src' {why}"))?;
         let src: Vec<String> = src.split('.').map(str::to_string).collect();
         let wildcards = src.iter().filter(|token| *token == "*").count();
         let full = src.last().is_some_and(|token| token == ">");
@@ -200,8 +200,8 @@ impl SourceMap {
     ) -> Result<SourceMap, String> {
         let filter = filter_subject
             .map(|pattern| {
-                Filter::parse(over_keys(origin, pattern))
-                    .map_err(|error| format!("'filter_subject' {error}"))
+                Filter::check(over_keys(origin, pattern))
+                    .map_err(|why| format!("'filter_subject' {why}"))
             })
             .transpose()?;
         let transforms = transforms
