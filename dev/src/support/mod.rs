@@ -38,20 +38,26 @@ pub fn spawn_owned(mut command: Command) -> std::process::Child {
     command.spawn().expect("start child process")
 }
 
-fn start_dynamodb_local() -> String {
+/// Started one at a time: a JVM's start takes a core for seconds, and two starting beside the
+/// suite's tests on this machine's two cores have taken over a minute to answer.
+fn start_dynamodb_local() -> (String, u32) {
+    static BOOTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _booting = BOOTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = dynamodb_local::jar_dir(&crate::root());
     let port = free_port();
     let (ready, started) = std::sync::mpsc::channel();
-    // The child is tied to this thread's life (PR_SET_PDEATHSIG), so the thread lives as long
-    // as the test process, waiting on the child.
+    // The child is tied to this thread's life (PR_SET_PDEATHSIG), so the thread waits on the
+    // child: until it is killed, or the test process ends.
     std::thread::spawn(move || {
         let command = dynamodb_local::command(Command::new("java"), &dir, port, &[]);
         let mut child = spawn_owned(command);
-        let _ = ready.send(());
+        let _ = ready.send(child.id());
         let _ = child.wait();
     });
-    started.recv().expect("DynamoDB Local thread");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let pid = started.recv().expect("DynamoDB Local thread");
+    let deadline = Instant::now() + Duration::from_secs(120);
     dynamodb_local::wait_until_listening(port, deadline);
     let endpoint = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -87,7 +93,7 @@ fn start_dynamodb_local() -> String {
             .await
             .expect("turn DynamoDB's TTL sweep off");
     });
-    endpoint
+    (endpoint, pid)
 }
 
 /// A DynamoDB Local of one test, keeping its tables in a folder of its own (`-dbPath`), that the
@@ -95,7 +101,7 @@ fn start_dynamodb_local() -> String {
 pub struct PersistentLocal {
     pub port: u16,
     db_dir: std::path::PathBuf,
-    pid: std::sync::Mutex<Option<i32>>,
+    pid: std::sync::Mutex<Option<u32>>,
 }
 
 impl PersistentLocal {
@@ -150,7 +156,7 @@ impl PersistentLocal {
             let _ = child.wait();
         });
         let pid = pid.recv().expect("DynamoDB Local thread");
-        *self.pid.lock().unwrap() = i32::try_from(pid).ok();
+        *self.pid.lock().unwrap() = Some(pid);
         let deadline = Instant::now() + Duration::from_secs(60);
         tokio::task::spawn_blocking(move || dynamodb_local::wait_until_listening(port, deadline))
             .await
@@ -161,10 +167,7 @@ impl PersistentLocal {
     /// port refuses connections.
     pub async fn kill(&self) {
         if let Some(pid) = self.pid.lock().unwrap().take() {
-            // SAFETY: kill(2) on the id of a child this value started and has not reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            kill(pid);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -182,10 +185,7 @@ impl PersistentLocal {
 impl Drop for PersistentLocal {
     fn drop(&mut self) {
         if let Some(pid) = self.pid.lock().unwrap().take() {
-            // SAFETY: as in `kill`.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            kill(pid);
         }
         let _ = std::fs::remove_dir_all(&self.db_dir);
     }
@@ -194,20 +194,55 @@ impl Drop for PersistentLocal {
 /// The DynamoDB Local the suite's tests share.
 pub fn endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT.get_or_init(private_endpoint)
+    ENDPOINT.get_or_init(|| start_followed().0)
 }
 
-/// A new DynamoDB Local with its stream followed: the suite's shared one, or one of a test's
-/// own, for a test that must see only its own writes on the stream.
-pub fn private_endpoint() -> String {
+/// A new DynamoDB Local with its stream followed, for a test that must see only its own writes
+/// on the stream. It and its stream runners stop when the value is dropped, so the suite does
+/// not carry every earlier test's JVM and pollers to its end.
+pub struct PrivateLocal {
+    endpoint: String,
+    pid: u32,
+}
+
+pub fn private_endpoint() -> PrivateLocal {
+    let (endpoint, pid) = start_followed();
+    PrivateLocal { endpoint, pid }
+}
+
+/// A new DynamoDB Local and its process id, its stream followed from the start as Lambda's
+/// mapping does, so counts keep up with the writes instead of catching up when a test asks.
+fn start_followed() -> (String, u32) {
     // Started from a plain thread: tests call this from inside their own tokio runtime.
-    let endpoint = std::thread::spawn(start_dynamodb_local)
+    let (endpoint, pid) = std::thread::spawn(start_dynamodb_local)
         .join()
         .expect("DynamoDB Local started");
-    // The stream is followed from the start, as Lambda's mapping does, so counts keep up with
-    // the writes instead of catching up when a test first asks.
     stream_pump::follow(&endpoint);
-    endpoint
+    (endpoint, pid)
+}
+
+impl std::ops::Deref for PrivateLocal {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+impl Drop for PrivateLocal {
+    fn drop(&mut self) {
+        stream_pump::stop_at(&self.endpoint);
+        kill(self.pid);
+    }
+}
+
+/// SIGKILL to a child this process started and whose thread still waits on it.
+pub(crate) fn kill(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) on the id of a child whose waiting thread has not reaped it.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 pub fn client_for(endpoint: &str) -> aws_sdk_dynamodb::Client {

@@ -28,6 +28,8 @@ struct Pump {
     fence_seen: AtomicU64,
     /// Every batch delivered and processed, in order, for tests that deliver them again.
     delivered: Mutex<Vec<Value>>,
+    /// The stream runner's process, killed when its DynamoDB Local is stopped.
+    runner: OnceLock<u32>,
 }
 
 /// Starts following the stream of the DynamoDB Local at `endpoint`, if not yet.
@@ -77,8 +79,7 @@ fn pump_of(
     function: &'static str,
     equip: impl FnOnce(&mut kv::Kv) + Send + 'static,
 ) -> &'static Pump {
-    static PUMPS: OnceLock<Mutex<HashMap<(String, &'static str), &'static Pump>>> = OnceLock::new();
-    let mut pumps = PUMPS.get_or_init(Default::default).lock().expect("pumps");
+    let mut pumps = pumps().lock().expect("pumps");
     let endpoint = endpoint.to_string();
     pumps
         .entry((endpoint.clone(), function))
@@ -88,6 +89,30 @@ fn pump_of(
                 .join()
                 .expect("stream pump started")
         })
+}
+
+type Pumps = Mutex<HashMap<(String, &'static str), &'static Pump>>;
+
+fn pumps() -> &'static Pumps {
+    static PUMPS: OnceLock<Pumps> = OnceLock::new();
+    PUMPS.get_or_init(Default::default)
+}
+
+/// Stops the stream runners of the DynamoDB Local at `endpoint`, which is going away. Their
+/// in-process containers stay (a few idle threads), as a test may still hold one.
+pub fn stop_at(endpoint: &str) {
+    let Ok(mut pumps) = pumps().lock() else {
+        return;
+    };
+    pumps.retain(|(of, _), pump| {
+        if of != endpoint {
+            return true;
+        }
+        if let Some(&pid) = pump.runner.get() {
+            super::kill(pid);
+        }
+        false
+    });
 }
 
 fn start(
@@ -113,6 +138,7 @@ fn start(
             runtime,
             fence_seen: AtomicU64::new(0),
             delivered: Mutex::new(Vec::new()),
+            runner: OnceLock::new(),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").expect("invoke API listener");
         let port = listener.local_addr().expect("address").port();
@@ -151,10 +177,12 @@ fn start(
         let (ready, started) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut child = spawn_owned(runner);
-            let _ = ready.send(());
+            let _ = ready.send(child.id());
             let _ = child.wait();
         });
-        started.recv().expect("stream runner thread");
+        let _ = pump
+            .runner
+            .set(started.recv().expect("stream runner thread"));
         pump
     }
 }

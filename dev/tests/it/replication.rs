@@ -11,7 +11,11 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// The contract's lag: a revision reaches the event bus within 5 s locally.
+/// The contract's bound on replication, asserted where a test measures it.
 const LAG: Duration = Duration::from_secs(5);
+/// How long a test waits for what replication must eventually show: well past the lag, as the
+/// suite shares two cores with the JVMs, runners and containers of the tests beside it.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A queue receiving every republished event of `bucket`.
 fn queue(moto: &Moto, bucket: &str) -> String {
@@ -82,7 +86,7 @@ async fn republish_puts_each_matching_revision_on_the_bus_within_the_lag() {
     )
     .await;
     assert_eq!(status(&purged), 200, "{purged}");
-    let events = moto.wait_for(&events_of_name, 4, LAG);
+    let events = moto.wait_for(&events_of_name, 4, PATIENCE);
     assert!(written.elapsed() < LAG, "took {:?}", written.elapsed());
     let seen: Vec<_> = events.iter().map(summary).collect();
     assert_eq!(
@@ -133,7 +137,7 @@ async fn republish_puts_each_matching_revision_on_the_bus_within_the_lag() {
     put(&kv, &quiet, "a.b", json!("secret")).await;
     let large = "x".repeat(300 * 1024);
     put(&kv, &name, "orders.3", json!(large)).await;
-    let quiet_events = moto.wait_for(&events_of_quiet, 1, LAG);
+    let quiet_events = moto.wait_for(&events_of_quiet, 1, PATIENCE);
     assert_eq!(quiet_events.len(), 1, "{quiet_events:?}");
     let detail = &quiet_events[0]["detail"];
     assert_eq!(quiet_events[0]["detail-type"], "meta.a.b");
@@ -146,7 +150,7 @@ async fn republish_puts_each_matching_revision_on_the_bus_within_the_lag() {
         (&json!(true), &json!(false), &json!(6))
     );
     assert!(detail.get("value").is_none(), "{detail}");
-    let large_events = moto.wait_for(&events_of_name, 1, LAG);
+    let large_events = moto.wait_for(&events_of_name, 1, PATIENCE);
     let detail = &large_events[0]["detail"];
     assert_eq!(
         (
@@ -302,10 +306,11 @@ async fn a_mirror_holds_its_origin_with_its_revisions_history_deletes_and_purges
     )
     .await;
     assert_eq!(status(&purged), 200);
+    let written = Instant::now();
     for key in ["a.one", "b.two", "c.three"] {
         let want = history_of(&kv, &origin, key).await;
         assert!(!want.is_empty());
-        eventually(LAG, &format!("{copy}/{key} as in {origin}"), || {
+        eventually(PATIENCE, &format!("{copy}/{key} as in {origin}"), || {
             let (kv, copy, want) = (&kv, &copy, &want);
             async move {
                 let got = history_of(kv, copy, key).await;
@@ -316,6 +321,7 @@ async fn a_mirror_holds_its_origin_with_its_revisions_history_deletes_and_purges
         })
         .await;
     }
+    assert!(written.elapsed() < LAG, "took {:?}", written.elapsed());
     let info = |bucket: String| {
         let kv = &kv;
         async move { call(kv, Function::BucketInfo, json!({"bucket": bucket})).await }
@@ -370,7 +376,7 @@ async fn a_mirror_applies_its_filter_start_and_transforms() {
     .await;
     put(&kv, &origin, "orders.3", json!("later")).await;
     put(&kv, &origin, "users.2", json!("filtered out")).await;
-    eventually(LAG, "the mirror's keys", || {
+    eventually(PATIENCE, "the mirror's keys", || {
         let (kv, copy) = (&kv, &copy);
         async move {
             let keys = listed_keys(kv, copy).await;
@@ -404,7 +410,7 @@ async fn a_mirror_applies_its_filter_start_and_transforms() {
         json!({"mirror": {"name": origin, "opt_start_time": since, "filter_subject": "orders.>"}}),
     )
     .await;
-    eventually(LAG, "the timed mirror's keys", || {
+    eventually(PATIENCE, "the timed mirror's keys", || {
         let (kv, timed) = (&kv, &timed);
         async move {
             let keys = listed_keys(kv, timed).await;
@@ -437,7 +443,7 @@ async fn sources_gather_two_buckets_beside_the_targets_own_writes() {
     put(&kv, &west, "stock.pears", json!("4")).await;
     put(&kv, &east, "stock.apples", json!("9")).await;
     let own = put(&kv, &all, "note", json!("own write")).await;
-    eventually(LAG, "the target's keys", || {
+    eventually(PATIENCE, "the target's keys", || {
         let (kv, all) = (&kv, &all);
         async move {
             let apples = history_of(kv, all, "east.apples").await;
@@ -522,7 +528,7 @@ async fn a_large_backfill_is_handed_on_across_invocations() {
     const KEYS: usize = 150;
     let mut writes = tokio::task::JoinSet::new();
     for index in 0..KEYS {
-        let (endpoint, origin) = (endpoint.clone(), origin.clone());
+        let (endpoint, origin) = (endpoint.to_string(), origin.clone());
         writes.spawn(async move {
             let kv = container_at(&endpoint);
             put(
@@ -609,7 +615,7 @@ async fn redelivered_batches_change_no_mirror_or_source() {
         history_of(&kv, &origin, "a").await,
         history_of(&kv, &origin, "b").await,
     );
-    eventually(LAG, "the copies", || {
+    eventually(PATIENCE, "the copies", || {
         let (kv, copy, gathered, want) = (&kv, &copy, &gathered, &want);
         async move {
             let mirrored = (
@@ -665,7 +671,7 @@ async fn an_expiry_is_republished_and_mirrored() {
     put_with_ttl(&kv, &origin, "session", 6_000_000_000).await;
     // The expiry counts from the write, which ended before this.
     let expires_by = Instant::now() + Duration::from_millis(6100);
-    eventually(LAG, "the copy", || {
+    eventually(PATIENCE, "the copy", || {
         let (kv, copy) = (&kv, &copy);
         async move {
             let got = call(
@@ -692,7 +698,7 @@ async fn an_expiry_is_republished_and_mirrored() {
         "{swept}"
     );
     let seen: Vec<String> = moto
-        .wait_for(&events, 2, LAG)
+        .wait_for(&events, 2, PATIENCE)
         .iter()
         .map(|event| {
             event["detail"]["operation"]
