@@ -593,6 +593,11 @@ fn cold_event(function: Function, run: usize, index: usize) -> Value {
         Function::KeyHistory => json!({"bucket": "cold", "key": "k"}),
         Function::BucketInfo => json!({"bucket": "cold"}),
         Function::BucketDelete => json!({"bucket": format!("cold-del-{run}-{index}")}),
+        Function::KeyIncrement => json!({"bucket": "cold", "key": "counter"}),
+        // A waiter that waits: the key does not change while the bench runs.
+        Function::KeyWatch => {
+            json!({"bucket": "cold", "key": "watched", "task_token": format!("cold-{run}-{index}")})
+        }
         Function::BucketPurge | Function::ItemsStream | Function::ItemsReplicate => {
             json!({"Records": []})
         }

@@ -9,6 +9,8 @@
 //! - `Error(kind)`: answer a DynamoDB error at once, without forwarding;
 //! - `DropResponse`: forward, let DynamoDB apply it, then close the connection unanswered;
 //! - `Hang`: accept the request and never answer (until the client gives up or 60 s pass);
+//! - `ApplyThenHang`: forward, let DynamoDB apply it, then hold the connection unanswered: a
+//!   caller that gives up (a Lambda invocation timing out) never learns that it landed;
 //! - `InProgress { delay }`: for `TransactWriteItems`, what AWS does with a transaction still
 //!   running: answer HTTP 500 at once and forward the request only after `delay`; until it has
 //!   been forwarded, a request with the same `ClientRequestToken` gets 400
@@ -105,6 +107,7 @@ pub enum Fault {
     Error(ErrorReply),
     DropResponse,
     Hang,
+    ApplyThenHang,
     InProgress { delay: Duration },
 }
 
@@ -515,7 +518,7 @@ async fn serve(mut connection: TcpStream, shared: Arc<Shared>) {
             Decision::Fault(fault) => fault,
         };
         match fault {
-            Fault::Pass | Fault::DropResponse => {
+            Fault::Pass | Fault::DropResponse | Fault::ApplyThenHang => {
                 let Some((status, response)) = forward(&shared.upstream, &request).await else {
                     shared.state.lock().unwrap().stats.upstream_failures += 1;
                     return;
@@ -523,6 +526,10 @@ async fn serve(mut connection: TcpStream, shared: Arc<Shared>) {
                 shared.forwarded(&request, status);
                 if fault == Fault::DropResponse {
                     // DynamoDB has applied it; the caller never hears.
+                    return;
+                }
+                if fault == Fault::ApplyThenHang {
+                    hold(&mut connection).await;
                     return;
                 }
                 if connection.write_all(&response).await.is_err() {
@@ -539,12 +546,7 @@ async fn serve(mut connection: TcpStream, shared: Arc<Shared>) {
                 }
             }
             Fault::Hang => {
-                // Hold the connection, answer nothing; end when the client gives up.
-                let mut sink = [0u8; 4096];
-                let _ = tokio::time::timeout(MAX_HANG, async {
-                    while matches!(connection.read(&mut sink).await, Ok(n) if n > 0) {}
-                })
-                .await;
+                hold(&mut connection).await;
                 return;
             }
             Fault::InProgress { delay } => {
@@ -697,4 +699,13 @@ fn is_hop_by_hop(name: &str) -> bool {
     ["connection", "keep-alive", "proxy-connection"]
         .iter()
         .any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
+/// Holds a connection, answering nothing, until the client gives up (or `MAX_HANG` passes).
+async fn hold(connection: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(MAX_HANG, async {
+        while matches!(connection.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }

@@ -151,6 +151,21 @@ impl Moto {
 
     /// An EventBridge client of the functions' kind, pointed at this emulator (or at a proxy
     /// in front of it).
+    /// A Step Functions client for moto (which accepts any task token) or any other engine
+    /// serving its API at `endpoint`, such as kv-flow's task tokens.
+    pub fn sfn_client(endpoint: &str) -> aws_sdk_sfn::Client {
+        use aws_sdk_sfn::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_sfn::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "local"))
+            .endpoint_url(endpoint)
+            .http_client(kv::store::client::http_client())
+            .timeout_config(kv::store::client::timeouts())
+            .build();
+        aws_sdk_sfn::Client::from_conf(config)
+    }
+
     pub fn eventbridge_client(endpoint: &str) -> aws_sdk_eventbridge::Client {
         use aws_sdk_eventbridge::config::{BehaviorVersion, Credentials, Region};
         let config = aws_sdk_eventbridge::Config::builder()

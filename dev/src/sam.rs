@@ -103,6 +103,9 @@ pub fn function_named(name: &str) -> Option<kv::Function> {
 /// A policy's resource as the tests compare it: `BucketsTable`, `ItemsTable/index/by-sequence`,
 /// `KvKeyGetFunction`. Panics on anything that is not a reference to a resource of this template.
 pub fn policy_resource(value: &Yaml) -> String {
+    if value.as_str() == Some(ANY_RESOURCE) {
+        return ANY_RESOURCE.to_string();
+    }
     match intrinsic(value) {
         Some(Intrinsic::GetAtt(resource, attribute)) if attribute == "Arn" => resource,
         Some(Intrinsic::Sub(pattern)) if pattern == EVENT_BUS_ARN => EVENT_BUS.to_string(),
@@ -131,6 +134,10 @@ pub const EVENT_BUS_ARN: &str =
     "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}";
 /// ... and as `policy_resource` returns it.
 pub const EVENT_BUS: &str = "EventBus";
+/// `Resource: "*"`, allowed only for actions IAM cannot scope (`UNSCOPED_ACTIONS`).
+pub const ANY_RESOURCE: &str = "*";
+/// Step Functions' task tokens of service integrations name no resource IAM can match.
+pub const UNSCOPED_ACTIONS: &[&str] = &["states:SendTaskSuccess"];
 
 /// Every (action, resource) an inline policy of this resource allows. Only inline statements
 /// are accepted: SAM's policy templates grant more than a function uses.
@@ -156,7 +163,12 @@ pub fn allowed(resource: &Yaml) -> BTreeSet<(String, String)> {
                 let action = text(&action);
                 assert!(!action.contains('*'), "no wildcard actions: {action}");
                 for target in list(&statement["Resource"]) {
-                    allowed.insert((action.clone(), policy_resource(&target)));
+                    let resource = policy_resource(&target);
+                    assert!(
+                        resource != ANY_RESOURCE || UNSCOPED_ACTIONS.contains(&action.as_str()),
+                        "Resource \"*\" only for actions IAM cannot scope, not {action}"
+                    );
+                    allowed.insert((action.clone(), resource));
                 }
             }
         }

@@ -3,9 +3,11 @@
 //! or of the deployment, as its own documentation says.
 
 mod concurrency;
+mod counters;
 mod e2e;
 mod faults;
 mod fuzz;
+mod idempotency;
 mod lifecycle;
 mod nats_differential;
 mod nats_replication;

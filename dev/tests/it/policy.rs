@@ -31,13 +31,16 @@ const ERROR_CODES: &[(&str, u64)] = &[
     ("key_not_found", 404),
     ("revision_mismatch", 409),
     ("key_exists", 409),
+    ("not_a_counter", 409),
     ("value_too_large", 413),
     ("bucket_full", 413),
     ("value_not_json", 422),
 ];
 
-/// The functions whose success events prepare the store for every other event.
-const SETUP_FUNCTIONS: &[Function] = &[Function::BucketCreate, Function::KeyPut];
+/// The functions whose success events prepare the store for every other event (a watch's
+/// waiter is what kv-items-replicate's event resumes).
+const SETUP_FUNCTIONS: &[Function] =
+    &[Function::BucketCreate, Function::KeyPut, Function::KeyWatch];
 
 #[derive(Debug, Clone)]
 struct Event {
@@ -104,8 +107,13 @@ async fn world() -> World {
     let metered = aws_sdk_dynamodb::Client::from_conf(
         config_for(endpoint()).interceptor(meter.clone()).build(),
     );
+    let mut kv = Kv::new(metered, &settings);
+    // Step Functions as moto plays it: it takes any task token.
+    kv.tokens = Some(kv::tokens::TaskTokens::new(kv_dev::moto::Moto::sfn_client(
+        &kv_dev::moto::Moto::shared().endpoint,
+    )));
     World {
-        kv: Kv::new(metered, &settings),
+        kv,
         meter,
         settings,
     }
@@ -262,7 +270,10 @@ async fn every_event_has_the_outcome_its_name_says_and_each_policy_grants_exactl
     let mut problems = Vec::new();
     for (logical_id, resource) in sam::resources(&template, "AWS::Serverless::Function") {
         let binary = sam::text(&resource["Metadata"]["BuildProperties"]["Binary"]);
-        let (bus_grants, granted): (Grants, Grants) = sam::allowed(&resource)
+        let (outside, granted): (Grants, Grants) = sam::allowed(&resource)
+            .into_iter()
+            .partition(|(_, resource)| resource == sam::EVENT_BUS || resource == sam::ANY_RESOURCE);
+        let (bus_grants, token_grants): (Grants, Grants) = outside
             .into_iter()
             .partition(|(_, resource)| resource == sam::EVENT_BUS);
         // The meter sees DynamoDB's requests only; EventBridge's grant follows the function's
@@ -277,6 +288,24 @@ async fn every_event_has_the_outcome_its_name_says_and_each_policy_grants_exactl
         if bus_grants != wanted_bus {
             problems.push(format!(
                 "{logical_id} ({binary}) grants {bus_grants:?} on the event bus; it needs {wanted_bus:?}"
+            ));
+        }
+        // Likewise Step Functions' grant follows whether the function resumes flows.
+        let resumes = Function::ALL
+            .into_iter()
+            .any(|function| function.name() == binary && function.resumes_flows());
+        let wanted_tokens: Grants = resumes
+            .then(|| {
+                (
+                    "states:SendTaskSuccess".to_string(),
+                    sam::ANY_RESOURCE.to_string(),
+                )
+            })
+            .into_iter()
+            .collect();
+        if token_grants != wanted_tokens {
+            problems.push(format!(
+                "{logical_id} ({binary}) grants {token_grants:?} for task tokens; it needs {wanted_tokens:?}"
             ));
         }
         let Some(used) = used.get(&binary) else {

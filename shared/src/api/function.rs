@@ -11,18 +11,23 @@ pub enum Function {
     KeyHistory,
     BucketInfo,
     BucketDelete,
+    /// For flows: one atomic step for counters.
+    KeyIncrement,
+    /// For flows, with `.waitForTaskToken`: resumes the flow when a key changes.
+    KeyWatch,
     /// Internal: finishes bucket deletions, invoked by the buckets table's stream.
     BucketPurge,
     /// Internal, every minute: takes expired values out of the store.
     ExpirySweep,
     /// Internal: fed by the items table's stream (counts, trimmed and archived revisions).
     ItemsStream,
-    /// Internal: fed by the items table's stream (republish).
+    /// Internal: fed by the items table's stream (mirrors, sources, republish, waking
+    /// watchers).
     ItemsReplicate,
 }
 
 impl Function {
-    pub const ALL: [Function; 13] = [
+    pub const ALL: [Function; 15] = [
         Function::BucketCreate,
         Function::KeyPut,
         Function::KeyGet,
@@ -32,6 +37,8 @@ impl Function {
         Function::KeyHistory,
         Function::BucketInfo,
         Function::BucketDelete,
+        Function::KeyIncrement,
+        Function::KeyWatch,
         Function::BucketPurge,
         Function::ExpirySweep,
         Function::ItemsStream,
@@ -49,6 +56,8 @@ impl Function {
             Function::KeyHistory => "kv-key-history",
             Function::BucketInfo => "kv-bucket-info",
             Function::BucketDelete => "kv-bucket-delete",
+            Function::KeyIncrement => "kv-key-increment",
+            Function::KeyWatch => "kv-key-watch",
             Function::BucketPurge => "kv-bucket-purge",
             Function::ExpirySweep => "kv-expiry-sweep",
             Function::ItemsStream => "kv-items-stream",
@@ -60,6 +69,12 @@ impl Function {
     /// grants `events:PutEvents` on the bus.
     pub fn publishes_events(self) -> bool {
         self == Function::ItemsReplicate
+    }
+
+    /// Resumes flows waiting on a task token (`SendTaskSuccess`): its container builds a Step
+    /// Functions client, and its policy grants `states:SendTaskSuccess`.
+    pub fn resumes_flows(self) -> bool {
+        matches!(self, Function::ItemsReplicate | Function::KeyWatch)
     }
 
     /// A stream consumer that reports partial batch failures: its result is Lambda's

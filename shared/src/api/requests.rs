@@ -68,6 +68,7 @@ request! {
         revision: Option<u64> = opt_revision(0),
         /// Nanoseconds.
         ttl: Option<i64> = opt_int(0, i64::MAX),
+        idempotency_key: Option<String> = opt_idempotency_key,
     }
 }
 
@@ -89,8 +90,54 @@ request! {
         /// Drop the key's history too.
         purge: bool = flag,
         revision: Option<u64> = opt_revision(0),
+        idempotency_key: Option<String> = opt_idempotency_key,
     }
 }
+
+request! {
+    /// kv-key-increment.
+    pub struct KeyIncrement {
+        bucket: String = bucket,
+        key: String = key,
+        by: i64 = int_or(-i64::MAX, i64::MAX, 1),
+        /// Nanoseconds: the window of a counter that starts with this call.
+        ttl: Option<i64> = opt_int(1, i64::MAX),
+        idempotency_key: Option<String> = opt_idempotency_key,
+    }
+}
+
+request! {
+    /// kv-key-watch.
+    pub struct KeyWatch {
+        bucket: String = bucket,
+        key: Watched = watched,
+        /// Default: the key's latest revision (for a filter, the bucket's last).
+        after_revision: Option<u64> = opt_revision(0),
+        task_token: String = task_token,
+    }
+}
+
+/// What kv-key-watch waits on: one key, or every key a subject filter matches.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub pattern: String,
+    /// None for a single key.
+    pub filter: Option<Filter>,
+}
+
+impl Watched {
+    pub fn matches(&self, key: &str) -> bool {
+        match &self.filter {
+            Some(filter) => filter.matches(key),
+            None => self.pattern == key,
+        }
+    }
+}
+
+/// Step Functions' limit on a task token.
+pub const MAX_TASK_TOKEN_CHARS: usize = 1024;
+/// The contract's limit on an idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 
 request! {
     /// kv-key-history.
@@ -150,6 +197,49 @@ request! {
 }
 
 impl Params {
+    /// A key, or a subject filter when a token is `*` or `>`.
+    fn watched(&self, name: &str) -> Result<Watched, KvError> {
+        let pattern = self.required_str(name)?;
+        let wildcard = pattern.split('.').any(|token| token == "*" || token == ">");
+        if !wildcard {
+            validate::key(&pattern)?;
+            return Ok(Watched {
+                pattern,
+                filter: None,
+            });
+        }
+        let filter = Filter::check(&pattern)
+            .map_err(|why| KvError::param(format!("Parameter '{name}' {why}")))?;
+        Ok(Watched {
+            pattern,
+            filter: Some(filter),
+        })
+    }
+
+    fn task_token(&self, name: &str) -> Result<String, KvError> {
+        let token = self.required_str(name)?;
+        let length = token.chars().count();
+        if !(1..=MAX_TASK_TOKEN_CHARS).contains(&length) {
+            return Err(KvError::param(format!(
+                "Parameter '{name}' must be Step Functions' task token ($$.Task.Token), 1 to {MAX_TASK_TOKEN_CHARS} characters; got {length}"
+            )));
+        }
+        Ok(token)
+    }
+
+    fn opt_idempotency_key(&self, name: &str) -> Result<Option<String>, KvError> {
+        let key = self.opt_str(name)?;
+        if let Some(key) = &key {
+            let length = key.chars().count();
+            if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&length) {
+                return Err(KvError::param(format!(
+                    "Parameter '{name}' must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {length}"
+                )));
+            }
+        }
+        Ok(key)
+    }
+
     fn opt_filter(&self, name: &str) -> Result<Option<Filter>, KvError> {
         self.opt_str(name)?
             .map(|pattern| Filter::parse(&pattern))
@@ -182,6 +272,8 @@ impl Function {
             Function::KeyDelete => KeyDelete::FIELDS,
             Function::KeyHistory => KeyHistory::FIELDS,
             Function::BucketInfo | Function::BucketDelete => BucketName::FIELDS,
+            Function::KeyIncrement => KeyIncrement::FIELDS,
+            Function::KeyWatch => KeyWatch::FIELDS,
             Function::BucketPurge | Function::ItemsStream | Function::ItemsReplicate => {
                 StreamBatch::FIELDS
             }

@@ -15,6 +15,37 @@ pub struct Written {
     pub revision: u64,
 }
 
+/// kv-key-increment.
+#[derive(Debug, Serialize)]
+pub struct Incremented {
+    pub value: i64,
+    pub revision: u64,
+}
+
+/// kv-key-watch: the flow waits for its task token; this answer is for direct callers.
+#[derive(Debug, Serialize)]
+pub struct Watching {
+    pub message: &'static str,
+    /// The revision a change must pass to resume the flow.
+    pub after_revision: u64,
+    /// The change that resumed the flow at once, when the key had already passed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_with: Option<Change>,
+}
+
+/// What a resumed flow receives (`SendTaskSuccess`'s output): the change it waited for.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    /// The stored text of a PUT; null for a delete, purge or expiry, or when larger than a
+    /// task's output may be (`too_large`).
+    pub value: Option<String>,
+    pub revision: u64,
+    pub operation: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub too_large: bool,
+}
+
 /// kv-bucket-create.
 #[derive(Debug, Serialize)]
 pub struct BucketCreated {
@@ -222,4 +253,6 @@ pub struct Replicated {
     pub batch_item_failures: Vec<BatchItemFailure>,
     /// Events put on the bus.
     pub published: usize,
+    /// Waiting flows resumed.
+    pub resumed: usize,
 }

@@ -158,6 +158,17 @@ entry!(BUCKET_INFO, BucketInfo, |kv, _deadline| |request| {
 entry!(BUCKET_DELETE, BucketDelete, |kv, deadline| |request| {
     ops::bucket_delete::run(kv, request, deadline)
 });
+entry!(KEY_INCREMENT, KeyIncrement, |kv, deadline| |request| {
+    ops::key_increment::run(kv, request, deadline)
+});
+entry!(
+    KEY_WATCH,
+    KeyWatch,
+    |kv, _deadline| |request| ops::key_watch::run(kv, request),
+    |kv, _settings| Box::pin(async move {
+        kv.tokens = Some(crate::tokens::TaskTokens::from_env().await);
+    })
+);
 entry!(BUCKET_PURGE, BucketPurge, |kv, deadline| |batch| {
     ops::bucket_delete::run_purger(kv, batch, deadline)
 });
@@ -173,6 +184,7 @@ entry!(
     |kv, deadline| |batch| ops::items_replicate::run(kv, batch, deadline),
     |kv, settings| Box::pin(async move {
         kv.bus = Some(crate::bus::EventBus::from_env(&settings.event_bus).await);
+        kv.tokens = Some(crate::tokens::TaskTokens::from_env().await);
     })
 );
 
@@ -188,6 +200,8 @@ pub fn entry(function: Function) -> Entry {
         Function::KeyHistory => KEY_HISTORY,
         Function::BucketInfo => BUCKET_INFO,
         Function::BucketDelete => BUCKET_DELETE,
+        Function::KeyIncrement => KEY_INCREMENT,
+        Function::KeyWatch => KEY_WATCH,
         Function::BucketPurge => BUCKET_PURGE,
         Function::ExpirySweep => EXPIRY_SWEEP,
         Function::ItemsStream => ITEMS_STREAM,

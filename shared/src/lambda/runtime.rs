@@ -43,6 +43,12 @@ pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
         Function::KeyPut | Function::KeyDelete => {
             (2, &[UpdateItem, GetItem, PutItem, TransactWriteItems])
         }
+        // As a put, in a transaction with its claim when it carries an idempotency key; the
+        // bucket and the claim when a repeat is refused.
+        Function::KeyIncrement => (2, &[UpdateItem, GetItem, TransactWriteItems]),
+        // The bucket and the head, the waiter, the head again; a filter's index page; the
+        // waiter's removal when the key had already changed.
+        Function::KeyWatch => (2, &[GetItem, PutItem, Query, BatchWriteItem]),
         // The head, or the head alongside an archived revision.
         Function::KeyGet => (2, &[GetItem]),
         // The index Query alongside the usage GetItem, then large values' heads.
@@ -56,10 +62,18 @@ pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
         // A count update per bucket, then trimmed revisions' deletes alongside archives.
         Function::ItemsStream => (2, &[UpdateItem, BatchWriteItem]),
         // Configurations and feeds; copies into mirrors (head, archive) and sources (the write
-        // path); backfill pages (the origin's keys and histories) and cursors.
+        // path); backfill pages (the origin's keys and histories) and cursors; the waiters of
+        // changed buckets, and removing those resumed.
         Function::ItemsReplicate => (
             2,
-            &[GetItem, Query, UpdateItem, PutItem, TransactWriteItems],
+            &[
+                GetItem,
+                Query,
+                UpdateItem,
+                PutItem,
+                TransactWriteItems,
+                BatchWriteItem,
+            ],
         ),
         // The index Query, then each expired head's GetItem and UpdateItem.
         Function::ExpirySweep => (1, &[Query, GetItem, UpdateItem]),

@@ -25,6 +25,10 @@ pub enum KvError {
     RevisionMismatch { expected: u64, current: u64 },
     #[error("Key already exists with a live value at revision {current}")]
     KeyExists { current: u64 },
+    #[error(
+        "The key's value at revision {current} is not an integer, so it cannot be incremented"
+    )]
+    NotACounter { current: u64 },
     #[error("{0}")]
     ValueTooLarge(String),
     #[error("{0}")]
@@ -50,7 +54,9 @@ impl KvError {
             | KvError::InvalidValue(_)
             | KvError::BucketExists(_) => 400,
             KvError::BucketNotFound(_) | KvError::KeyNotFound => 404,
-            KvError::RevisionMismatch { .. } | KvError::KeyExists { .. } => 409,
+            KvError::RevisionMismatch { .. }
+            | KvError::KeyExists { .. }
+            | KvError::NotACounter { .. } => 409,
             KvError::ValueTooLarge(_) | KvError::BucketFull(_) => 413,
             KvError::ValueNotJson(_) => 422,
             KvError::Unavailable(_) => 503,
@@ -69,6 +75,7 @@ impl KvError {
             KvError::KeyNotFound => "key_not_found",
             KvError::RevisionMismatch { .. } => "revision_mismatch",
             KvError::KeyExists { .. } => "key_exists",
+            KvError::NotACounter { .. } => "not_a_counter",
             KvError::ValueTooLarge(_) => "value_too_large",
             KvError::BucketFull(_) => "bucket_full",
             KvError::ValueNotJson(_) => "value_not_json",
@@ -82,7 +89,9 @@ impl KvError {
     pub fn body(&self) -> Value {
         let mut body = json!({"error": self.to_string(), "code": self.code()});
         match self {
-            KvError::RevisionMismatch { current, .. } | KvError::KeyExists { current } => {
+            KvError::RevisionMismatch { current, .. }
+            | KvError::KeyExists { current }
+            | KvError::NotACounter { current } => {
                 body["current_revision"] = json!(current);
             }
             _ => {}

@@ -111,6 +111,8 @@ pub async fn copy_into(
             ttl_ns,
             deadline,
             source: Some((copy.origin, copy.revision)),
+            increment: None,
+            idempotency: None,
         },
     )
     .await
@@ -192,6 +194,12 @@ async fn mirror(kv: &Kv, target: &BucketRecord, key: &str, copy: &Copy<'_>) -> R
             Err(CommitError::WindowClosed) => continue,
             Err(CommitError::BucketFull { .. } | CommitError::BucketGone) => {
                 return Err(KvError::BucketNotFound(bucket.clone()))
+            }
+            // A mirror's head write carries no idempotency claim.
+            Err(CommitError::Claimed(_)) => {
+                return Err(KvError::Internal(
+                    "A mirror's copy met an idempotency claim it did not make".to_string(),
+                ))
             }
         }
     }

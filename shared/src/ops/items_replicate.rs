@@ -12,6 +12,8 @@
 //! - Mirrors and sources: each revision is copied into every bucket that mirrors or sources
 //!   its bucket (`ops::copies`), and a target's backfill advances a slice at a time when its
 //!   cursor moves on its usage item.
+//! - Waiters: each flow waiting on a key (kv-key-watch) that a revision passes is resumed
+//!   (`ops::waiters`), after the copies and events, so a resumed flow finds them made.
 //! - A revision is read from the head's new image: a new latest revision (value, delete or
 //!   purge marker), or the expiry sweeper marking the latest value EXPIRED. Archived
 //!   revisions, usage items and heads removed with their bucket are not revisions.
@@ -26,6 +28,7 @@ use crate::model::revision::Op;
 use crate::model::subject_map::RepublishMap;
 use crate::ops::copies::{backfill_slice, copy_into, Copy};
 use crate::ops::state::Kv;
+use crate::ops::waiters::{self, ChangedKey};
 use crate::store::feeds::backfill_cursors;
 use crate::store::items::{decode_head, get_u64, INCARNATION};
 use crate::store::stream_images::{record_images, RecordImages};
@@ -284,6 +287,45 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
             }
         }
     }
+    // Flows waiting on these keys, per bucket: one read of its waiters each.
+    let mut changed: BTreeMap<(&str, u64), Vec<ChangedKey<'_>>> = BTreeMap::new();
+    for (commit, _) in &live_commits {
+        if failed_at.is_some_and(|failed| failed <= commit.index) {
+            continue;
+        }
+        let Some(incarnation) = commit.incarnation.or_else(|| {
+            lookups
+                .buckets
+                .get(&commit.bucket)
+                .cloned()
+                .flatten()
+                .map(|record| record.created_ms)
+        }) else {
+            continue;
+        };
+        changed
+            .entry((commit.bucket.as_str(), incarnation))
+            .or_default()
+            .push(ChangedKey {
+                key: &commit.key,
+                revision: commit.revision,
+                op: commit.op,
+                value: commit.value.as_deref(),
+            });
+    }
+    let mut resumed = 0;
+    for ((bucket, incarnation), changes) in changed {
+        match waiters::wake(kv, bucket, incarnation, &changes, deadline).await {
+            Ok(count) => resumed += count,
+            Err(error) => {
+                let first = live_commits
+                    .iter()
+                    .find(|(commit, _)| commit.bucket == bucket)
+                    .map_or(0, |(commit, _)| commit.index);
+                fail(&mut failed_at, first, &error.to_string());
+            }
+        }
+    }
     // Backfill slices, bounded by the invocation's work budget; each hands on to the next
     // through the stream by moving its cursor.
     let budget = deadline.min(Instant::now() + kv.purge_budget);
@@ -312,6 +354,7 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
             .into_iter()
             .collect(),
         published,
+        resumed,
     })
 }
 

@@ -1,6 +1,7 @@
 //! kv-key-delete: a delete (or purge) marker with its own revision, as NATS KV writes it.
 
-use super::write::{write, WriteRequest};
+use super::write::{write, Idempotency, WriteRequest};
+use crate::api::function::Function;
 use crate::api::requests::KeyDelete;
 use crate::api::responses::Written;
 use crate::model::error::KvError;
@@ -14,6 +15,7 @@ pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<Writt
         key,
         purge,
         revision,
+        idempotency_key,
     } = request;
     let written = write(
         kv,
@@ -26,6 +28,11 @@ pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<Writt
             ttl_ns: None,
             deadline,
             source: None,
+            increment: None,
+            idempotency: idempotency_key.as_deref().map(|key| Idempotency {
+                key,
+                function: Function::KeyDelete.name(),
+            }),
         },
     )
     .await?;

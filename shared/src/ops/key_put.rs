@@ -1,6 +1,7 @@
 //! kv-key-put: store a string, object or array as a new revision of the key.
 
-use super::write::{write, WriteRequest};
+use super::write::{write, Idempotency, WriteRequest};
+use crate::api::function::Function;
 use crate::api::requests::KeyPut;
 use crate::api::responses::Written;
 use crate::model::cache::CachedValue;
@@ -16,6 +17,7 @@ pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<Written,
         value,
         revision,
         ttl,
+        idempotency_key,
     } = request;
     let written = write(
         kv,
@@ -28,6 +30,11 @@ pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<Written,
             ttl_ns: ttl,
             deadline,
             source: None,
+            increment: None,
+            idempotency: idempotency_key.as_deref().map(|key| Idempotency {
+                key,
+                function: Function::KeyPut.name(),
+            }),
         },
     )
     .await?;

@@ -11,9 +11,12 @@ pub mod items_stream;
 pub mod key_delete;
 pub mod key_get;
 pub mod key_history;
+pub mod key_increment;
 pub mod key_list;
 pub mod key_put;
+pub mod key_watch;
 pub mod state;
+pub mod waiters;
 pub mod write;
 
 use crate::model::error::KvError;

@@ -5,13 +5,16 @@ use crate::model::cache::{MemoryCache, WriteShapes};
 use crate::model::config::Settings;
 use crate::model::placement::Deployment;
 use crate::store::Store;
+use crate::tokens::TaskTokens;
 use std::time::Duration;
 
 /// What a container keeps between invocations: the DynamoDB client (and its connection pool),
-/// the `memory` bucket cache, and for the function that republishes, the EventBridge client.
+/// the `memory` bucket cache, for the function that republishes the EventBridge client, and for
+/// those that resume flows the Step Functions client.
 pub struct Kv {
     pub store: Store,
     pub bus: Option<EventBus>,
+    pub tokens: Option<TaskTokens>,
     pub cache: MemoryCache,
     pub write_shapes: WriteShapes,
     pub purge_budget: Duration,
@@ -24,6 +27,7 @@ impl Kv {
         Kv {
             store: Store::new(client, settings),
             bus: None,
+            tokens: None,
             cache: MemoryCache::new(
                 Duration::from_millis(settings.memory_cache_staleness_ms),
                 settings.memory_cache_max_bytes,

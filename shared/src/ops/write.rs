@@ -22,6 +22,7 @@ use crate::model::error::KvError;
 use crate::model::revision::{Head, HeadEntry, Op, Stored};
 use crate::model::{codec, time};
 use crate::ops::state::Kv;
+use crate::store::claims::{Claim, ClaimWrite};
 use crate::store::errors::StoreError;
 use crate::store::items::{COMMIT_WINDOW_MS, MAX_ITEM_BYTES};
 use crate::store::{CommitError, HeadCondition, HeadWrite, UsageChange};
@@ -45,6 +46,42 @@ pub struct WriteRequest<'a> {
     pub deadline: Instant,
     /// A copy of a source bucket's revision: (that bucket, its revision). Written at most once.
     pub source: Option<(&'a str, u64)>,
+    /// kv-key-increment: the new value is the latest plus `by` (`text` is unused).
+    pub increment: Option<Increment>,
+    /// The caller's idempotency key: a repeat answers the first call's outcome.
+    pub idempotency: Option<Idempotency<'a>>,
+}
+
+impl<'a> WriteRequest<'a> {
+    /// A value or marker written as it is, with none of the options.
+    pub fn plain(bucket: &'a str, key: &'a str, op: Op, text: &'a str, deadline: Instant) -> Self {
+        WriteRequest {
+            bucket,
+            key,
+            op,
+            text,
+            expected: None,
+            ttl_ns: None,
+            deadline,
+            source: None,
+            increment: None,
+            idempotency: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Increment {
+    pub by: i64,
+    /// The window of a counter that starts with this write (ns); a live counter keeps its own.
+    pub window_ns: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    /// The function writing, which a repeat must be too.
+    pub function: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +90,68 @@ pub struct Written {
     pub created_ms: u64,
     pub expiry_ns: Option<u64>,
     pub memory: bool,
+    /// kv-key-increment's new value.
+    pub counter: Option<i64>,
+}
+
+impl Written {
+    /// The first call's outcome, kept by its claim. `memory` is false: a repeat does not
+    /// refresh a cache from it.
+    fn claimed(claim: &Claim, idempotency: Idempotency<'_>, key: &str) -> Result<Written, KvError> {
+        if claim.function != idempotency.function || claim.key != key {
+            return Err(KvError::param(format!(
+                "Parameter 'idempotency_key' ('{}') was used within the last 10 minutes by {} on key '{}'; a repeat must be the same call",
+                crate::model::validate::truncate(idempotency.key),
+                claim.function,
+                claim.key
+            )));
+        }
+        Ok(Written {
+            revision: claim.revision,
+            created_ms: claim.created_ms,
+            expiry_ns: None,
+            memory: false,
+            counter: claim.counter,
+        })
+    }
+}
+
+/// The counter after adding `by` to the head's latest: a missing, deleted or expired value
+/// counts as 0; any other value must be an integer's decimal text.
+pub fn counter_after(head: &Head, key: &str, by: i64, now_ns: u64) -> Result<i64, KvError> {
+    let current = match &head.latest {
+        Some(latest) if latest.op == Op::Put && !time::is_expired(latest.expiry_ns, now_ns) => {
+            let text = latest.decode(key)?.text;
+            text.trim()
+                .parse::<i64>()
+                .map_err(|_| KvError::NotACounter {
+                    current: latest.revision,
+                })?
+        }
+        _ => 0,
+    };
+    current.checked_add(by).ok_or_else(|| {
+        KvError::param(format!(
+            "Parameter 'by' ({by}) would take the counter at {current} past the 64-bit integer range"
+        ))
+    })
+}
+
+/// The expiry of an incremented counter: a live counter with an expiry keeps it (a fixed
+/// window), a new one starts its window now; without a window, the usual TTL from now.
+fn counter_expiry(head: &Head, increment: Increment, ttl_ns: i64, now_ns: u64) -> Option<u64> {
+    let live = head
+        .latest
+        .as_ref()
+        .filter(|latest| latest.op == Op::Put && !time::is_expired(latest.expiry_ns, now_ns));
+    match (
+        increment.window_ns,
+        live.and_then(|latest| latest.expiry_ns),
+    ) {
+        (Some(_), Some(window_end)) => Some(window_end),
+        (Some(window), None) => time::expiry_ns(now_ns, window),
+        (None, _) => time::expiry_ns(now_ns, ttl_ns),
+    }
 }
 
 /// What one commit attempt changes, derived from the head alone.
@@ -187,6 +286,7 @@ fn already_copied(head: &Head, source: Option<(&str, u64)>) -> Option<Written> {
         created_ms: latest.created_ms,
         expiry_ns: latest.expiry_ns,
         memory: latest.memory,
+        counter: None,
     })
 }
 
@@ -207,14 +307,19 @@ async fn commit_settled(
     kv: &Kv,
     write: &HeadWrite<'_>,
     usage: Option<&UsageChange>,
+    claim: Option<&ClaimWrite<'_>>,
     limits: SendLimits,
     settle_by: &mut Option<Instant>,
 ) -> (Result<(), CommitError>, bool) {
     let token = request_token();
     let send = || async {
-        match usage {
-            Some(usage) => kv.store.put_head_and_usage(write, usage, &token).await,
-            None => kv.store.put_head(write).await,
+        match (usage, claim) {
+            (None, None) => kv.store.put_head(write).await,
+            _ => {
+                kv.store
+                    .put_head_in_transaction(write, usage, claim, &token)
+                    .await
+            }
         }
     };
     let mut was_unknown = false;
@@ -279,10 +384,39 @@ impl SendLimits {
 const COMMIT_WINDOW: Duration = Duration::from_millis(COMMIT_WINDOW_MS);
 
 pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvError> {
+    let (bucket, key, idempotency) = (request.bucket, request.key, request.idempotency);
+    let mut incarnation = None;
+    let outcome = write_once(kv, request, &mut incarnation).await;
+    // A repeat of a call that wrote may now be refused (its compare-and-set is stale, the
+    // bucket fuller, the counter replaced): the first call's outcome is the answer.
+    match (outcome, idempotency, incarnation) {
+        (Err(refusal), Some(idempotency), Some(incarnation))
+            if (400..500).contains(&refusal.status_code()) =>
+        {
+            let claim = kv
+                .store
+                .read_claim(bucket, idempotency.key, incarnation, time::now_ns())
+                .await?;
+            match claim {
+                Some(claim) => Written::claimed(&claim, idempotency, key),
+                None => Err(refusal),
+            }
+        }
+        (outcome, _, _) => outcome,
+    }
+}
+
+/// One write; `incarnation` is set to the bucket's once its revision is handed out.
+async fn write_once(
+    kv: &Kv,
+    request: WriteRequest<'_>,
+    incarnation: &mut Option<u64>,
+) -> Result<Written, KvError> {
     let started = Instant::now();
     let store = &kv.store;
     // A bucket this container has not written to yet is treated as one that needs the head.
-    let read_first = kv.write_shapes.needs_head(request.bucket).unwrap_or(true);
+    let read_first =
+        request.increment.is_some() || kv.write_shapes.needs_head(request.bucket).unwrap_or(true);
     let (allocated, first_head) = tokio::join!(store.allocate_revision(request.bucket), async {
         match read_first {
             true => store
@@ -293,6 +427,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         }
     });
     let bucket = allocated?;
+    *incarnation = Some(bucket.created_ms);
     let mut allocated_at = Instant::now();
     let mut allocated_ms = time::ns_to_ms(time::now_ns());
     let config = &bucket.config;
@@ -303,30 +438,40 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         )));
     }
     let exact_counts = config.max_bytes > 0;
-    let needs_head = config.history > 1 || exact_counts;
-    kv.write_shapes.remember(request.bucket, needs_head);
+    let bucket_needs_head = config.history > 1 || exact_counts;
+    kv.write_shapes.remember(request.bucket, bucket_needs_head);
+    // An increment reads what it adds to, and writes only if that is still the latest.
+    let needs_head = bucket_needs_head || request.increment.is_some();
     // The head the plan is made from: None when the write needs none (history 1, no max_bytes).
     let mut head = match (needs_head, first_head?) {
         (false, _) => None,
         (true, Some(head)) => Some(head),
         (true, None) => Some(store.read_head(request.bucket, request.key, false).await?),
     };
-    let size = request.text.len() as u64;
-    check_limits(config, size)?;
     let history = usize::try_from(config.history).unwrap_or(1);
-    let (stored, compressed) = codec::encode(request.text, config.compression);
     let storage_limit = MAX_ITEM_BYTES.saturating_sub(crate::store::items::head_overhead(
         request.bucket,
         request.key,
         history,
     ));
-    if stored.len() > storage_limit {
-        return Err(KvError::ValueTooLarge(format!(
-            "Value is {size} bytes ({} stored), more than the {storage_limit} bytes one DynamoDB item can hold for this key (items are limited to {} KB)",
-            stored.len(),
-            MAX_ITEM_BYTES / 1024
-        )));
-    }
+    let encode = |text: &str| -> Result<(Vec<u8>, bool, u64), KvError> {
+        let size = text.len() as u64;
+        check_limits(config, size)?;
+        let (stored, compressed) = codec::encode(text, config.compression);
+        if stored.len() > storage_limit {
+            return Err(KvError::ValueTooLarge(format!(
+                "Value is {size} bytes ({} stored), more than the {storage_limit} bytes one DynamoDB item can hold for this key (items are limited to {} KB)",
+                stored.len(),
+                MAX_ITEM_BYTES / 1024
+            )));
+        }
+        Ok((stored, compressed, size))
+    };
+    // A value is encoded once; a counter's on each attempt, from the head it adds to.
+    let fixed = match request.increment {
+        None => Some(encode(request.text)?),
+        Some(_) => None,
+    };
     // Markers never expire: a delete must not be undone by the TTL sweep revealing an older value.
     let ttl_ns = match request.op {
         Op::Put => request.ttl_ns.filter(|ttl| *ttl > 0).unwrap_or(config.ttl),
@@ -377,7 +522,23 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             allocated_at = Instant::now();
             allocated_ms = time::ns_to_ms(time::now_ns());
         }
-        let expiry_ns = time::expiry_ns(now_ns, ttl_ns);
+        let (stored, compressed, size, counter) = match (&fixed, request.increment, &head) {
+            (Some((stored, compressed, size)), _, _) => (stored.clone(), *compressed, *size, None),
+            (None, Some(increment), Some(read)) => {
+                let counter = counter_after(read, request.key, increment.by, now_ns)?;
+                let (stored, compressed, size) = encode(&counter.to_string())?;
+                (stored, compressed, size, Some(counter))
+            }
+            _ => {
+                return Err(KvError::Internal(
+                    "An increment was planned without the key's head".to_string(),
+                ))
+            }
+        };
+        let expiry_ns = match (request.increment, &head) {
+            (Some(increment), Some(read)) => counter_expiry(read, increment, ttl_ns, now_ns),
+            _ => time::expiry_ns(now_ns, ttl_ns),
+        };
         let new = HeadEntry {
             revision,
             size,
@@ -387,7 +548,7 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
         let created_ms = time::ns_to_ms(now_ns);
         let latest = Stored {
             revision,
-            bytes: stored.clone(),
+            bytes: stored,
             compressed,
             created_ms,
             expiry_ns,
@@ -440,7 +601,21 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             created_ms,
             expiry_ns,
             memory,
+            counter,
         };
+        let claim = request.idempotency.map(|idempotency| ClaimWrite {
+            bucket: request.bucket,
+            idempotency_key: idempotency.key,
+            incarnation: bucket.created_ms,
+            claim: Claim {
+                function: idempotency.function.to_string(),
+                key: request.key.to_string(),
+                revision,
+                counter,
+                created_ms,
+            },
+            now_ns,
+        });
         let limits = SendLimits {
             started,
             allocated: allocated_at,
@@ -453,7 +628,14 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             }
         };
         let ((outcome, was_unknown), archived) = tokio::join!(
-            commit_settled(kv, &write, usage.as_ref(), limits, &mut settle_by),
+            commit_settled(
+                kv,
+                &write,
+                usage.as_ref(),
+                claim.as_ref(),
+                limits,
+                &mut settle_by
+            ),
             archiving
         );
         if let Err(error) = archived {
@@ -544,6 +726,12 @@ pub async fn write(kv: &Kv, request: WriteRequest<'_>) -> Result<Written, KvErro
             }
             CommitError::BucketGone => {
                 return Err(KvError::BucketNotFound(request.bucket.to_string()))
+            }
+            CommitError::Claimed(claim) => {
+                let idempotency = request.idempotency.ok_or_else(|| {
+                    KvError::Internal("A claim refused a write that made none".to_string())
+                })?;
+                return Written::claimed(&claim, idempotency, request.key);
             }
             CommitError::Failed(error) | CommitError::OutcomeUnknown(error) => {
                 return Err(error.into())

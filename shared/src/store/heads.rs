@@ -1,6 +1,7 @@
 //! Heads and archived revisions (items table): reading a key's record, writing a new head (alone,
 //! or with the usage item for `max_bytes`), archives, history, the key-list and expiry indexes.
 
+use super::claims::{refused_claim, Claim, ClaimWrite};
 use super::errors::{classify, is_condition_failure, storage_error, Failure};
 use super::items::*;
 use super::{build_failed, Store, UsageChange};
@@ -75,6 +76,8 @@ pub enum CommitError {
         used: i64,
     },
     BucketGone,
+    /// A call with the same idempotency key already wrote: its outcome.
+    Claimed(Box<Claim>),
     Failed(StoreError),
 }
 
@@ -324,24 +327,29 @@ impl Store {
         Err(commit_failure("UpdateItem", error))
     }
 
-    /// Writes the head and the bucket's usage in one transaction (buckets with `max_bytes`,
-    /// whose counts must be exact at every moment), with `token` as its `ClientRequestToken`:
-    /// sent again with the same token within 10 minutes, a transaction DynamoDB already applied
-    /// succeeds without being applied again, and one still in progress is reported as such.
-    pub async fn put_head_and_usage(
+    /// Writes the head in one transaction with the bucket's usage (buckets with `max_bytes`,
+    /// whose counts must be exact at every moment) and/or an idempotency claim, with `token` as
+    /// its `ClientRequestToken`: sent again with the same token within 10 minutes, a
+    /// transaction DynamoDB already applied succeeds without being applied again, and one
+    /// still in progress is reported as such.
+    pub async fn put_head_in_transaction(
         &self,
         write: &HeadWrite<'_>,
-        usage: &UsageChange,
+        usage: Option<&UsageChange>,
+        claim: Option<&ClaimWrite<'_>>,
         token: &str,
     ) -> Result<(), CommitError> {
+        let failed = |error| CommitError::Failed(build_failed(error));
         let head = self.head_update(write)?;
-        let update = self
-            .usage_update(write.bucket, usage)
-            .map_err(|error| CommitError::Failed(build_failed(error)))?;
-        let writes = vec![
-            TransactWriteItem::builder().update(head).build(),
-            TransactWriteItem::builder().update(update).build(),
-        ];
+        let mut writes = vec![TransactWriteItem::builder().update(head).build()];
+        if let Some(usage) = usage {
+            let update = self.usage_update(write.bucket, usage).map_err(failed)?;
+            writes.push(TransactWriteItem::builder().update(update).build());
+        }
+        if let Some(claim) = claim {
+            let put = claim.put(&self.items).map_err(failed)?;
+            writes.push(TransactWriteItem::builder().put(put).build());
+        }
         let result = self
             .client
             .transact_write_items()
@@ -362,7 +370,16 @@ impl Store {
                     .get(index)
                     .filter(|reason| reason.code() == Some("ConditionalCheckFailed"))
             };
-            if let Some(usage_now) = refused(1) {
+            let usage_index = usage.map(|_| 1);
+            let claim_index = claim.map(|_| 1 + usize::from(usage.is_some()));
+            // An earlier call with the same idempotency key: its outcome is the answer, whatever
+            // else the transaction met.
+            if let Some(earlier) = claim_index.and_then(refused) {
+                if let Some(claim) = refused_claim(earlier.item()) {
+                    return Err(CommitError::Claimed(Box::new(claim)));
+                }
+            }
+            if let (Some(usage_now), Some(usage)) = (usage_index.and_then(refused), usage) {
                 return Err(match usage_now.item() {
                     Some(old) if get_u64(old, INCARNATION) == Some(usage.incarnation) => {
                         CommitError::BucketFull {

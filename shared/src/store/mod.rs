@@ -4,6 +4,7 @@
 
 pub mod batches;
 pub mod buckets;
+pub mod claims;
 pub mod client;
 pub mod errors;
 pub mod feeds;
@@ -12,6 +13,7 @@ pub mod items;
 pub mod schema;
 pub mod stream_images;
 pub mod usage;
+pub mod waiters;
 
 pub use buckets::BucketRecord;
 pub use heads::{CommitError, HeadCondition, HeadWrite};

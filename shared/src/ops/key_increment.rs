@@ -1,0 +1,57 @@
+//! kv-key-increment: adds `by` to a counter in one atomic step, through the same write path as
+//! a put (a revision of its own, history, counts, the stream, republish).
+
+use super::write::{write, Idempotency, Increment, WriteRequest};
+use crate::api::function::Function;
+use crate::api::requests::KeyIncrement;
+use crate::api::responses::Incremented;
+use crate::model::cache::CachedValue;
+use crate::model::error::KvError;
+use crate::model::revision::Op;
+use crate::ops::state::Kv;
+use std::time::Instant;
+
+pub async fn run(
+    kv: &Kv,
+    request: KeyIncrement,
+    deadline: Instant,
+) -> Result<Incremented, KvError> {
+    let KeyIncrement {
+        bucket,
+        key,
+        by,
+        ttl,
+        idempotency_key,
+    } = request;
+    let written = write(
+        kv,
+        WriteRequest {
+            increment: Some(Increment { by, window_ns: ttl }),
+            idempotency: idempotency_key.as_deref().map(|key| Idempotency {
+                key,
+                function: Function::KeyIncrement.name(),
+            }),
+            ..WriteRequest::plain(&bucket, &key, Op::Put, "", deadline)
+        },
+    )
+    .await?;
+    let value = written.counter.ok_or_else(|| {
+        KvError::Internal("An increment was written without its value".to_string())
+    })?;
+    if written.memory {
+        kv.cache.put(
+            &bucket,
+            &key,
+            CachedValue {
+                revision: written.revision,
+                text: value.to_string(),
+                created_ms: written.created_ms,
+                expiry_ns: written.expiry_ns,
+            },
+        );
+    }
+    Ok(Incremented {
+        value,
+        revision: written.revision,
+    })
+}
