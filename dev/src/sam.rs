@@ -137,7 +137,7 @@ pub const EVENT_BUS: &str = "EventBus";
 /// `Resource: "*"`, allowed only for actions IAM cannot scope (`UNSCOPED_ACTIONS`).
 pub const ANY_RESOURCE: &str = "*";
 /// Step Functions' task tokens of service integrations name no resource IAM can match.
-pub const UNSCOPED_ACTIONS: &[&str] = &["states:SendTaskSuccess"];
+pub const UNSCOPED_ACTIONS: &[&str] = &["states:SendTaskFailure", "states:SendTaskSuccess"];
 
 /// Every (action, resource) an inline policy of this resource allows. Only inline statements
 /// are accepted: SAM's policy templates grant more than a function uses.

@@ -58,6 +58,24 @@ pub fn follow_replication_with(endpoint: &str, eventbridge: &str, budget: Option
     });
 }
 
+/// `follow_replication` whose container also resumes waiting flows through the Step Functions
+/// task-token API at `sfn` (kv-flow's engine in the tests), its events going to the shared moto.
+pub fn follow_waking(endpoint: &str, sfn: &str) {
+    let (eventbridge, sfn) = (
+        crate::moto::Moto::shared().endpoint.clone(),
+        sfn.to_string(),
+    );
+    pump_of(endpoint, "kv-items-replicate", move |kv| {
+        kv.bus = Some(kv::bus::EventBus::new(
+            crate::moto::Moto::eventbridge_client(&eventbridge),
+            kv::model::config::DEFAULT_EVENT_BUS,
+        ));
+        kv.tokens = Some(kv::tokens::TaskTokens::new(crate::moto::Moto::sfn_client(
+            &sfn,
+        )));
+    });
+}
+
 /// Every batch delivered so far to kv-items-replicate on `endpoint`, in order.
 pub fn replication_delivered_at(endpoint: &str) -> Vec<Value> {
     pump_of(endpoint, "kv-items-replicate", |_| {})

@@ -290,18 +290,12 @@ async fn every_event_has_the_outcome_its_name_says_and_each_policy_grants_exactl
                 "{logical_id} ({binary}) grants {bus_grants:?} on the event bus; it needs {wanted_bus:?}"
             ));
         }
-        // Likewise Step Functions' grant follows whether the function resumes flows.
-        let resumes = Function::ALL
+        // Likewise Step Functions' grants follow the function's declared use of task tokens.
+        let wanted_tokens: Grants = Function::ALL
             .into_iter()
-            .any(|function| function.name() == binary && function.resumes_flows());
-        let wanted_tokens: Grants = resumes
-            .then(|| {
-                (
-                    "states:SendTaskSuccess".to_string(),
-                    sam::ANY_RESOURCE.to_string(),
-                )
-            })
-            .into_iter()
+            .filter(|function| function.name() == binary)
+            .flat_map(|function| function.task_token_actions())
+            .map(|action| (action.to_string(), sam::ANY_RESOURCE.to_string()))
             .collect();
         if token_grants != wanted_tokens {
             problems.push(format!(

@@ -71,10 +71,14 @@ impl Function {
         self == Function::ItemsReplicate
     }
 
-    /// Resumes flows waiting on a task token (`SendTaskSuccess`): its container builds a Step
-    /// Functions client, and its policy grants `states:SendTaskSuccess`.
-    pub fn resumes_flows(self) -> bool {
-        matches!(self, Function::ItemsReplicate | Function::KeyWatch)
+    /// What it calls of Step Functions' task-token API to resume (or fail) waiting flows: its
+    /// container builds a Step Functions client when any, and its policy grants exactly these.
+    pub fn task_token_actions(self) -> &'static [&'static str] {
+        match self {
+            Function::KeyWatch => &["states:SendTaskFailure", "states:SendTaskSuccess"],
+            Function::ItemsReplicate => &["states:SendTaskSuccess"],
+            _ => &[],
+        }
     }
 
     /// A stream consumer that reports partial batch failures: its result is Lambda's

@@ -161,14 +161,21 @@ entry!(BUCKET_DELETE, BucketDelete, |kv, deadline| |request| {
 entry!(KEY_INCREMENT, KeyIncrement, |kv, deadline| |request| {
     ops::key_increment::run(kv, request, deadline)
 });
-entry!(
-    KEY_WATCH,
-    KeyWatch,
-    |kv, _deadline| |request| ops::key_watch::run(kv, request),
-    |kv, _settings| Box::pin(async move {
-        kv.tokens = Some(crate::tokens::TaskTokens::from_env().await);
-    })
-);
+/// kv-key-watch answers its flow through the task token, refusals included: a flow waiting on
+/// a token would otherwise wait out its timeout for a call that was refused at once.
+pub const KEY_WATCH: Entry = Entry {
+    function: Function::KeyWatch,
+    operation: |kv, params, _deadline| {
+        let token = ops::key_watch::task_token_of(params);
+        let answer = op(params, |request| ops::key_watch::run(kv, request));
+        Box::pin(ops::key_watch::failing_the_task(kv, token, answer))
+    },
+    equip: |kv, _settings| {
+        Box::pin(async move {
+            kv.tokens = Some(crate::tokens::TaskTokens::from_env().await);
+        })
+    },
+};
 entry!(BUCKET_PURGE, BucketPurge, |kv, deadline| |batch| {
     ops::bucket_delete::run_purger(kv, batch, deadline)
 });

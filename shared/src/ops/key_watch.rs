@@ -7,9 +7,10 @@
 //! waiters after that commit, finds it. A flow resumed by both gets the first; Step Functions
 //! refuses the second, which drops the waiter.
 
+use crate::api::params::Params;
 use crate::api::requests::KeyWatch;
 use crate::api::responses::{Change, Watching};
-use crate::model::error::KvError;
+use crate::model::error::{KvError, INTERNAL_ERROR_TYPE, UNAVAILABLE_ERROR_TYPE};
 use crate::model::revision::{Head, Op};
 use crate::model::time;
 use crate::ops::state::Kv;
@@ -17,6 +18,8 @@ use crate::ops::waiters::{output, wakes, watches};
 use crate::store::items::{self, get_str, get_u64};
 use crate::store::waiters::Waiter;
 use crate::tokens::NotResumed;
+use serde_json::Value;
+use std::future::Future;
 
 /// Step Functions' longest execution, and so the longest a waiter is kept.
 pub const MAX_WAIT_NS: u64 = 365 * 24 * 3600 * 1_000_000_000;
@@ -88,6 +91,37 @@ pub async fn run(kv: &Kv, request: KeyWatch) -> Result<Watching, KvError> {
         after_revision: after,
         resumed_with: Some(change),
     })
+}
+
+/// The call's task token as sent, if it is a string, even when the call is refused.
+pub fn task_token_of(params: &Params) -> Option<String> {
+    params
+        .raw("task_token")
+        .and_then(Value::as_str)
+        .filter(|token| !token.is_empty())
+        .map(str::to_string)
+}
+
+/// The answer, and for a refusal or a failure the waiting task failed with its `code` (for
+/// example `bucket_not_found`), or `KvUnavailable` / `KvInternal`, which its Catch or Retry
+/// can name.
+pub async fn failing_the_task(
+    kv: &Kv,
+    token: Option<String>,
+    answer: impl Future<Output = Result<Value, KvError>>,
+) -> Result<Value, KvError> {
+    let outcome = answer.await;
+    if let (Err(error), Some(token), Some(tokens)) = (&outcome, token, &kv.tokens) {
+        let name = match error {
+            KvError::Unavailable(_) => UNAVAILABLE_ERROR_TYPE,
+            KvError::Internal(_) => INTERNAL_ERROR_TYPE,
+            refused => refused.code(),
+        };
+        if let Err(NotResumed::Retry(why)) = tokens.fail(&token, name, &error.to_string()).await {
+            tracing::warn!(reason = %why, "could not fail the waiting task");
+        }
+    }
+    outcome
 }
 
 /// Whether the head's latest is a value past its expiry, or the marker of one.

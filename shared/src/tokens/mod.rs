@@ -2,10 +2,13 @@
 //! `SendTaskSuccess` with the change each waited for.
 
 use aws_sdk_sfn::error::ProvideErrorMetadata;
+use aws_sdk_sfn::operation::send_task_failure::SendTaskFailureError;
 use aws_sdk_sfn::operation::send_task_success::SendTaskSuccessError;
 use aws_sdk_sfn::Client;
 
-/// Step Functions' limit on a task's output.
+/// Step Functions' limits on a task's output, and on a failure's error name and cause.
+pub const MAX_ERROR_CHARS: usize = 256;
+pub const MAX_CAUSE_CHARS: usize = 32_768;
 pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
 /// Why a flow was not resumed.
@@ -52,21 +55,62 @@ impl TaskTokens {
             Ok(_) => return Ok(()),
             Err(error) => error,
         };
-        let why = format!(
-            "SendTaskSuccess: {}",
-            error
-                .message()
-                .map(str::to_string)
-                .unwrap_or_else(|| error.to_string())
-        );
-        Err(match error.as_service_error() {
+        let gone = matches!(
+            error.as_service_error(),
             Some(
                 SendTaskSuccessError::TaskTimedOut(_)
-                | SendTaskSuccessError::TaskDoesNotExist(_)
-                | SendTaskSuccessError::InvalidToken(_)
-                | SendTaskSuccessError::InvalidOutput(_),
-            ) => NotResumed::Gone(why),
-            _ => NotResumed::Retry(why),
-        })
+                    | SendTaskSuccessError::TaskDoesNotExist(_)
+                    | SendTaskSuccessError::InvalidToken(_)
+                    | SendTaskSuccessError::InvalidOutput(_),
+            )
+        );
+        Err(not_resumed("SendTaskSuccess", &error, gone))
+    }
+
+    /// Fails the task waiting on `token` with `error` (a name its flow's Catch can match) and
+    /// `cause`.
+    pub async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<(), NotResumed> {
+        let error_name: String = error.chars().take(MAX_ERROR_CHARS).collect();
+        let cause: String = cause.chars().take(MAX_CAUSE_CHARS).collect();
+        let sent = self
+            .client
+            .send_task_failure()
+            .task_token(token)
+            .error(error_name)
+            .cause(cause)
+            .send()
+            .await;
+        let error = match sent {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        let gone = matches!(
+            error.as_service_error(),
+            Some(
+                SendTaskFailureError::TaskTimedOut(_)
+                    | SendTaskFailureError::TaskDoesNotExist(_)
+                    | SendTaskFailureError::InvalidToken(_),
+            )
+        );
+        Err(not_resumed("SendTaskFailure", &error, gone))
+    }
+}
+
+fn not_resumed<E: ProvideErrorMetadata + std::fmt::Display>(
+    operation: &str,
+    error: &E,
+    gone: bool,
+) -> NotResumed {
+    let why = format!(
+        "{operation}: {}",
+        error
+            .message()
+            .map(str::to_string)
+            .unwrap_or_else(|| error.to_string())
+    );
+    if gone {
+        NotResumed::Gone(why)
+    } else {
+        NotResumed::Retry(why)
     }
 }
