@@ -173,6 +173,11 @@ def start_stack(stack, watch_args, watch_log, env_extra=None, streams_log=None):
         wait_for_port(events_port, stack, "moto", 60)
         env["AWS_ENDPOINT_URL_EVENTBRIDGE"] = f"http://127.0.0.1:{events_port}"
 
+    # Step Functions' task-token API (SendTaskSuccess for kv-key-watch's waiters) is served by
+    # the flow engine itself (kv-flow --sfn-port) while it plays flows, on this port.
+    sfn_port = free_port()
+    env["AWS_ENDPOINT_URL_SFN"] = f"http://127.0.0.1:{sfn_port}"
+
     step(f"Creating the tables {env['KV_BUCKETS_TABLE']} and {env['KV_ITEMS_TABLE']} (cargo run -p kv-dev --bin kv-tables)")
     deadline = time.monotonic() + 60
     while True:
@@ -253,6 +258,11 @@ def kv_flow(*args):
     return subprocess.run(command + list(args), cwd=ROOT).returncode
 
 
+def sfn_port_of(env):
+    """The port of the task-token API the functions were started with."""
+    return env["AWS_ENDPOINT_URL_SFN"].rsplit(":", 1)[1]
+
+
 def inspect_store(port):
     invoke = invoker(port)
     say()
@@ -292,14 +302,15 @@ def demo(_args):
     stack = Stack()
     started = time.monotonic()
     try:
-        port, _dynamodb_port, _env = start_stack(
+        port, _dynamodb_port, env = start_stack(
             stack, ["--ignore-changes"], "functions.log", {"AWS_LAMBDA_LOG_FORMAT": os.environ.get("AWS_LAMBDA_LOG_FORMAT", "JSON")},
             streams_log="streams.log",
         )
         say(f"    function logs: {(STATE_DIR / 'functions.log').relative_to(ROOT)}"
             " (each function compiles, if needed, and starts on its first call)")
         say(f"    stream deliveries: {(STATE_DIR / 'streams.log').relative_to(ROOT)}")
-        played = kv_flow("examples", "--port", str(port), "statemachines/examples.json")
+        played = kv_flow("examples", "--port", str(port), "--sfn-port", sfn_port_of(env),
+                         "statemachines/examples.json")
         stack.check_alive()
         inspect_store(port)
         say()
@@ -343,7 +354,10 @@ Call a function with a ready event from events/ (create the bucket first):
 
 Run a whole flow (a state machine of statemachines/, walked by kv-flow, its Tasks invoking the functions):
 
-  python3 scripts/run-local.py flow --port {port} statemachines/feature-flags.asl.json '{{"flag": "new-checkout", "set": {{"enabled": true}}}}'
+  python3 scripts/run-local.py flow --port {port} --sfn-port {sfn_port_of(env)} statemachines/feature-flags.asl.json '{{"flag": "new-checkout", "set": {{"enabled": true}}}}'
+
+  (--sfn-port: the flow engine serves Step Functions' task-token API there while it runs, which
+  kv-key-watch's waiters are resumed through; one flow run at a time)
 
 Look at the tables:
 
@@ -362,7 +376,8 @@ Ctrl-C stops everything.
 
 
 def flow(args):
-    return kv_flow("run", "--port", str(args.port), str(Path(args.definition).resolve()), args.input)
+    extra = ["--sfn-port", str(args.sfn_port)] if args.sfn_port else []
+    return kv_flow("run", "--port", str(args.port), *extra, str(Path(args.definition).resolve()), args.input)
 
 
 def main():
@@ -372,6 +387,7 @@ def main():
     commands.add_parser("serve", help="start and stay in the foreground (make local)")
     one = commands.add_parser("flow", help="run one definition against a running `serve`")
     one.add_argument("--port", type=int, required=True, help="the Invoke API port `serve` printed")
+    one.add_argument("--sfn-port", type=int, help="the task-token API port `serve` printed (flows that watch keys)")
     one.add_argument("definition", help="a statemachines/*.asl.json file")
     one.add_argument("input", help="the execution input, as JSON")
     args = parser.parse_args()

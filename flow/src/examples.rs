@@ -1,6 +1,11 @@
 //! `statemachines/examples.json`: the executions `make run` plays and `dev/tests/it/e2e.rs`
 //! plays too, with what each must end as. Read and checked here, so both hold them to the same
 //! rules.
+//!
+//! Executions run in order, except that one with `"with_previous": true` starts together with
+//! the one before it (and so on: a group of them), `start_after_ms` after the group starts; a
+//! group ends when all of its executions have. Flows that wait for each other (a hand-off, two
+//! contending for a lock) are played that way.
 
 use crate::Outcome;
 use serde_json::{json, Value};
@@ -24,6 +29,24 @@ pub struct Example {
     pub name: String,
     pub input: Value,
     pub expect: Expectation,
+    /// Starts together with the previous execution.
+    pub with_previous: bool,
+    /// How long after its group starts this execution starts.
+    pub start_after_ms: u64,
+}
+
+impl ExampleFlow {
+    /// The executions in the groups they run in, in order.
+    pub fn groups(&self) -> Vec<Vec<&Example>> {
+        let mut groups: Vec<Vec<&Example>> = Vec::new();
+        for execution in &self.executions {
+            match groups.last_mut() {
+                Some(group) if execution.with_previous => group.push(execution),
+                _ => groups.push(vec![execution]),
+            }
+        }
+        groups
+    }
 }
 
 /// What an execution must end as: its status, and an output (when it succeeds) or an
@@ -131,10 +154,29 @@ impl Examples {
                     output: expect.get("output").cloned().unwrap_or_else(empty),
                     error: expect.get("error").cloned().unwrap_or_else(empty),
                 };
+                let with_previous = match execution.get("with_previous") {
+                    None => false,
+                    Some(Value::Bool(flag)) if !(*flag && executions.is_empty()) => *flag,
+                    Some(_) => {
+                        return Err(fail(format!(
+                            "{title} / {name}: with_previous must be a boolean, and not on the first execution"
+                        )))
+                    }
+                };
+                let start_after_ms = match execution.get("start_after_ms") {
+                    None => 0,
+                    Some(value) => value.as_u64().ok_or_else(|| {
+                        fail(format!(
+                            "{title} / {name}: start_after_ms must be a whole number"
+                        ))
+                    })?,
+                };
                 executions.push(Example {
                     name,
                     input: execution["input"].clone(),
                     expect,
+                    with_previous,
+                    start_after_ms,
                 });
             }
             flows.push(ExampleFlow {
@@ -199,6 +241,31 @@ mod tests {
             Expectation::succeeds(json!({"b": 2}))
         );
         assert_eq!(flow.executions[1].expect, Expectation::fails("E"));
+        assert_eq!(flow.groups().len(), 2);
+    }
+
+    #[test]
+    fn executions_with_previous_start_together() {
+        let examples = Examples::parse(
+            r#"{"flows": [{"title": "T", "definition": "d.asl.json", "executions": [
+                {"name": "a", "input": {}},
+                {"name": "b", "input": {}, "with_previous": true, "start_after_ms": 500},
+                {"name": "c", "input": {}}
+            ]}]}"#,
+        )
+        .unwrap();
+        let groups = examples.flows[0].groups();
+        let names: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|execution| execution.name.as_str())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(names, [vec!["a", "b"], vec!["c"]]);
+        assert_eq!(groups[0][1].start_after_ms, 500);
     }
 
     #[test]
@@ -211,6 +278,8 @@ mod tests {
             r#"{"flows": [{"title": "T", "definition": "d"}]}"#,
             r#"{"flows": [{"title": "T", "definition": "d", "executions": [{"input": {}}]}]}"#,
             r#"{"flows": [{"title": "T", "definition": "d", "executions": [{"name": "n", "expect": {"status": "DONE"}}]}]}"#,
+            r#"{"flows": [{"title": "T", "definition": "d", "executions": [{"name": "n", "with_previous": true}]}]}"#,
+            r#"{"flows": [{"title": "T", "definition": "d", "executions": [{"name": "n"}, {"name": "m", "start_after_ms": -1}]}]}"#,
         ] {
             assert!(Examples::parse(text).is_err(), "{text}");
         }

@@ -1,23 +1,33 @@
 //! The one engine of the project's Step Functions flows: the subset of the Amazon States
 //! Language that `statemachines/*.asl.json` use, walked state by state.
 //!
-//! - States: Task, Choice, Pass, Succeed, Fail. Fields: InputPath, Parameters, ResultSelector,
-//!   ResultPath, OutputPath, Retry, Catch, ErrorPath, CausePath. Paths: `$`, `.field`,
-//!   `[index]`, `['field']`. Anything else is refused (a `States.Runtime` failure, or a
-//!   [`DefinitionError`] when loading), so a definition cannot silently rely on a feature this
-//!   engine does not implement.
+//! - States: Task, Choice, Pass, Wait, Succeed, Fail. Fields: InputPath, Parameters,
+//!   ResultSelector, ResultPath, OutputPath, Retry, Catch, ErrorPath, CausePath, and a Task's
+//!   TimeoutSeconds. Paths: `$`, `.field`, `[index]`, `['field']`, and `$$.` for the context
+//!   object (`Execution.Id`, `Execution.Name`, `State.Name`, `State.EnteredTime`,
+//!   `State.RetryCount`, `Task.Token`). Intrinsics in templates: `States.Format`,
+//!   `States.JsonToString`, `States.StringToJson`. Anything else is refused (a `States.Runtime`
+//!   failure, or a [`DefinitionError`] when loading), so a definition cannot silently rely on a
+//!   feature this engine does not implement.
+//! - Task resources: `${XFunctionArn}` (the function's result is the Task's), and
+//!   `arn:aws:states:::lambda:invoke.waitForTaskToken` with `FunctionName` and `Payload`: the
+//!   function is called with a fresh task token in its payload (`$$.Task.Token`) and the Task
+//!   waits until `SendTaskSuccess` or `SendTaskFailure` comes back through [`task_tokens`], or its
+//!   `TimeoutSeconds` pass (`States.Timeout`).
 //! - A Task calls a function through [`Invoke`]: in-process handlers in `dev/tests/it/e2e.rs`,
 //!   the Lambda Invoke API ([`invoke_api`]) in the `kv-flow` binary that `make run` uses.
 //! - [`Hooks`] see every step ([`Event`]), run before each state (the tests inject races there)
 //!   and wait out Retry's backoff (the tests do not wait).
 //!
-//! Not implemented, because no definition uses them: Map, Parallel, Wait, intrinsic functions,
-//! JSONata, timeouts and heartbeats; Retry's jitter (the delay is the nominal one, so that a walk
-//! is reproducible).
+//! Not implemented, because no definition uses them: Map, Parallel, the other intrinsic
+//! functions, JSONata, heartbeats and timeouts of plain Tasks; Retry's jitter (the delay is the
+//! nominal one, so that a walk is reproducible).
 
 pub mod examples;
+mod intrinsics;
 pub mod invoke_api;
 mod path;
+pub mod task_tokens;
 
 pub use path::{parse_path, read, write, PathError, Segment, WriteError};
 
@@ -25,7 +35,12 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use task_tokens::{TaskTokens, TIMEOUT_ERROR};
+
+/// The resource of a Task that waits for its token to come back.
+pub const WAIT_FOR_TASK_TOKEN: &str = "arn:aws:states:::lambda:invoke.waitForTaskToken";
 
 /// Transitions after which a walk fails: the definitions' loops (a compare-and-set that lost a
 /// race reads again) end in a few rounds, so this many means a loop that does not end.
@@ -66,6 +81,55 @@ pub trait Hooks {
     /// Waits before a retry.
     fn backoff(&mut self, _delay: Duration) -> impl Future<Output = ()> {
         async {}
+    }
+
+    /// Waits out a Wait state.
+    fn wait(&mut self, _delay: Duration) -> impl Future<Output = ()> {
+        async {}
+    }
+}
+
+/// One execution: its identity (the context object's `Execution`) and the task-token service
+/// its `.waitForTaskToken` Tasks wait on.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub id: String,
+    pub name: String,
+    pub tokens: Option<Arc<TaskTokens>>,
+}
+
+impl Execution {
+    /// A new execution of the state machine `machine`, with a name of its own.
+    pub fn new(machine: &str) -> Execution {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Execution {
+            id: format!("arn:aws:states:local:000000000000:execution:{machine}:{name}"),
+            name,
+            tokens: None,
+        }
+    }
+
+    pub fn with_tokens(mut self, tokens: Arc<TaskTokens>) -> Execution {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The context object as a state entered now sees it.
+    fn context(&self, state: &str, retry_count: u64, token: Option<&str>) -> Value {
+        let mut context = json!({
+            "Execution": {"Id": self.id, "Name": self.name},
+            "State": {"Name": state, "EnteredTime": intrinsics::now_iso8601(), "RetryCount": retry_count},
+        });
+        if let Some(token) = token {
+            context["Task"] = json!({"Token": token});
+        }
+        context
     }
 }
 
@@ -216,7 +280,7 @@ impl fmt::Display for DefinitionError {
 
 impl std::error::Error for DefinitionError {}
 
-const STATE_TYPES: [&str; 5] = ["Task", "Pass", "Choice", "Succeed", "Fail"];
+const STATE_TYPES: [&str; 6] = ["Task", "Pass", "Choice", "Wait", "Succeed", "Fail"];
 
 /// A state machine's definition, checked so that a walk only meets states that exist.
 #[derive(Debug, Clone)]
@@ -247,18 +311,17 @@ impl Definition {
             }
             let field = |field: &str| format!("{name}: {field}");
             match kind {
-                "Task" | "Pass" => {
+                "Task" | "Pass" | "Wait" => {
                     if state["End"] != json!(true) {
                         exists(&state["Next"], &field("Next"))?;
                     }
-                    if kind == "Task" {
+                    if kind == "Task" && task_function(state).is_none() {
                         let resource = state["Resource"].as_str().unwrap_or_default();
-                        if function_name(resource).is_none() {
-                            return error(format!(
-                                "{name}: unsupported Task resource {resource:?} \
-                                 (a placeholder ${{<Function>FunctionArn}})"
-                            ));
-                        }
+                        return error(format!(
+                            "{name}: unsupported Task resource {resource:?} (a placeholder \
+                             ${{<Function>FunctionArn}}, or {WAIT_FOR_TASK_TOKEN} with a \
+                             FunctionName placeholder and a Payload)"
+                        ));
                     }
                     for catcher in state["Catch"].as_array().into_iter().flatten() {
                         exists(&catcher["Next"], &field("Catch Next"))?;
@@ -335,18 +398,31 @@ impl Definition {
         all
     }
 
-    /// Walks the definition from `StartAt` with this input.
+    /// Walks the definition from `StartAt` with this input, as an execution with no task-token
+    /// service.
     pub async fn execute(
         &self,
         input: Value,
         invoke: &impl Invoke,
         hooks: &mut impl Hooks,
     ) -> Outcome {
+        self.execute_in(input, invoke, hooks, &Execution::new("flow"))
+            .await
+    }
+
+    /// Walks the definition from `StartAt` with this input, as `execution`.
+    pub async fn execute_in(
+        &self,
+        input: Value,
+        invoke: &impl Invoke,
+        hooks: &mut impl Hooks,
+        execution: &Execution,
+    ) -> Outcome {
         let mut name = self.start_at.clone();
         let mut data = input;
         for _ in 0..self.max_transitions {
             hooks.before_state(&name).await;
-            match self.run_state(&name, data, invoke, hooks).await {
+            match self.run_state(&name, data, invoke, hooks, execution).await {
                 Ok(Step::Next(next, output)) => {
                     name = next;
                     data = output;
@@ -367,6 +443,7 @@ impl Definition {
         data: Value,
         invoke: &impl Invoke,
         hooks: &mut impl Hooks,
+        execution: &Execution,
     ) -> Result<Step, Failure> {
         let Some(state) = self.states.get(name) else {
             return Err(Failure::runtime(format!("no state {name}")));
@@ -379,8 +456,9 @@ impl Definition {
         let kind = state["Type"].as_str().unwrap_or_default();
         let data = match kind {
             "Pass" => {
+                let context = execution.context(name, 0, None);
                 let result = match state.get("Parameters") {
-                    Some(parameters) => template(parameters, &input, name)?,
+                    Some(parameters) => template(parameters, &input, &context, name)?,
                     None => state.get("Result").cloned().unwrap_or(input),
                 };
                 hooks.event(&Event::Pass {
@@ -389,12 +467,25 @@ impl Definition {
                 });
                 write_result(&data, state.get("ResultPath"), result, name)?
             }
-            "Task" => {
-                let payload = match state.get("Parameters") {
-                    Some(parameters) => template(parameters, &input, name)?,
-                    None => input,
+            "Wait" => {
+                let seconds = match (state.get("Seconds"), state.get("SecondsPath")) {
+                    (Some(seconds), _) => seconds.clone(),
+                    (None, Some(path)) => require(&input, path, name)?,
+                    (None, None) => {
+                        return Err(Failure::runtime(format!("{name}: a Wait without Seconds")))
+                    }
                 };
-                let result = match call_task(name, state, payload, invoke, hooks).await? {
+                let delay = seconds
+                    .as_f64()
+                    .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                    .ok_or_else(|| {
+                        Failure::runtime(format!("{name}: {seconds} is not a number of seconds"))
+                    })?;
+                hooks.wait(delay).await;
+                data
+            }
+            "Task" => {
+                let result = match call_task(name, state, &input, invoke, hooks, execution).await? {
                     Called::Result(result) => result,
                     Called::Caught {
                         index,
@@ -416,7 +507,9 @@ impl Definition {
                     }
                 };
                 let result = match state.get("ResultSelector") {
-                    Some(selector) => template(selector, &result, name)?,
+                    Some(selector) => {
+                        template(selector, &result, &execution.context(name, 0, None), name)?
+                    }
                     None => result,
                 };
                 write_result(&data, state.get("ResultPath"), result, name)?
@@ -521,28 +614,79 @@ enum Called<'a> {
 async fn call_task<'a>(
     name: &str,
     state: &'a Value,
-    payload: Value,
+    input: &Value,
     invoke: &impl Invoke,
     hooks: &mut impl Hooks,
+    execution: &Execution,
 ) -> Result<Called<'a>, Failure> {
     let resource = state["Resource"].as_str().unwrap_or_default();
-    let function = function_name(resource)
+    let function = task_function(state)
         .ok_or_else(|| Failure::runtime(format!("{name}: unsupported Task resource {resource}")))?;
+    let waits = resource == WAIT_FOR_TASK_TOKEN;
+    let timeout = match (state.get("TimeoutSeconds"), state.get("TimeoutSecondsPath")) {
+        (Some(seconds), _) => Some(seconds.clone()),
+        (None, Some(path)) => Some(require(input, path, name)?),
+        (None, None) => None,
+    }
+    .map(|seconds| {
+        seconds.as_u64().map(Duration::from_secs).ok_or_else(|| {
+            Failure::runtime(format!(
+                "{name}: TimeoutSeconds {seconds} is not a whole number"
+            ))
+        })
+    })
+    .transpose()?;
+    let tokens = match (waits, &execution.tokens) {
+        (false, _) => None,
+        (true, Some(tokens)) => Some(tokens),
+        (true, None) => {
+            return Err(Failure::runtime(format!(
+                "{name}: a .waitForTaskToken Task needs the task-token service, which this execution has not"
+            )))
+        }
+    };
     let retriers = state["Retry"].as_array().map_or(&[][..], Vec::as_slice);
     let mut attempts = vec![0_u64; retriers.len()];
+    let mut retries = 0;
     loop {
-        let failure = match invoke.invoke(&function, payload.clone()).await {
-            Ok(response) => {
-                hooks.event(&Event::Task {
-                    state: name,
-                    function: &function,
-                    request: &payload,
-                    response: &response,
-                });
-                return Ok(Called::Result(response));
-            }
+        // Each attempt of a waiting Task gets a token of its own, as in Step Functions.
+        let token = tokens.map(|tokens| tokens.issue(&execution.id));
+        let context = execution.context(name, retries, token.as_deref());
+        let payload = match (waits, state.get("Parameters")) {
+            (true, Some(parameters)) => template(&parameters["Payload"], input, &context, name)?,
+            (false, Some(parameters)) => template(parameters, input, &context, name)?,
+            (_, None) => input.clone(),
+        };
+        let called = match invoke.invoke(&function, payload.clone()).await {
+            Ok(response) => match (tokens, &token) {
+                // The function's own answer is not the Task's result: the token's is.
+                (Some(tokens), Some(token)) => {
+                    tokens.wait(token, timeout).await.inspect(|output| {
+                        hooks.event(&Event::Task {
+                            state: name,
+                            function: &function,
+                            request: &payload,
+                            response: output,
+                        });
+                    })
+                }
+                _ => {
+                    hooks.event(&Event::Task {
+                        state: name,
+                        function: &function,
+                        request: &payload,
+                        response: &response,
+                    });
+                    Ok(response)
+                }
+            },
+            Err(failure) => Err(failure),
+        };
+        let failure = match called {
+            Ok(result) => return Ok(Called::Result(result)),
             Err(failure) => failure,
         };
+        retries += 1;
         hooks.event(&Event::TaskFailed {
             state: name,
             function: &function,
@@ -589,14 +733,26 @@ async fn call_task<'a>(
     }
 }
 
-/// `States.ALL` and `States.TaskFailed` match any error a function returns (there are no
-/// timeouts here, the one thing TaskFailed would not match).
+/// `States.ALL` matches any error; `States.TaskFailed` any but a timeout, as in Step Functions.
 fn handles(names: &Value, error_type: &str) -> bool {
     names.as_array().is_some_and(|names| {
-        names
-            .iter()
-            .any(|name| name == error_type || name == "States.ALL" || name == "States.TaskFailed")
+        names.iter().any(|name| {
+            name == error_type
+                || name == "States.ALL"
+                || (name == "States.TaskFailed" && error_type != TIMEOUT_ERROR)
+        })
     })
+}
+
+/// The function a Task calls: its `${XFunctionArn}` resource, or the `FunctionName` of a
+/// `.waitForTaskToken` Task.
+fn task_function(state: &Value) -> Option<String> {
+    match state["Resource"].as_str()? {
+        WAIT_FOR_TASK_TOKEN if state["Parameters"]["Payload"].is_object() => {
+            function_name(state["Parameters"]["FunctionName"].as_str()?)
+        }
+        resource => function_name(resource),
+    }
 }
 
 /// IntervalSeconds × BackoffRate^retries, at most MaxDelaySeconds. Without jitter: a walk is
@@ -662,26 +818,27 @@ fn output_path(state: &Value, data: Value, name: &str) -> Result<Value, Failure>
 }
 
 /// A payload template (Parameters, ResultSelector): `"key.$": "$.path"` takes the value at the
-/// path; everything else is copied.
-fn template(value: &Value, data: &Value, state: &str) -> Result<Value, Failure> {
+/// path, `"$$.path"` the context object's, `"States.Format(...)"` an intrinsic's result;
+/// everything else is copied.
+fn template(value: &Value, data: &Value, context: &Value, state: &str) -> Result<Value, Failure> {
     Ok(match value {
         Value::Object(object) => {
             let mut out = Map::new();
             for (key, item) in object {
                 match key.strip_suffix(".$") {
                     Some(name) => {
-                        if item
-                            .as_str()
-                            .is_some_and(|path| path.starts_with("States."))
-                        {
+                        let Some(expression) = item.as_str() else {
                             return Err(Failure::runtime(format!(
-                                "{state}: intrinsic functions are not supported"
+                                "{state}: {key} must be a path or an intrinsic function"
                             )));
-                        }
-                        out.insert(name.to_string(), require(data, item, state)?);
+                        };
+                        out.insert(
+                            name.to_string(),
+                            evaluate(expression, data, context, state)?,
+                        );
                     }
                     None => {
-                        out.insert(key.clone(), template(item, data, state)?);
+                        out.insert(key.clone(), template(item, data, context, state)?);
                     }
                 }
             }
@@ -690,11 +847,28 @@ fn template(value: &Value, data: &Value, state: &str) -> Result<Value, Failure> 
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|item| template(item, data, state))
+                .map(|item| template(item, data, context, state))
                 .collect::<Result<_, _>>()?,
         ),
         other => other.clone(),
     })
+}
+
+/// A path of the state's input, a `$$.` path of the context object, or an intrinsic.
+fn evaluate(
+    expression: &str,
+    data: &Value,
+    context: &Value,
+    state: &str,
+) -> Result<Value, Failure> {
+    if expression.starts_with("States.") {
+        return intrinsics::call(expression, &|path| evaluate(path, data, context, state))
+            .map_err(|why| Failure::runtime(format!("{state}: {why}")));
+    }
+    match expression.strip_prefix('$') {
+        Some(rest) if rest.starts_with('$') => require(context, &Value::from(rest), state),
+        _ => require(data, &Value::from(expression), state),
+    }
 }
 
 /// A Choice rule: And, Or, Not, IsPresent, IsNull and the comparisons below. Comparing a value of
@@ -787,3 +961,5 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tokens;

@@ -2,25 +2,32 @@
 //! API (`cargo lambda watch`), printing each step. `make run` plays the examples with it;
 //! `make local` prints how to run one flow.
 //!
-//!     kv-flow run [--host H] --port N DEFINITION INPUT
-//!     kv-flow examples [--host H] --port N [EXAMPLES]
+//!     kv-flow run [--host H] --port N [--sfn-port P] DEFINITION INPUT
+//!     kv-flow examples [--host H] --port N [--sfn-port P] [EXAMPLES]
+//!
+//! While it runs it serves Step Functions' task-token API (`SendTaskSuccess`...) on loopback
+//! port P (default: a free one), which the functions must be given as `AWS_ENDPOINT_URL_SFN` for
+//! `.waitForTaskToken` Tasks to resume.
 //!
 //! Exit status: 0 as expected, 1 an execution failed (`run`) or ended otherwise than expected
 //! (`examples`), 2 a usage error or a file that cannot be read.
 
 use kv_flow::examples::Examples;
 use kv_flow::invoke_api::InvokeApi;
-use kv_flow::{block_on, Definition, Event, Hooks, Outcome, Transition};
+use kv_flow::task_tokens::TaskTokens;
+use kv_flow::{block_on, Definition, Event, Execution, Hooks, Outcome, Transition};
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage:
-  kv-flow run [--host H] --port N DEFINITION INPUT    one execution; INPUT is JSON
-  kv-flow examples [--host H] --port N [EXAMPLES]     every execution of EXAMPLES
-                                                      (default statemachines/examples.json)";
+  kv-flow run [--host H] --port N [--sfn-port P] DEFINITION INPUT    one execution; INPUT is JSON
+  kv-flow examples [--host H] --port N [--sfn-port P] [EXAMPLES]     every execution of EXAMPLES
+                                                      (default statemachines/examples.json)
+  --sfn-port P: where the task-token API is served while flows run (default: a free port)";
 
 /// A reason to stop before walking anything: exit status 2.
 struct Usage(String);
@@ -38,6 +45,7 @@ fn main() -> ExitCode {
 fn command(args: Vec<String>) -> Result<ExitCode, Usage> {
     let mut host = "127.0.0.1".to_string();
     let mut port = None;
+    let mut sfn_port = 0;
     let mut positional = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -51,6 +59,12 @@ fn command(args: Vec<String>) -> Result<ExitCode, Usage> {
                         .map_err(|_| Usage(format!("--port {value:?} is not a port")))?,
                 );
             }
+            "--sfn-port" => {
+                let value = args.next().unwrap_or_default();
+                sfn_port = value
+                    .parse::<u16>()
+                    .map_err(|_| Usage(format!("--sfn-port {value:?} is not a port")))?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
@@ -62,17 +76,27 @@ fn command(args: Vec<String>) -> Result<ExitCode, Usage> {
     let port = port.ok_or(Usage("--port is required".into()))?;
     let api = InvokeApi::new(&host, port);
     let printer = Printer::new();
+    let serve_tokens = || {
+        TaskTokens::serve_on(sfn_port).map_err(|error| {
+            Usage(format!(
+                "cannot serve the task-token API on port {sfn_port}: {error}"
+            ))
+        })
+    };
     match positional
         .iter()
         .map(String::as_str)
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["run", definition, input] => {
-            let definition = load_definition(Path::new(definition))?;
+        ["run", file, input] => {
+            let definition = load_definition(Path::new(file))?;
             let input: Value = serde_json::from_str(input)
                 .map_err(|error| Usage(format!("INPUT is not JSON: {error}")))?;
-            let outcome = block_on(definition.execute(input, &api, &mut printer.clone()));
+            let execution =
+                Execution::new(&machine_name(Path::new(file))).with_tokens(serve_tokens()?);
+            let outcome =
+                block_on(definition.execute_in(input, &api, &mut printer.clone(), &execution));
             println!(
                 "{}  {}",
                 outcome.status(),
@@ -83,8 +107,13 @@ fn command(args: Vec<String>) -> Result<ExitCode, Usage> {
                 Outcome::Failed(_) => ExitCode::from(1),
             })
         }
-        ["examples"] => play_examples(Path::new("statemachines/examples.json"), &api, &printer),
-        ["examples", file] => play_examples(Path::new(file), &api, &printer),
+        ["examples"] => play_examples(
+            Path::new("statemachines/examples.json"),
+            &api,
+            &printer,
+            &serve_tokens()?,
+        ),
+        ["examples", file] => play_examples(Path::new(file), &api, &printer, &serve_tokens()?),
         _ => Err(Usage("unexpected arguments".into())),
     }
 }
@@ -99,8 +128,25 @@ fn load_definition(path: &Path) -> Result<Definition, Usage> {
     Definition::new(value).map_err(|error| Usage(format!("{}: {error}", path.display())))
 }
 
-/// Every execution of examples.json in order, each checked against its `expect`.
-fn play_examples(file: &Path, api: &InvokeApi, printer: &Printer) -> Result<ExitCode, Usage> {
+/// `statemachines/mutex.asl.json` -> `mutex`: the state machine's name in execution ids.
+fn machine_name(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("flow");
+    file.trim_end_matches(".json")
+        .trim_end_matches(".asl")
+        .to_string()
+}
+
+/// Every execution of examples.json in order (a group of them together), each checked against
+/// its `expect`.
+fn play_examples(
+    file: &Path,
+    api: &InvokeApi,
+    printer: &Printer,
+    tokens: &Arc<TaskTokens>,
+) -> Result<ExitCode, Usage> {
     let started = Instant::now();
     let examples = Examples::parse(&read(file)?)
         .map_err(|error| Usage(format!("{}: {error}", file.display())))?;
@@ -122,36 +168,84 @@ fn play_examples(file: &Path, api: &InvokeApi, printer: &Printer) -> Result<Exit
         println!();
         printer.step(&format!("{}  ({})", flow.title, path.display()));
         println!("    {comment}");
-        for execution in &flow.executions {
-            executions += 1;
-            println!();
-            println!(
-                "  {}",
-                printer.paint("1;35", &format!("▶ {}", execution.name))
-            );
-            println!("    input {}", show_json(&execution.input, &" ".repeat(10)));
-            let outcome =
-                block_on(definition.execute(execution.input.clone(), api, &mut printer.clone()));
-            let ok = execution.expect.met_by(&outcome);
-            let mark = if ok {
-                printer.paint("32", "✔")
-            } else {
-                printer.paint("31", "✘ unexpected")
-            };
-            println!(
-                "  {mark} {}  {}",
-                outcome.status(),
-                show_json(&outcome.output(), &" ".repeat(6))
-            );
-            if !ok {
-                problems.push(format!(
-                    "{} / {}: got {} {}, expected {}",
-                    flow.title,
-                    execution.name,
+        for group in flow.groups() {
+            let together = group.len() > 1;
+            for execution in &group {
+                executions += 1;
+                println!();
+                println!(
+                    "  {}{}",
+                    printer.paint("1;35", &format!("▶ {}", execution.name)),
+                    if together && execution.start_after_ms > 0 {
+                        format!("  (together, {} ms later)", execution.start_after_ms)
+                    } else if together {
+                        "  (together)".to_string()
+                    } else {
+                        String::new()
+                    }
+                );
+                println!("    input {}", show_json(&execution.input, &" ".repeat(10)));
+            }
+            // A group's executions run at once, each on a thread of its own, as Step Functions
+            // runs executions; their steps interleave, each line tagged with its execution.
+            let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+                let runs: Vec<_> = group
+                    .iter()
+                    .enumerate()
+                    .map(|(index, execution)| {
+                        let mut hooks =
+                            printer.tagged(together.then(|| format!("[{}] ", index + 1)));
+                        let run = Execution::new(&machine_name(&path)).with_tokens(tokens.clone());
+                        let definition = &definition;
+                        scope.spawn(move || {
+                            std::thread::sleep(Duration::from_millis(execution.start_after_ms));
+                            block_on(definition.execute_in(
+                                execution.input.clone(),
+                                api,
+                                &mut hooks,
+                                &run,
+                            ))
+                        })
+                    })
+                    .collect();
+                runs.into_iter()
+                    .map(|run| {
+                        run.join().unwrap_or_else(|_| {
+                            Outcome::Failed(kv_flow::Failure {
+                                error: kv_flow::RUNTIME_ERROR.into(),
+                                cause: "the execution's thread panicked".into(),
+                            })
+                        })
+                    })
+                    .collect()
+            });
+            for (index, (execution, outcome)) in group.iter().zip(outcomes).enumerate() {
+                let ok = execution.expect.met_by(&outcome);
+                let mark = if ok {
+                    printer.paint("32", "✔")
+                } else {
+                    printer.paint("31", "✘ unexpected")
+                };
+                let tag = if together {
+                    format!("[{}] ", index + 1)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  {tag}{mark} {}  {}",
                     outcome.status(),
-                    outcome.output(),
-                    execution.expect
-                ));
+                    show_json(&outcome.output(), &" ".repeat(6))
+                );
+                if !ok {
+                    problems.push(format!(
+                        "{} / {}: got {} {}, expected {}",
+                        flow.title,
+                        execution.name,
+                        outcome.status(),
+                        outcome.output(),
+                        execution.expect
+                    ));
+                }
             }
         }
     }
@@ -169,16 +263,26 @@ fn play_examples(file: &Path, api: &InvokeApi, printer: &Printer) -> Result<Exit
     Ok(ExitCode::from(1))
 }
 
-/// Prints each step as it happens; really waits out Retry's backoff.
+/// Prints each step as it happens (tagged with its execution when several run at once);
+/// really waits out Retry's backoff and Wait states.
 #[derive(Clone)]
 struct Printer {
     color: bool,
+    tag: String,
 }
 
 impl Printer {
     fn new() -> Self {
         Printer {
             color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            tag: String::new(),
+        }
+    }
+
+    fn tagged(&self, tag: Option<String>) -> Printer {
+        Printer {
+            tag: tag.unwrap_or_default(),
+            ..self.clone()
         }
     }
 
@@ -206,15 +310,25 @@ impl Hooks for Printer {
                 response,
             } => {
                 let call = format!("POST /2015-03-31/functions/{function}/invocations");
-                println!("    {}  {}", self.paint("1", state), self.paint("2", &call));
-                println!("      request   {}", show_json(request, &margin));
+                println!(
+                    "{}    {}  {}",
+                    self.tag,
+                    self.paint("1", state),
+                    self.paint("2", &call)
+                );
+                println!(
+                    "{}      request   {}",
+                    self.tag,
+                    show_json(request, &margin)
+                );
                 let code = if response["status_code"] == 200 {
                     "32"
                 } else {
                     "33"
                 };
                 println!(
-                    "      {}  {}",
+                    "{}      {}  {}",
+                    self.tag,
                     self.paint(code, "response"),
                     show_json(response, &margin)
                 );
@@ -225,26 +339,35 @@ impl Hooks for Printer {
                 request,
                 failure,
             } => {
-                println!("    {}  {function}", self.paint("1", state));
-                println!("      request   {}", show_json(request, &margin));
+                println!("{}    {}  {function}", self.tag, self.paint("1", state));
                 println!(
-                    "      {}     {}: {}",
+                    "{}      request   {}",
+                    self.tag,
+                    show_json(request, &margin)
+                );
+                println!(
+                    "{}      {}     {}: {}",
+                    self.tag,
                     self.paint("31", "error"),
                     failure.error_type,
                     failure.message
                 );
             }
             Event::Retry { delay, .. } => {
-                println!("      retrying in {:.0} s", delay.as_secs_f64());
+                println!("{}      retrying in {:.0} s", self.tag, delay.as_secs_f64());
             }
-            Event::Pass { state, .. } => println!("    {}  (Pass)", self.paint("1", state)),
-            Event::Fail { state, .. } => println!("    {}  (Fail)", self.paint("31", state)),
+            Event::Pass { state, .. } => {
+                println!("{}    {}  (Pass)", self.tag, self.paint("1", state))
+            }
+            Event::Fail { state, .. } => {
+                println!("{}    {}  (Fail)", self.tag, self.paint("31", state))
+            }
             Event::Transition { state, transition } => match transition {
                 Transition::Choice { next, .. } | Transition::Default(next) => {
-                    println!("    {} -> {next}", self.paint("36", state));
+                    println!("{}    {} -> {next}", self.tag, self.paint("36", state));
                 }
                 Transition::Catch { error, next, .. } => {
-                    println!("      caught {error} -> {next}");
+                    println!("{}      caught {error} -> {next}", self.tag);
                 }
                 Transition::Next(_) | Transition::End => {}
             },
@@ -252,6 +375,11 @@ impl Hooks for Printer {
     }
 
     async fn backoff(&mut self, delay: Duration) {
+        std::thread::sleep(delay);
+    }
+
+    async fn wait(&mut self, delay: Duration) {
+        println!("      {}waiting {:.1} s", self.tag, delay.as_secs_f64());
         std::thread::sleep(delay);
     }
 }

@@ -256,16 +256,20 @@ fn a_missing_path_or_an_unsupported_one_is_a_runtime_error() {
             "does not exist",
         ),
         (
-            json!({"Type": "Pass", "Parameters": {"a.$": "$$.Execution.Id"}, "End": true}),
+            json!({"Type": "Pass", "Parameters": {"a.$": "$$.Map.Item.Value"}, "End": true}),
+            "does not exist",
+        ),
+        (
+            json!({"Type": "Pass", "Parameters": {"a.$": "$$.list[*]"}, "End": true}),
             "unsupported path",
         ),
         (
-            json!({"Type": "Pass", "Parameters": {"a.$": "States.Format('{}', $.x)"}, "End": true}),
-            "intrinsic",
+            json!({"Type": "Pass", "Parameters": {"a.$": "States.Hash($.x, 'SHA-1')"}, "End": true}),
+            "not supported",
         ),
         (
             json!({"Type": "Pass", "Parameters": {"a.$": 1}, "End": true}),
-            "must be a string",
+            "must be a path",
         ),
         (
             json!({"Type": "Pass", "ResultPath": "$.x.y", "End": true}),

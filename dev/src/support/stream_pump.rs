@@ -30,6 +30,8 @@ struct Pump {
     delivered: Mutex<Vec<Value>>,
     /// The stream runner's process, killed when its DynamoDB Local is stopped.
     runner: OnceLock<u32>,
+    /// Batches answered with a partial batch failure.
+    failed_batches: AtomicU64,
 }
 
 /// Starts following the stream of the DynamoDB Local at `endpoint`, if not yet.
@@ -74,6 +76,13 @@ pub fn follow_waking(endpoint: &str, sfn: &str) {
             &sfn,
         )));
     });
+}
+
+/// How many batches kv-items-replicate on `endpoint` answered with a partial batch failure.
+pub fn replication_failures_at(endpoint: &str) -> u64 {
+    pump_of(endpoint, "kv-items-replicate", |_| {})
+        .failed_batches
+        .load(Ordering::SeqCst)
 }
 
 /// Every batch delivered so far to kv-items-replicate on `endpoint`, in order.
@@ -157,6 +166,7 @@ fn start(
             fence_seen: AtomicU64::new(0),
             delivered: Mutex::new(Vec::new()),
             runner: OnceLock::new(),
+            failed_batches: AtomicU64::new(0),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").expect("invoke API listener");
         let port = listener.local_addr().expect("address").port();
@@ -256,6 +266,12 @@ fn serve(pump: &'static Pump, stream: TcpStream) {
             match outcome {
                 Ok(result) => {
                     note_fence(pump, &payload);
+                    if result["batchItemFailures"]
+                        .as_array()
+                        .is_some_and(|failures| !failures.is_empty())
+                    {
+                        pump.failed_batches.fetch_add(1, Ordering::SeqCst);
+                    }
                     if let Ok(mut delivered) = pump.delivered.lock() {
                         delivered.push(payload.clone());
                     }

@@ -17,12 +17,16 @@ use kv::{Function, Kv};
 use kv_dev::sam;
 use kv_dev::support::*;
 use kv_flow::examples::{Examples, Expectation};
-use kv_flow::{parse_path, read, Definition, Event, Hooks, Invoke, Outcome, Segment, TaskFailure};
+use kv_flow::task_tokens::TaskTokens;
+use kv_flow::{
+    parse_path, read, Definition, Event, Execution, Hooks, Invoke, Outcome, Segment, TaskFailure,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------------------- definitions
@@ -46,6 +50,16 @@ impl Flow {
             .functions
             .get(resource)
             .unwrap_or_else(|| panic!("{}: unknown resource {resource}", self.file))
+    }
+}
+
+/// The placeholder naming a Task's function: its resource, or a waiting Task's `FunctionName`.
+fn task_resource(state: &Value) -> &str {
+    match state["Resource"].as_str().unwrap_or_default() {
+        kv_flow::WAIT_FOR_TASK_TOKEN => state["Parameters"]["FunctionName"]
+            .as_str()
+            .unwrap_or_default(),
+        resource => resource,
     }
 }
 
@@ -109,6 +123,19 @@ struct Record {
     retries: usize,
 }
 
+impl Record {
+    fn merge(&mut self, other: Record) {
+        self.taken.extend(other.taken);
+        for (function, responses) in other.responses {
+            self.responses
+                .entry(function)
+                .or_default()
+                .extend(responses);
+        }
+        self.retries += other.retries;
+    }
+}
+
 /// Tasks call the handlers in-process, as the Lambda runtime would.
 struct InProcess<'a> {
     kv: &'a Kv,
@@ -144,6 +171,11 @@ impl Hooks for Recorder<'_> {
         }
     }
 
+    /// A Wait state is really waited: a lock's holder holds it while another flow waits.
+    async fn wait(&mut self, delay: Duration) {
+        tokio::time::sleep(delay).await;
+    }
+
     fn event(&mut self, event: &Event<'_>) {
         match event {
             Event::Transition { state, transition } => {
@@ -169,19 +201,24 @@ impl Hooks for Recorder<'_> {
 
 async fn execute(
     flow: &Flow,
-    kv: &Kv,
+    place: &Place,
     input: Value,
     race: Option<&Race>,
     record: &mut Record,
 ) -> Outcome {
+    let kv = &place.kv;
     let mut recorder = Recorder {
         file: &flow.file,
         kv,
         race,
         record,
     };
+    let mut execution = Execution::new(flow.file.trim_end_matches(".asl.json"));
+    if let Some(tokens) = &place.tokens {
+        execution = execution.with_tokens(tokens.clone());
+    }
     flow.definition
-        .execute(input, &InProcess { kv }, &mut recorder)
+        .execute_in(input, &InProcess { kv }, &mut recorder, &execution)
         .await
 }
 
@@ -202,6 +239,8 @@ struct Run {
     input: Value,
     race: Option<Race>,
     expect: Expectation,
+    /// Starts together with the previous run, this long after the group starts.
+    together: Option<Duration>,
 }
 
 /// Executions of one definition, in order, in fresh tables (or in tables that do not exist).
@@ -220,6 +259,9 @@ enum Store {
     Unreachable,
     /// DynamoDB answers, but the tables do not exist: every call is `KvInternal`.
     TablesMissing,
+    /// A DynamoDB Local of the world's own, whose items stream resumes waiting flows through
+    /// the engine's task-token API: for definitions with `.waitForTaskToken` Tasks.
+    Watched,
 }
 
 fn run(name: &str, input: Value, expect: Expectation) -> Run {
@@ -228,6 +270,7 @@ fn run(name: &str, input: Value, expect: Expectation) -> Run {
         input,
         race: None,
         expect,
+        together: None,
     }
 }
 
@@ -259,9 +302,21 @@ fn examples() -> Vec<World> {
             let runs = flow
                 .executions
                 .into_iter()
-                .map(|execution| run(&execution.name, execution.input, execution.expect))
+                .map(|execution| Run {
+                    together: execution
+                        .with_previous
+                        .then(|| Duration::from_millis(execution.start_after_ms)),
+                    ..run(&execution.name, execution.input, execution.expect)
+                })
                 .collect();
-            world(file, runs)
+            World {
+                store: if waits_for_tokens(file) {
+                    Store::Watched
+                } else {
+                    Store::Ready
+                },
+                ..world(file, runs)
+            }
         })
         .collect()
 }
@@ -457,13 +512,112 @@ fn scenarios() -> Vec<World> {
                 Expectation::fails(INTERNAL_ERROR_TYPE),
             )],
         },
+        world(
+            "rate-limiter.asl.json",
+            vec![run(
+                "a client id that is not a valid key is refused",
+                json!({"client": "api key 1"}),
+                Expectation::fails("invalid_key"),
+            )],
+        ),
+        World {
+            store: Store::Watched,
+            ..world(
+                "mutex.asl.json",
+                vec![
+                    run(
+                        "a resource name that is not a valid key is refused",
+                        json!({"resource": "nightly report", "owner": "a", "hold_seconds": 0, "wait_seconds": 5}),
+                        Expectation::fails("invalid_key"),
+                    ),
+                    raced(
+                        "the lease ended and another owner took the lock before the release",
+                        json!({"resource": "cleanup", "owner": "slow", "hold_seconds": 0, "wait_seconds": 5}),
+                        Race {
+                            state: "Release",
+                            function: Function::KeyPut,
+                            payload: json!({"bucket": "locks", "key": "cleanup", "value": "intruder"}),
+                        },
+                        Expectation::fails("LeaseLost"),
+                    ),
+                    run(
+                        "a holder keeps the lock for 3 s...",
+                        json!({"resource": "export", "owner": "a", "hold_seconds": 3, "wait_seconds": 60}),
+                        Expectation::succeeds(json!({"owner": "a"})),
+                    ),
+                    Run {
+                        together: Some(Duration::from_millis(300)),
+                        ..run(
+                            "... longer than another will wait for it",
+                            json!({"resource": "export", "owner": "b", "hold_seconds": 0, "wait_seconds": 1}),
+                            Expectation::fails("LockTimeout"),
+                        )
+                    },
+                ],
+            )
+        },
+        World {
+            store: Store::Watched,
+            ..world(
+                "hand-off.asl.json",
+                vec![
+                    run(
+                        "a job id that is not a valid key is refused",
+                        json!({"job": "job 42", "role": "producer", "result": "r"}),
+                        Expectation::fails("invalid_key"),
+                    ),
+                    run(
+                        "no result within the wait",
+                        json!({"job": "job-43", "role": "consumer", "wait_seconds": 1}),
+                        Expectation::fails("NoResult"),
+                    ),
+                ],
+            )
+        },
     ]
+}
+
+/// Whether a definition has `.waitForTaskToken` Tasks.
+fn waits_for_tokens(file: &str) -> bool {
+    std::fs::read_to_string(sam::root().join("statemachines").join(file))
+        .is_ok_and(|text| text.contains(kv_flow::WAIT_FOR_TASK_TOKEN))
+}
+
+/// Where a world's executions run: a container, and for a watched store its own DynamoDB Local
+/// (kept while the world runs) and the task-token API its flows wait on.
+struct Place {
+    kv: Kv,
+    tokens: Option<Arc<TaskTokens>>,
+    _local: Option<PrivateLocal>,
+}
+
+async fn place_for(store: Store) -> Place {
+    if let Store::Watched = store {
+        let local = private_endpoint();
+        let tokens = TaskTokens::serve().expect("the task-token API");
+        kv_dev::support::stream_pump::follow_waking(&local, &tokens.endpoint());
+        let mut kv = Kv::new(client_for(&local), &settings());
+        kv.tokens = Some(kv::tokens::TaskTokens::new(kv_dev::moto::Moto::sfn_client(
+            &tokens.endpoint(),
+        )));
+        return Place {
+            kv,
+            tokens: Some(tokens),
+            _local: Some(local),
+        };
+    }
+    Place {
+        kv: container_for(store).await,
+        tokens: None,
+        _local: None,
+    }
 }
 
 /// A container in fresh tables, or facing an unreachable store or missing tables.
 async fn container_for(store: Store) -> Kv {
     let settings = Settings::with_tables(&unique("flow-buckets"), &unique("flow-items"));
     match store {
+        Store::Watched => unreachable!("a watched store is a place of its own"),
         Store::Ready => {
             kv::store::schema::ensure_tables(&client(), &settings)
                 .await
@@ -490,13 +644,30 @@ async fn play(flows: &BTreeMap<String, Flow>, worlds: Vec<World>) -> (Record, Ve
         let flow = flows
             .get(world.flow)
             .unwrap_or_else(|| panic!("{} is not a state machine of the template", world.flow));
-        let kv = container_for(world.store).await;
+        let place = place_for(world.store).await;
+        // Runs in order; a run `together` with the previous one starts with it.
+        let mut groups: Vec<Vec<Run>> = Vec::new();
         for run in world.runs {
-            let outcome =
-                execute(flow, &kv, run.input.clone(), run.race.as_ref(), &mut record).await;
-            let ok = run.expect.met_by(&outcome);
-            if !ok {
-                problems.push(format!("{} / {}: {:?}", flow.file, run.name, outcome));
+            match groups.last_mut() {
+                Some(group) if run.together.is_some() => group.push(run),
+                _ => groups.push(vec![run]),
+            }
+        }
+        for group in groups {
+            let place = &place;
+            let outcomes = futures_util::future::join_all(group.iter().map(|run| async move {
+                tokio::time::sleep(run.together.unwrap_or_default()).await;
+                let mut own = Record::default();
+                let outcome =
+                    execute(flow, place, run.input.clone(), run.race.as_ref(), &mut own).await;
+                (outcome, own)
+            }))
+            .await;
+            for (run, (outcome, own)) in group.iter().zip(outcomes) {
+                record.merge(own);
+                if !run.expect.met_by(&outcome) {
+                    problems.push(format!("{} / {}: {:?}", flow.file, run.name, outcome));
+                }
             }
         }
     }
@@ -514,6 +685,9 @@ fn read_paths(flow: &Flow) -> (Reads, Reads) {
             Value::Object(object) => {
                 for (key, item) in object {
                     match (key.ends_with(".$"), item) {
+                        // The context object and intrinsics read no Task's result.
+                        (true, Value::String(path))
+                            if path.starts_with("$$") || path.starts_with("States.") => {}
                         (true, Value::String(path)) => out.push(path.clone()),
                         _ => from_template(item, out),
                     }
@@ -602,7 +776,7 @@ async fn flows_take_every_transition_and_read_only_what_the_functions_return() {
                 "{}: {name}: a Task's ResultPath must be one field, like $.loaded, not {path:?}",
                 flow.file
             );
-            let function = flow.function(state["Resource"].as_str().unwrap_or_default());
+            let function = flow.function(task_resource(state));
             let writers = results.entry(path.to_string()).or_default();
             if !writers.contains(&function) {
                 writers.push(function);
@@ -636,8 +810,7 @@ async fn flows_take_every_transition_and_read_only_what_the_functions_return() {
             }
         }
         for (state, path) in selected {
-            let function =
-                flow.function(flow.state(&state)["Resource"].as_str().unwrap_or_default());
+            let function = flow.function(task_resource(flow.state(&state)));
             check(&state, function, &parse_path(&path).unwrap(), &mut unknown);
         }
     }

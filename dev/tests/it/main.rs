@@ -17,3 +17,4 @@ mod replication;
 mod spec;
 mod streams;
 mod template;
+mod watch;
