@@ -379,7 +379,7 @@ impl Hooks for Printer {
     }
 
     async fn wait(&mut self, delay: Duration) {
-        println!("      {}waiting {:.1} s", self.tag, delay.as_secs_f64());
+        println!("{}      waiting {:.1} s", self.tag, delay.as_secs_f64());
         std::thread::sleep(delay);
     }
 }

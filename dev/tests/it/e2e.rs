@@ -733,6 +733,84 @@ fn read_paths(flow: &Flow) -> (Reads, Reads) {
 
 // ------------------------------------------------------------------------------- tests
 
+/// When a mutex flow holds the lock: from entering `Work` to its release's answer.
+#[derive(Default)]
+struct Holding {
+    since: Option<Instant>,
+    held: Option<(Instant, Instant)>,
+}
+
+impl Hooks for Holding {
+    async fn before_state(&mut self, state: &str) {
+        match state {
+            "Work" => self.since = Some(Instant::now()),
+            "Released" => self.held = self.since.map(|since| (since, Instant::now())),
+            _ => {}
+        }
+    }
+
+    async fn wait(&mut self, delay: Duration) {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Four flows contend for one mutex: each gets it once, one at a time, each resumed by the
+/// stream when the holder before it releases (no polling), with increasing fencing tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contending_flows_hold_the_mutex_one_at_a_time() {
+    let flows = flows();
+    let flow = flows.get("mutex.asl.json").expect("the mutex flow");
+    let place = place_for(Store::Watched).await;
+    let runs = futures_util::future::join_all((0..4).map(|index| {
+        let place = &place;
+        async move {
+            tokio::time::sleep(Duration::from_millis(100 * index)).await;
+            let mut holding = Holding::default();
+            let mut execution = Execution::new("mutex");
+            if let Some(tokens) = &place.tokens {
+                execution = execution.with_tokens(tokens.clone());
+            }
+            let input = json!({"resource": "shared-report", "owner": format!("worker-{index}"), "hold_seconds": 1, "wait_seconds": 60});
+            let outcome = flow
+                .definition
+                .execute_in(input, &InProcess { kv: &place.kv }, &mut holding, &execution)
+                .await;
+            (outcome, holding.held)
+        }
+    }))
+    .await;
+    let mut holds = Vec::new();
+    for (outcome, held) in runs {
+        let Outcome::Succeeded(output) = &outcome else {
+            panic!("a contender did not get the lock: {outcome:?}");
+        };
+        let (from, to) = held.expect("it held the lock");
+        holds.push((
+            from,
+            to,
+            output["fencing_token"].as_u64().expect("a fencing token"),
+        ));
+    }
+    holds.sort();
+    for pair in holds.windows(2) {
+        let ((_, released, token), (taken, _, next_token)) = (pair[0], pair[1]);
+        assert!(released <= taken, "two flows held the lock at once");
+        assert!(
+            token < next_token,
+            "fencing tokens must increase: {token}, {next_token}"
+        );
+    }
+    // Everyone after the first waited for a release: resumed through the task-token API.
+    let resumed = place.tokens.as_ref().map_or(0, |tokens| {
+        tokens
+            .calls()
+            .iter()
+            .filter(|call| call.target == "SendTaskSuccess" && call.answer == "200")
+            .count()
+    });
+    assert!(resumed >= 3, "{resumed} resumptions");
+}
+
 #[tokio::test]
 async fn flows_take_every_transition_and_read_only_what_the_functions_return() {
     let flows = flows();
