@@ -295,7 +295,14 @@ mod tests {
     fn a_request_reads_its_declared_fields() {
         assert_eq!(
             KeyPut::FIELDS,
-            ["bucket", "key", "value", "revision", "ttl"]
+            [
+                "bucket",
+                "key",
+                "value",
+                "revision",
+                "ttl",
+                "idempotency_key"
+            ]
         );
         assert_eq!(StreamBatch::FIELDS, ["Records"]);
         let put = KeyPut::read(&params(
