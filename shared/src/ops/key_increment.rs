@@ -5,7 +5,6 @@ use super::write::{write, Idempotency, Increment, WriteRequest};
 use crate::api::function::Function;
 use crate::api::requests::KeyIncrement;
 use crate::api::responses::Incremented;
-use crate::model::cache::CachedValue;
 use crate::model::error::KvError;
 use crate::model::revision::Op;
 use crate::ops::state::Kv;
@@ -38,18 +37,7 @@ pub async fn run(
     let value = written.counter.ok_or_else(|| {
         KvError::Internal("An increment was written without its value".to_string())
     })?;
-    if written.memory {
-        kv.cache.put(
-            &bucket,
-            &key,
-            CachedValue {
-                revision: written.revision,
-                text: value.to_string(),
-                created_ms: written.created_ms,
-                expiry_ns: written.expiry_ns,
-            },
-        );
-    }
+    super::key_put::remember(kv, &bucket, &key, &written, value.to_string());
     Ok(Incremented {
         value,
         revision: written.revision,

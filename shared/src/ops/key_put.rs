@@ -1,6 +1,6 @@
 //! kv-key-put: store a string, object or array as a new revision of the key.
 
-use super::write::{write, Idempotency, WriteRequest};
+use super::write::{self, write, Idempotency, WriteRequest};
 use crate::api::function::Function;
 use crate::api::requests::KeyPut;
 use crate::api::responses::Written;
@@ -38,20 +38,25 @@ pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<Written,
         },
     )
     .await?;
+    remember(kv, &bucket, &key, &written, value);
+    Ok(Written {
+        message: "Key written successfully",
+        revision: written.revision,
+    })
+}
+
+/// A value written to a `memory` bucket goes into this container's cache too.
+pub(super) fn remember(kv: &Kv, bucket: &str, key: &str, written: &write::Written, text: String) {
     if written.memory {
         kv.cache.put(
-            &bucket,
-            &key,
+            bucket,
+            key,
             CachedValue {
                 revision: written.revision,
-                text: value,
+                text,
                 created_ms: written.created_ms,
                 expiry_ns: written.expiry_ns,
             },
         );
     }
-    Ok(Written {
-        message: "Key written successfully",
-        revision: written.revision,
-    })
 }

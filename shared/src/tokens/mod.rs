@@ -2,8 +2,6 @@
 //! `SendTaskSuccess` with the change each waited for.
 
 use aws_sdk_sfn::error::ProvideErrorMetadata;
-use aws_sdk_sfn::operation::send_task_failure::SendTaskFailureError;
-use aws_sdk_sfn::operation::send_task_success::SendTaskSuccessError;
 use aws_sdk_sfn::Client;
 
 /// Step Functions' limits on a task's output, and on a failure's error name and cause.
@@ -51,20 +49,7 @@ impl TaskTokens {
             .output(output)
             .send()
             .await;
-        let error = match sent {
-            Ok(_) => return Ok(()),
-            Err(error) => error,
-        };
-        let gone = matches!(
-            error.as_service_error(),
-            Some(
-                SendTaskSuccessError::TaskTimedOut(_)
-                    | SendTaskSuccessError::TaskDoesNotExist(_)
-                    | SendTaskSuccessError::InvalidToken(_)
-                    | SendTaskSuccessError::InvalidOutput(_),
-            )
-        );
-        Err(not_resumed("SendTaskSuccess", &error, gone))
+        answered("SendTaskSuccess", sent)
     }
 
     /// Fails the task waiting on `token` with `error` (a name its flow's Catch can match) and
@@ -80,27 +65,21 @@ impl TaskTokens {
             .cause(cause)
             .send()
             .await;
-        let error = match sent {
-            Ok(_) => return Ok(()),
-            Err(error) => error,
-        };
-        let gone = matches!(
-            error.as_service_error(),
-            Some(
-                SendTaskFailureError::TaskTimedOut(_)
-                    | SendTaskFailureError::TaskDoesNotExist(_)
-                    | SendTaskFailureError::InvalidToken(_),
-            )
-        );
-        Err(not_resumed("SendTaskFailure", &error, gone))
+        answered("SendTaskFailure", sent)
     }
 }
 
-fn not_resumed<E: ProvideErrorMetadata + std::fmt::Display>(
+/// Step Functions' answer: done, or why not. The refusals that mean the token no longer waits
+/// (its task timed out, its execution stopped, it was resumed already, it never existed) are
+/// `Gone`; the rest may pass on a later try.
+fn answered<T, E: ProvideErrorMetadata + std::fmt::Display>(
     operation: &str,
-    error: &E,
-    gone: bool,
-) -> NotResumed {
+    sent: Result<T, E>,
+) -> Result<(), NotResumed> {
+    let error = match sent {
+        Ok(_) => return Ok(()),
+        Err(error) => error,
+    };
     let why = format!(
         "{operation}: {}",
         error
@@ -108,9 +87,10 @@ fn not_resumed<E: ProvideErrorMetadata + std::fmt::Display>(
             .map(str::to_string)
             .unwrap_or_else(|| error.to_string())
     );
-    if gone {
-        NotResumed::Gone(why)
-    } else {
-        NotResumed::Retry(why)
+    match error.code() {
+        Some("TaskTimedOut" | "TaskDoesNotExist" | "InvalidToken" | "InvalidOutput") => {
+            Err(NotResumed::Gone(why))
+        }
+        _ => Err(NotResumed::Retry(why)),
     }
 }
