@@ -9,18 +9,23 @@
 //!   `States.JsonToString`, `States.StringToJson`. Anything else is refused (a `States.Runtime`
 //!   failure, or a [`DefinitionError`] when loading), so a definition cannot silently rely on a
 //!   feature this engine does not implement.
-//! - Task resources: `${XFunctionArn}` (the function's result is the Task's), and
+//! - Task resources: `${XFunctionArn}` (the function's result is the Task's),
+//!   `arn:aws:states:::lambda:invoke` with `FunctionName` and `Payload` (the result is
+//!   `{"Payload": response, "StatusCode": 200}`, as AWS wraps it), and
 //!   `arn:aws:states:::lambda:invoke.waitForTaskToken` with `FunctionName` and `Payload`: the
 //!   function is called with a fresh task token in its payload (`$$.Task.Token`) and the Task
 //!   waits until `SendTaskSuccess` or `SendTaskFailure` comes back through [`task_tokens`], or its
-//!   `TimeoutSeconds` pass (`States.Timeout`).
+//!   `TimeoutSeconds` pass (`States.Timeout`). A plain Task's `TimeoutSeconds(Path)` bounds its
+//!   call. `States.TaskFailed` matches every error but `States.Timeout`; `States.ALL` matches
+//!   all.
 //! - A Task calls a function through [`Invoke`]: in-process handlers in `dev/tests/it/e2e.rs`,
 //!   the Lambda Invoke API ([`invoke_api`]) in the `kv-flow` binary that `make run` uses.
 //! - [`Hooks`] see every step ([`Event`]), run before each state (the tests inject races there)
 //!   and wait out Retry's backoff (the tests do not wait).
 //!
 //! Not implemented, because no definition uses them: Map, Parallel, the other intrinsic
-//! functions, JSONata, heartbeats and timeouts of plain Tasks; Retry's jitter (the delay is the
+//! functions, JSONata, `HeartbeatSeconds` (a heartbeat is answered but changes nothing), the
+//! other service integrations (`.sync`, SDK integrations); Retry's jitter (the delay is the
 //! nominal one, so that a walk is reproducible).
 
 pub mod examples;
@@ -41,6 +46,9 @@ use task_tokens::{TaskTokens, TIMEOUT_ERROR};
 
 /// The resource of a Task that waits for its token to come back.
 pub const WAIT_FOR_TASK_TOKEN: &str = "arn:aws:states:::lambda:invoke.waitForTaskToken";
+/// The service integration's plain form: `FunctionName` and `Payload` in Parameters, and a
+/// result wrapped as AWS wraps it (`{"Payload": response, "StatusCode": 200}`).
+pub const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
 
 /// Transitions after which a walk fails: the definitions' loops (a compare-and-set that lost a
 /// race reads again) end in a few rounds, so this many means a loop that does not end.
@@ -163,6 +171,16 @@ pub enum Event<'a> {
         failure: &'a TaskFailure,
         attempt: u64,
         delay: Duration,
+    },
+    /// A `.waitForTaskToken` Task's function took its token: the Task now waits for it (or
+    /// its `timeout`). A [`Event::Task`] with the output sent follows, or a
+    /// [`Event::TaskFailed`].
+    Waiting {
+        state: &'a str,
+        function: &'a str,
+        request: &'a Value,
+        token: &'a str,
+        timeout: Option<Duration>,
     },
     /// A Fail state, just before its `End` transition.
     Fail {
@@ -319,8 +337,9 @@ impl Definition {
                         let resource = state["Resource"].as_str().unwrap_or_default();
                         return error(format!(
                             "{name}: unsupported Task resource {resource:?} (a placeholder \
-                             ${{<Function>FunctionArn}}, or {WAIT_FOR_TASK_TOKEN} with a \
-                             FunctionName placeholder and a Payload)"
+                             ${{<Function>FunctionArn}}, or {LAMBDA_INVOKE} or \
+                             {WAIT_FOR_TASK_TOKEN} with a FunctionName placeholder and a \
+                             Payload)"
                         ));
                     }
                     for catcher in state["Catch"].as_array().into_iter().flatten() {
@@ -623,6 +642,7 @@ async fn call_task<'a>(
     let function = task_function(state)
         .ok_or_else(|| Failure::runtime(format!("{name}: unsupported Task resource {resource}")))?;
     let waits = resource == WAIT_FOR_TASK_TOKEN;
+    let integrated = waits || resource == LAMBDA_INVOKE;
     let timeout = match (state.get("TimeoutSeconds"), state.get("TimeoutSecondsPath")) {
         (Some(seconds), _) => Some(seconds.clone()),
         (None, Some(path)) => Some(require(input, path, name)?),
@@ -652,15 +672,26 @@ async fn call_task<'a>(
         // Each attempt of a waiting Task gets a token of its own, as in Step Functions.
         let token = tokens.map(|tokens| tokens.issue(&execution.id));
         let context = execution.context(name, retries, token.as_deref());
-        let payload = match (waits, state.get("Parameters")) {
-            (true, Some(parameters)) => template(&parameters["Payload"], input, &context, name)?,
+        let payload = match (integrated, state.get("Parameters")) {
+            (true, Some(parameters)) => {
+                template(parameters, input, &context, name)?["Payload"].take()
+            }
             (false, Some(parameters)) => template(parameters, input, &context, name)?,
             (_, None) => input.clone(),
         };
-        let called = match invoke.invoke(&function, payload.clone()).await {
+        // A waiting Task's timeout counts the wait for its token, not the function's call.
+        let call_timeout = if waits { None } else { timeout };
+        let called = match within(call_timeout, invoke.invoke(&function, payload.clone())).await {
             Ok(response) => match (tokens, &token) {
                 // The function's own answer is not the Task's result: the token's is.
                 (Some(tokens), Some(token)) => {
+                    hooks.event(&Event::Waiting {
+                        state: name,
+                        function: &function,
+                        request: &payload,
+                        token,
+                        timeout,
+                    });
                     tokens.wait(token, timeout).await.inspect(|output| {
                         hooks.event(&Event::Task {
                             state: name,
@@ -677,7 +708,11 @@ async fn call_task<'a>(
                         request: &payload,
                         response: &response,
                     });
-                    Ok(response)
+                    Ok(if integrated {
+                        json!({"Payload": response, "StatusCode": 200})
+                    } else {
+                        response
+                    })
                 }
             },
             Err(failure) => Err(failure),
@@ -733,6 +768,61 @@ async fn call_task<'a>(
     }
 }
 
+/// `future`, failed with `States.Timeout` once `timeout` has passed, as Step Functions stops
+/// waiting then. A call that blocks inside its poll (the Invoke API's) cannot be cut short:
+/// it still fails if it ended past the deadline, so the outcome is the same, only later.
+async fn within<F>(timeout: Option<Duration>, future: F) -> Result<Value, TaskFailure>
+where
+    F: Future<Output = Result<Value, TaskFailure>>,
+{
+    struct Within<F> {
+        future: std::pin::Pin<Box<F>>,
+        deadline: Option<std::time::Instant>,
+        timer_started: bool,
+    }
+    impl<F: Future<Output = Result<Value, TaskFailure>>> Future for Within<F> {
+        type Output = F::Output;
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            context: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<F::Output> {
+            let ready = self.future.as_mut().poll(context);
+            let Some(deadline) = self.deadline else {
+                return ready;
+            };
+            let late = std::time::Instant::now() >= deadline;
+            if let (std::task::Poll::Ready(output), false) = (&ready, late) {
+                return std::task::Poll::Ready(output.clone());
+            }
+            if late {
+                return std::task::Poll::Ready(Err(TaskFailure {
+                    error_type: TIMEOUT_ERROR.into(),
+                    message: "The task did not finish within its TimeoutSeconds".into(),
+                }));
+            }
+            if !self.timer_started {
+                // One sleeper per timed call: Tasks with a timeout are few, and this works
+                // under any executor.
+                self.timer_started = true;
+                let waker = context.waker().clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(
+                        deadline.saturating_duration_since(std::time::Instant::now()),
+                    );
+                    waker.wake();
+                });
+            }
+            std::task::Poll::Pending
+        }
+    }
+    Within {
+        future: Box::pin(future),
+        deadline: timeout.map(|timeout| std::time::Instant::now() + timeout),
+        timer_started: false,
+    }
+    .await
+}
+
 /// `States.ALL` matches any error; `States.TaskFailed` any but a timeout, as in Step Functions.
 fn handles(names: &Value, error_type: &str) -> bool {
     names.as_array().is_some_and(|names| {
@@ -748,11 +838,17 @@ fn handles(names: &Value, error_type: &str) -> bool {
 /// `.waitForTaskToken` Task.
 fn task_function(state: &Value) -> Option<String> {
     match state["Resource"].as_str()? {
-        WAIT_FOR_TASK_TOKEN if state["Parameters"]["Payload"].is_object() => {
+        LAMBDA_INVOKE | WAIT_FOR_TASK_TOKEN if has_payload(&state["Parameters"]) => {
             function_name(state["Parameters"]["FunctionName"].as_str()?)
         }
         resource => function_name(resource),
     }
+}
+
+/// A service-integration Task sends only its `Payload` (or `Payload.$`): without one, a
+/// misspelt field would silently send nothing.
+fn has_payload(parameters: &Value) -> bool {
+    parameters["Payload"].is_object() || parameters["Payload.$"].is_string()
 }
 
 /// IntervalSeconds × BackoffRate^retries, at most MaxDelaySeconds. Without jitter: a walk is

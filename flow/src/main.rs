@@ -269,6 +269,9 @@ fn play_examples(
 struct Printer {
     color: bool,
     tag: String,
+    /// The state waiting for its token: its next Task event is the output sent, not the
+    /// function's response.
+    waiting: Option<String>,
 }
 
 impl Printer {
@@ -276,12 +279,14 @@ impl Printer {
         Printer {
             color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             tag: String::new(),
+            waiting: None,
         }
     }
 
     fn tagged(&self, tag: Option<String>) -> Printer {
         Printer {
             tag: tag.unwrap_or_default(),
+            waiting: None,
             ..self.clone()
         }
     }
@@ -303,6 +308,20 @@ impl Hooks for Printer {
     fn event(&mut self, event: &Event<'_>) {
         let margin = " ".repeat(16);
         match event {
+            Event::Task {
+                state,
+                function,
+                request,
+                response,
+            } if self.waiting.as_deref() == Some(*state) => {
+                self.waiting = None;
+                println!(
+                    "{}      {}  {}",
+                    self.tag,
+                    self.paint("32", "resumed with"),
+                    show_json(response, &margin)
+                );
+            }
             Event::Task {
                 state,
                 function,
@@ -331,6 +350,50 @@ impl Hooks for Printer {
                     self.tag,
                     self.paint(code, "response"),
                     show_json(response, &margin)
+                );
+            }
+            Event::Waiting {
+                state,
+                function,
+                request,
+                token,
+                timeout,
+            } => {
+                self.waiting = Some(state.to_string());
+                let call = format!("POST /2015-03-31/functions/{function}/invocations");
+                println!(
+                    "{}    {}  {}",
+                    self.tag,
+                    self.paint("1", state),
+                    self.paint("2", &call)
+                );
+                println!(
+                    "{}      request   {}",
+                    self.tag,
+                    show_json(request, &margin)
+                );
+                let until = timeout.map_or("no timeout".to_string(), |timeout| {
+                    format!("times out in {} s", timeout.as_secs())
+                });
+                println!(
+                    "{}      {}  {token}, waiting for SendTaskSuccess/Failure ({until})",
+                    self.tag,
+                    self.paint("36", "token issued"),
+                );
+            }
+            Event::TaskFailed { state, failure, .. } if self.waiting.as_deref() == Some(*state) => {
+                self.waiting = None;
+                let what = if failure.error_type == kv_flow::task_tokens::TIMEOUT_ERROR {
+                    "timed out"
+                } else {
+                    "failed by SendTaskFailure"
+                };
+                println!(
+                    "{}      {}  {}: {}",
+                    self.tag,
+                    self.paint("31", what),
+                    failure.error_type,
+                    failure.message
                 );
             }
             Event::TaskFailed {

@@ -336,3 +336,187 @@ fn waiting_tasks_are_checked_when_loading() {
 }
 
 use task_tokens::TokenCall;
+
+/// Records each payload; `{"fail": E}` fails the token at once (as a function refusing the
+/// wait would), anything else leaves it waiting.
+#[derive(Default)]
+struct Recorder {
+    tokens: Option<Arc<TaskTokens>>,
+    payloads: std::sync::Mutex<Vec<Value>>,
+}
+
+impl Invoke for Recorder {
+    async fn invoke(&self, function: &str, payload: Value) -> Result<Value, TaskFailure> {
+        self.payloads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(payload.clone());
+        if function == "kv-slow" {
+            return std::future::pending().await;
+        }
+        if let (Some(tokens), Some(error)) = (&self.tokens, payload["fail"].as_str()) {
+            let body = json!({"taskToken": payload["task_token"], "error": error, "cause": "no"});
+            tokens.answer(
+                "AWSStepFunctions.SendTaskFailure",
+                body.to_string().as_bytes(),
+            );
+        }
+        Ok(json!({"echo": payload}))
+    }
+}
+
+#[test]
+fn each_retry_of_a_waiting_task_gets_a_token_of_its_own() {
+    let tokens = TaskTokens::serve().expect("serve");
+    let recorder = Recorder {
+        tokens: Some(tokens.clone()),
+        ..Recorder::default()
+    };
+    let flow = Definition::new(json!({
+        "StartAt": "Watch",
+        "States": {"Watch": {
+            "Type": "Task",
+            "Resource": WAIT_FOR_TASK_TOKEN,
+            "Parameters": {"FunctionName": "${KvKeyWatchFunctionArn}", "Payload": {
+                "fail": "busy", "task_token.$": "$$.Task.Token", "retry.$": "$$.State.RetryCount"
+            }},
+            "Retry": [{"ErrorEquals": ["busy"], "MaxAttempts": 2, "IntervalSeconds": 0}],
+            "End": true
+        }}
+    }))
+    .expect("valid");
+    #[derive(Default)]
+    struct Waits(Vec<String>);
+    impl Hooks for Waits {
+        fn event(&mut self, event: &Event<'_>) {
+            if let Event::Waiting { token, .. } = event {
+                self.0.push(token.to_string());
+            }
+        }
+    }
+    let mut waits = Waits::default();
+    let execution = Execution::new("retried").with_tokens(tokens.clone());
+    let outcome = block_on(flow.execute_in(json!({}), &recorder, &mut waits, &execution));
+    assert!(
+        matches!(outcome, Outcome::Failed(ref failure) if failure.error == "busy"),
+        "{outcome:?}"
+    );
+    let payloads = recorder.payloads.lock().expect("payloads").clone();
+    let retries: Vec<Value> = payloads.iter().map(|p| p["retry"].clone()).collect();
+    assert_eq!(retries, [json!(0), json!(1), json!(2)]);
+    let sent: std::collections::BTreeSet<&str> = payloads
+        .iter()
+        .filter_map(|p| p["task_token"].as_str())
+        .collect();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(waits.0.len(), 3);
+    assert!(waits.0.iter().all(|token| sent.contains(token.as_str())));
+    // Every failed attempt's token is closed.
+    for token in sent {
+        let (status, answer) = tokens.answer(
+            "AWSStepFunctions.SendTaskSuccess",
+            json!({"taskToken": token, "output": "{}"})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(
+            (status, answer["__type"].clone()),
+            (400, json!("TaskTimedOut"))
+        );
+    }
+}
+
+#[test]
+fn plain_lambda_invoke_wraps_the_response_and_plain_tasks_time_out() {
+    let flow = Definition::new(json!({
+        "StartAt": "Get",
+        "States": {
+            "Get": {
+                "Type": "Task",
+                "Resource": LAMBDA_INVOKE,
+                "Parameters": {"FunctionName": "${KvKeyGetFunctionArn}", "Payload.$": "$.request"},
+                "ResultSelector": {"got.$": "$.Payload.echo", "code.$": "$.StatusCode"},
+                "ResultPath": "$.get",
+                "Next": "Slow"
+            },
+            "Slow": {
+                "Type": "Task",
+                "Resource": "${KvSlowFunctionArn}",
+                "TimeoutSeconds": 1,
+                "Catch": [
+                    {"ErrorEquals": ["States.TaskFailed"], "Next": "Wrong"},
+                    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.slow", "Next": "Done"}
+                ],
+                "End": true
+            },
+            "Wrong": {"Type": "Fail", "Error": "TaskFailedCaughtATimeout"},
+            "Done": {"Type": "Succeed"}
+        }
+    }))
+    .expect("valid");
+    let recorder = Recorder::default();
+    let outcome = block_on(flow.execute(json!({"request": {"key": "k"}}), &recorder, &mut NoHooks));
+    let output = outcome.output();
+    assert_eq!(
+        output["get"],
+        json!({"got": {"key": "k"}, "code": 200}),
+        "{outcome:?}"
+    );
+    assert_eq!(output["slow"]["Error"], "States.Timeout", "{outcome:?}");
+    let payloads = recorder.payloads.lock().expect("payloads").clone();
+    assert_eq!(payloads[0], json!({"key": "k"}));
+    // Without a Payload, a service integration is refused when loading.
+    let task = json!({"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": LAMBDA_INVOKE,
+        "Parameters": {"FunctionName": "${KvKeyGetFunctionArn}", "Input": {}}, "End": true}}});
+    assert!(Definition::new(task).is_err());
+}
+
+#[test]
+fn intrinsics_and_the_execution_in_templates() {
+    let run = |parameters: Value| {
+        let flow = Definition::new(json!({
+            "StartAt": "P",
+            "States": {"P": {"Type": "Pass", "Parameters": parameters, "End": true}}
+        }))
+        .expect("valid");
+        let execution = Execution::new("shown");
+        let outcome = block_on(flow.execute_in(
+            json!({"a": "x", "n": 2.5, "doc": "{\"k\":[1]}"}),
+            &Recorder::default(),
+            &mut NoHooks,
+            &execution,
+        ));
+        (outcome, execution)
+    };
+    let (outcome, execution) = run(json!({
+        "quoted.$": "States.Format('it\\'s {} \\{\\} {} {}', $.a, $.n, 3)",
+        "parsed.$": "States.StringToJson($.doc)",
+        "text.$": "States.JsonToString($.doc)",
+        "key.$": "States.Format('{}/{}/{}', $$.Execution.Id, $$.State.Name, $$.State.EnteredTime)",
+        "id.$": "$$.Execution.Id"
+    }));
+    let output = outcome.output();
+    assert_eq!(output["quoted"], "it's x {} 2.5 3", "{outcome:?}");
+    assert_eq!(output["parsed"], json!({"k": [1]}));
+    assert_eq!(output["text"], json!("\"{\\\"k\\\":[1]}\""));
+    assert_eq!(output["id"], json!(execution.id));
+    assert!(execution
+        .id
+        .starts_with("arn:aws:states:local:000000000000:execution:shown:"));
+    let key = output["key"].as_str().unwrap_or_default();
+    assert!(key.starts_with(&format!("{}/P/", execution.id)), "{key}");
+    assert_ne!(Execution::new("shown").id, execution.id);
+    for broken in [
+        "States.Hash($.a, 'SHA-256')",
+        "States.Format('{}', $.missing)",
+        "States.Format('{} {}', $.a)",
+        "States.Format('unterminated, $.a)",
+        "States.StringToJson($.a)",
+    ] {
+        let (outcome, _) = run(json!({"x.$": broken}));
+        assert!(
+            matches!(outcome, Outcome::Failed(ref failure) if failure.error == RUNTIME_ERROR),
+            "{broken}: {outcome:?}"
+        );
+    }
+}
