@@ -5,7 +5,17 @@
 //! Executions run in order, except that one with `"with_previous": true` starts together with
 //! the one before it (and so on: a group of them), `start_after_ms` after the group starts; a
 //! group ends when all of its executions have. Flows that wait for each other (a hand-off, two
-//! contending for a lock) are played that way.
+//! contending for a lock) are played that way. An execution may name a `definition` of its own
+//! (a file beside examples.json), for a group of different flows: a writer that resumes a
+//! waiter, for instance.
+//!
+//! ```json
+//! {"title": "Hand-off", "definition": "waiter.asl.json", "executions": [
+//!   {"name": "waits", "input": {"job": "j"}, "expect": {"status": "SUCCEEDED"}},
+//!   {"name": "writes", "definition": "writer.asl.json", "with_previous": true,
+//!    "start_after_ms": 500, "input": {"job": "j"}, "expect": {"status": "SUCCEEDED"}}
+//! ]}
+//! ```
 
 use crate::Outcome;
 use serde_json::{json, Value};
@@ -33,9 +43,16 @@ pub struct Example {
     pub with_previous: bool,
     /// How long after its group starts this execution starts.
     pub start_after_ms: u64,
+    /// A definition other than its flow's, relative to the folder of examples.json.
+    pub definition: Option<String>,
 }
 
 impl ExampleFlow {
+    /// The definition file `execution` runs: its own, or the flow's.
+    pub fn definition_of<'a>(&'a self, execution: &'a Example) -> &'a str {
+        execution.definition.as_deref().unwrap_or(&self.definition)
+    }
+
     /// The executions in the groups they run in, in order.
     pub fn groups(&self) -> Vec<Vec<&Example>> {
         let mut groups: Vec<Vec<&Example>> = Vec::new();
@@ -171,7 +188,17 @@ impl Examples {
                         ))
                     })?,
                 };
+                let definition = match execution.get("definition") {
+                    None => None,
+                    Some(Value::String(file)) => Some(file.clone()),
+                    Some(_) => {
+                        return Err(fail(format!(
+                            "{title} / {name}: definition must be a file name"
+                        )))
+                    }
+                };
                 executions.push(Example {
+                    definition,
                     name,
                     input: execution["input"].clone(),
                     expect,
@@ -249,7 +276,8 @@ mod tests {
         let examples = Examples::parse(
             r#"{"flows": [{"title": "T", "definition": "d.asl.json", "executions": [
                 {"name": "a", "input": {}},
-                {"name": "b", "input": {}, "with_previous": true, "start_after_ms": 500},
+                {"name": "b", "input": {}, "with_previous": true, "start_after_ms": 500,
+                 "definition": "writer.asl.json"},
                 {"name": "c", "input": {}}
             ]}]}"#,
         )
@@ -266,6 +294,9 @@ mod tests {
             .collect();
         assert_eq!(names, [vec!["a", "b"], vec!["c"]]);
         assert_eq!(groups[0][1].start_after_ms, 500);
+        let flow = &examples.flows[0];
+        assert_eq!(flow.definition_of(groups[0][0]), "d.asl.json");
+        assert_eq!(flow.definition_of(groups[0][1]), "writer.asl.json");
     }
 
     #[test]
@@ -280,6 +311,7 @@ mod tests {
             r#"{"flows": [{"title": "T", "definition": "d", "executions": [{"name": "n", "expect": {"status": "DONE"}}]}]}"#,
             r#"{"flows": [{"title": "T", "definition": "d", "executions": [{"name": "n", "with_previous": true}]}]}"#,
             r#"{"flows": [{"title": "T", "definition": "d", "executions": [{"name": "n"}, {"name": "m", "start_after_ms": -1}]}]}"#,
+            r#"{"flows": [{"title": "T", "definition": "d", "executions": [{"name": "n", "definition": 1}]}]}"#,
         ] {
             assert!(Examples::parse(text).is_err(), "{text}");
         }

@@ -77,11 +77,17 @@ fn command(args: Vec<String>) -> Result<ExitCode, Usage> {
     let api = InvokeApi::new(&host, port);
     let printer = Printer::new();
     let serve_tokens = || {
-        TaskTokens::serve_on(sfn_port).map_err(|error| {
+        let tokens = TaskTokens::serve_on(sfn_port).map_err(|error| {
             Usage(format!(
                 "cannot serve the task-token API on port {sfn_port}: {error}"
             ))
-        })
+        })?;
+        // Without --sfn-port the port is a free one: the functions must be told where it is.
+        println!(
+            "task-token API (AWS_ENDPOINT_URL_SFN): {}",
+            tokens.endpoint()
+        );
+        Ok::<_, Usage>(tokens)
     };
     match positional
         .iter()
@@ -160,11 +166,20 @@ fn play_examples(
             .ok()
             .and_then(|value| value["Comment"].as_str().map(str::to_string))
             .unwrap_or_default();
-        flows.push((flow, load_definition(&path)?, path, comment));
+        // An execution's own definition, loaded up front too.
+        let mut own = std::collections::HashMap::new();
+        for execution in &flow.executions {
+            if let Some(file) = &execution.definition {
+                let path = folder.join(file);
+                let definition = load_definition(&path)?;
+                own.insert(file.clone(), (definition, machine_name(&path)));
+            }
+        }
+        flows.push((flow, load_definition(&path)?, path, comment, own));
     }
     let mut problems = Vec::new();
     let mut executions = 0;
-    for (flow, definition, path, comment) in flows {
+    for (flow, definition, path, comment, own) in flows {
         println!();
         printer.step(&format!("{}  ({})", flow.title, path.display()));
         println!("    {comment}");
@@ -185,18 +200,26 @@ fn play_examples(
                     }
                 );
                 println!("    input {}", show_json(&execution.input, &" ".repeat(10)));
+                if let Some(file) = &execution.definition {
+                    println!("    definition {file}");
+                }
             }
             // A group's executions run at once, each on a thread of its own, as Step Functions
             // runs executions; their steps interleave, each line tagged with its execution.
             let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+                let (definition, path, own) = (&definition, &path, &own);
                 let runs: Vec<_> = group
                     .iter()
                     .enumerate()
                     .map(|(index, execution)| {
                         let mut hooks =
                             printer.tagged(together.then(|| format!("[{}] ", index + 1)));
-                        let run = Execution::new(&machine_name(&path)).with_tokens(tokens.clone());
-                        let definition = &definition;
+                        let (definition, machine) =
+                            match execution.definition.as_ref().and_then(|file| own.get(file)) {
+                                Some((definition, machine)) => (definition, machine.clone()),
+                                None => (definition, machine_name(path)),
+                            };
+                        let run = Execution::new(&machine).with_tokens(tokens.clone());
                         scope.spawn(move || {
                             std::thread::sleep(Duration::from_millis(execution.start_after_ms));
                             block_on(definition.execute_in(
