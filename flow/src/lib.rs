@@ -111,10 +111,17 @@ impl Execution {
     pub fn new(machine: &str) -> Execution {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(1);
+        // UUID-shaped and random: names also go into idempotency keys, and a pid and a counter
+        // repeat from one run of `make run` to the next against the same table.
+        let seed = NEXT.fetch_add(1, Ordering::Relaxed) ^ (u64::from(std::process::id()) << 32);
+        let (high, low) = (task_tokens::random(seed), task_tokens::random(!seed));
         let name = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            high >> 32,
+            (high >> 16) & 0xffff,
+            high & 0xffff,
+            low >> 48,
+            low & 0xffff_ffff_ffff
         );
         Execution {
             id: format!("arn:aws:states:local:000000000000:execution:{machine}:{name}"),
@@ -778,7 +785,8 @@ where
     struct Within<F> {
         future: std::pin::Pin<Box<F>>,
         deadline: Option<std::time::Instant>,
-        timer_started: bool,
+        /// The last poll's waker, which the timer wakes: an executor may move the future.
+        waker: Option<Arc<std::sync::Mutex<std::task::Waker>>>,
     }
     impl<F: Future<Output = Result<Value, TaskFailure>>> Future for Within<F> {
         type Output = F::Output;
@@ -800,17 +808,27 @@ where
                     message: "The task did not finish within its TimeoutSeconds".into(),
                 }));
             }
-            if !self.timer_started {
-                // One sleeper per timed call: Tasks with a timeout are few, and this works
-                // under any executor.
-                self.timer_started = true;
-                let waker = context.waker().clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(
-                        deadline.saturating_duration_since(std::time::Instant::now()),
-                    );
-                    waker.wake();
-                });
+            match &self.waker {
+                Some(waker) => {
+                    *waker
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = context.waker().clone();
+                }
+                None => {
+                    // One sleeper per timed call: Tasks with a timeout are few, and this works
+                    // under any executor.
+                    let waker = Arc::new(std::sync::Mutex::new(context.waker().clone()));
+                    self.waker = Some(waker.clone());
+                    std::thread::spawn(move || {
+                        std::thread::sleep(
+                            deadline.saturating_duration_since(std::time::Instant::now()),
+                        );
+                        waker
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .wake_by_ref();
+                    });
+                }
             }
             std::task::Poll::Pending
         }
@@ -818,7 +836,7 @@ where
     Within {
         future: Box::pin(future),
         deadline: timeout.map(|timeout| std::time::Instant::now() + timeout),
-        timer_started: false,
+        waker: None,
     }
     .await
 }

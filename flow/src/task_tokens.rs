@@ -307,7 +307,7 @@ impl TaskTokens {
 
 /// A cheap, well-spread 64-bit value: tokens need to be distinct and not guessable by a test
 /// that did not get them, not cryptographically strong.
-fn random(seed: u64) -> u64 {
+pub(crate) fn random(seed: u64) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(seed);
@@ -363,12 +363,34 @@ impl Future for TokenWait {
         drop(state);
         if let (Some(deadline), false) = (this.deadline, this.timer_started) {
             this.timer_started = true;
-            let waker = context.waker().clone();
+            // The timer wakes whichever waker the last poll left, not the first one: an
+            // executor may move the future to another task.
+            let (tokens, token) = (this.tokens.clone(), this.token.clone());
             std::thread::spawn(move || {
                 std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                waker.wake();
+                let waker = tokens
+                    .state()
+                    .tasks
+                    .get_mut(&token)
+                    .and_then(|task| task.waker.take());
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
             });
         }
         Poll::Pending
+    }
+}
+
+/// A wait given up before its outcome (its execution was dropped, as a stopped one is) closes
+/// the task: a later send is told `TaskTimedOut` instead of being accepted and lost.
+impl Drop for TokenWait {
+    fn drop(&mut self) {
+        if let Some(task) = self.tokens.state().tasks.get_mut(&self.token) {
+            if task.outcome.is_none() {
+                task.closed = true;
+            }
+            task.waker = None;
+        }
     }
 }

@@ -520,3 +520,23 @@ fn intrinsics_and_the_execution_in_templates() {
         );
     }
 }
+
+#[test]
+fn a_wait_given_up_closes_its_task_and_executions_have_random_names() {
+    let tokens = TaskTokens::serve().expect("serve");
+    let token = tokens.issue("stopped");
+    drop(tokens.wait(&token, None));
+    let (_, answer) = success(&mut Client::connect(&tokens), &token, json!({}));
+    assert_eq!(answer["__type"], "TaskTimedOut");
+    let (first, second) = (Execution::new("m"), Execution::new("m"));
+    assert_ne!(first.name, second.name);
+    let shape: Vec<usize> = first.name.split('-').map(str::len).collect();
+    assert_eq!(shape, [8, 4, 4, 4, 12], "{}", first.name);
+    assert_eq!(
+        first.id,
+        format!(
+            "arn:aws:states:local:000000000000:execution:m:{}",
+            first.name
+        )
+    );
+}
