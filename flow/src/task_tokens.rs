@@ -272,7 +272,12 @@ impl TaskTokens {
                 if let Some((name, value)) = line.split_once(':') {
                     let value = value.trim();
                     match name.trim().to_ascii_lowercase().as_str() {
-                        "content-length" => length = value.parse().unwrap_or(0),
+                        // A length that cannot be read leaves the next request's start
+                        // unknown: the connection cannot go on.
+                        "content-length" => match value.parse() {
+                            Ok(parsed) => length = parsed,
+                            Err(_) => return,
+                        },
                         "x-amz-target" => target = value.to_string(),
                         "connection" => close = value.eq_ignore_ascii_case("close"),
                         _ => {}
