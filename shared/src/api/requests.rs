@@ -233,7 +233,7 @@ impl Params {
             let length = key.chars().count();
             if !(1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&length) {
                 return Err(KvError::param(format!(
-                    "Parameter '{name}' must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {length}"
+                    "Parameter '{name}' must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {length} (in a flow, build it from $$.Execution.Name, not the longer $$.Execution.Id)"
                 )));
             }
         }
