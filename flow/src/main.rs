@@ -322,6 +322,18 @@ impl Printer {
         }
     }
 
+    /// A Task's call to its function through the Invoke API, and its request.
+    fn call(&self, state: &str, function: &str, request: &Value, margin: &str) {
+        let call = format!("POST /2015-03-31/functions/{function}/invocations");
+        println!(
+            "{}    {}  {}",
+            self.tag,
+            self.paint("1", state),
+            self.paint("2", &call)
+        );
+        println!("{}      request   {}", self.tag, show_json(request, margin));
+    }
+
     fn step(&self, text: &str) {
         println!("{}{}", self.paint("1;34", "==> "), self.paint("1", text));
     }
@@ -351,18 +363,7 @@ impl Hooks for Printer {
                 request,
                 response,
             } => {
-                let call = format!("POST /2015-03-31/functions/{function}/invocations");
-                println!(
-                    "{}    {}  {}",
-                    self.tag,
-                    self.paint("1", state),
-                    self.paint("2", &call)
-                );
-                println!(
-                    "{}      request   {}",
-                    self.tag,
-                    show_json(request, &margin)
-                );
+                self.call(state, function, request, &margin);
                 let code = if response["status_code"] == 200 {
                     "32"
                 } else {
@@ -383,18 +384,7 @@ impl Hooks for Printer {
                 timeout,
             } => {
                 self.waiting = Some(state.to_string());
-                let call = format!("POST /2015-03-31/functions/{function}/invocations");
-                println!(
-                    "{}    {}  {}",
-                    self.tag,
-                    self.paint("1", state),
-                    self.paint("2", &call)
-                );
-                println!(
-                    "{}      request   {}",
-                    self.tag,
-                    show_json(request, &margin)
-                );
+                self.call(state, function, request, &margin);
                 let until = timeout.map_or("no timeout".to_string(), |timeout| {
                     format!("times out in {} s", timeout.as_secs())
                 });

@@ -92,6 +92,13 @@ impl Stored {
 }
 
 impl Head {
+    /// The latest revision when it is a value that has not expired by `now_ns`.
+    pub fn live_value(&self, now_ns: u64) -> Option<&Stored> {
+        self.latest.as_ref().filter(|latest| {
+            latest.op == Op::Put && !crate::model::time::is_expired(latest.expiry_ns, now_ns)
+        })
+    }
+
     pub fn latest_entry(&self) -> Option<&HeadEntry> {
         self.entries.last()
     }

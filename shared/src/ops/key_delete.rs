@@ -29,10 +29,7 @@ pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<Writt
             deadline,
             source: None,
             increment: None,
-            idempotency: idempotency_key.as_deref().map(|key| Idempotency {
-                key,
-                function: Function::KeyDelete.name(),
-            }),
+            idempotency: Idempotency::of(idempotency_key.as_deref(), Function::KeyDelete),
         },
     )
     .await?;

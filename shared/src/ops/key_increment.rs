@@ -26,10 +26,7 @@ pub async fn run(
         kv,
         WriteRequest {
             increment: Some(Increment { by, window_ns: ttl }),
-            idempotency: idempotency_key.as_deref().map(|key| Idempotency {
-                key,
-                function: Function::KeyIncrement.name(),
-            }),
+            idempotency: Idempotency::of(idempotency_key.as_deref(), Function::KeyIncrement),
             ..WriteRequest::plain(&bucket, &key, Op::Put, "", deadline)
         },
     )

@@ -31,10 +31,7 @@ pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<Written,
             deadline,
             source: None,
             increment: None,
-            idempotency: idempotency_key.as_deref().map(|key| Idempotency {
-                key,
-                function: Function::KeyPut.name(),
-            }),
+            idempotency: Idempotency::of(idempotency_key.as_deref(), Function::KeyPut),
         },
     )
     .await?;

@@ -84,6 +84,16 @@ pub struct Idempotency<'a> {
     pub function: &'static str,
 }
 
+impl<'a> Idempotency<'a> {
+    /// The caller's `idempotency_key`, if it sent one, for a write by `function`.
+    pub fn of(key: Option<&'a str>, function: crate::api::function::Function) -> Option<Self> {
+        key.map(|key| Idempotency {
+            key,
+            function: function.name(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub revision: u64,
@@ -119,8 +129,8 @@ impl Written {
 /// The counter after adding `by` to the head's latest: a missing, deleted or expired value
 /// counts as 0; any other value must be an integer's decimal text.
 pub fn counter_after(head: &Head, key: &str, by: i64, now_ns: u64) -> Result<i64, KvError> {
-    let current = match &head.latest {
-        Some(latest) if latest.op == Op::Put && !time::is_expired(latest.expiry_ns, now_ns) => {
+    let current = match head.live_value(now_ns) {
+        Some(latest) => {
             let text = latest.decode(key)?.text;
             text.trim()
                 .parse::<i64>()
@@ -128,7 +138,7 @@ pub fn counter_after(head: &Head, key: &str, by: i64, now_ns: u64) -> Result<i64
                     current: latest.revision,
                 })?
         }
-        _ => 0,
+        None => 0,
     };
     current.checked_add(by).ok_or_else(|| {
         KvError::param(format!(
@@ -140,14 +150,8 @@ pub fn counter_after(head: &Head, key: &str, by: i64, now_ns: u64) -> Result<i64
 /// The expiry of an incremented counter: a live counter with an expiry keeps it (a fixed
 /// window), a new one starts its window now; without a window, the usual TTL from now.
 fn counter_expiry(head: &Head, increment: Increment, ttl_ns: i64, now_ns: u64) -> Option<u64> {
-    let live = head
-        .latest
-        .as_ref()
-        .filter(|latest| latest.op == Op::Put && !time::is_expired(latest.expiry_ns, now_ns));
-    match (
-        increment.window_ns,
-        live.and_then(|latest| latest.expiry_ns),
-    ) {
+    let window_end = head.live_value(now_ns).and_then(|latest| latest.expiry_ns);
+    match (increment.window_ns, window_end) {
         (Some(_), Some(window_end)) => Some(window_end),
         (Some(window), None) => time::expiry_ns(now_ns, window),
         (None, _) => time::expiry_ns(now_ns, ttl_ns),
