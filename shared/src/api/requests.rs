@@ -126,6 +126,14 @@ pub struct Watched {
 }
 
 impl Watched {
+    /// A waiter's stored pattern, read back: a filter that no longer parses matches nothing.
+    pub fn stored(pattern: &str, is_filter: bool) -> Watched {
+        Watched {
+            pattern: pattern.to_string(),
+            filter: is_filter.then(|| Filter::check(pattern).ok()).flatten(),
+        }
+    }
+
     pub fn matches(&self, key: &str) -> bool {
         match &self.filter {
             Some(filter) => filter.matches(key),

@@ -8,13 +8,13 @@
 //! refuses the second, which drops the waiter.
 
 use crate::api::params::Params;
-use crate::api::requests::KeyWatch;
+use crate::api::requests::{KeyWatch, Watched};
 use crate::api::responses::{Change, Watching};
 use crate::model::error::{KvError, INTERNAL_ERROR_TYPE, UNAVAILABLE_ERROR_TYPE};
 use crate::model::revision::{Head, Op};
 use crate::model::time;
 use crate::ops::state::Kv;
-use crate::ops::waiters::{output, wakes, watches};
+use crate::ops::waiters::{output, wakes};
 use crate::store::items::{self, get_str, get_u64};
 use crate::store::waiters::Waiter;
 use crate::tokens::NotResumed;
@@ -67,7 +67,7 @@ pub async fn run(kv: &Kv, request: KeyWatch) -> Result<Watching, KvError> {
             let head = kv.store.read_head(&bucket, &key.pattern, true).await?;
             change_of(&waiter, &key.pattern, &head, now_ns)?
         }
-        Some(_) => first_live_match(kv, &bucket, &waiter, now_ns).await?,
+        Some(_) => first_live_match(kv, &bucket, &key, &waiter, now_ns).await?,
     };
     let Some(change) = passed else {
         return Ok(Watching {
@@ -169,6 +169,7 @@ fn change_of(
 async fn first_live_match(
     kv: &Kv,
     bucket: &str,
+    watched: &Watched,
     waiter: &Waiter,
     now_ns: u64,
 ) -> Result<Option<Change>, KvError> {
@@ -181,7 +182,7 @@ async fn first_live_match(
             let Some(key) = items::key_from_pk(bucket, pk) else {
                 continue;
             };
-            if !watches(waiter, key) {
+            if !watched.matches(key) {
                 continue;
             }
             let head = kv.store.read_head(bucket, key, true).await?;

@@ -1,10 +1,10 @@
 //! Waking kv-key-watch's waiters: which change resumes a waiter, the output its flow gets, and
 //! resuming every waiter of a bucket that a batch of committed revisions passes.
 
+use crate::api::requests::Watched;
 use crate::api::responses::Change;
 use crate::model::error::KvError;
 use crate::model::revision::Op;
-use crate::model::subject::Filter;
 use crate::model::time;
 use crate::ops::state::Kv;
 use crate::store::waiters::Waiter;
@@ -20,14 +20,6 @@ const RESUMING_AT_ONCE: usize = 32;
 pub fn wakes(waiter: &Waiter, revision: u64, op: Op) -> bool {
     revision > waiter.after
         || (op == Op::Expired && revision == waiter.after && !waiter.expiry_seen)
-}
-
-/// Whether the waiter watches `key`.
-pub fn watches(waiter: &Waiter, key: &str) -> bool {
-    if !waiter.is_filter {
-        return waiter.pattern == key;
-    }
-    Filter::check(&waiter.pattern).is_ok_and(|filter| filter.matches(key))
 }
 
 /// The output a resumed flow gets, as JSON text: the value left out (`too_large`) when the
@@ -131,10 +123,12 @@ pub async fn wake(
             stale.push(waiter.id);
             continue;
         }
+        // Parsed once per waiter, not once per commit.
+        let watched = Watched::stored(&waiter.pattern, waiter.is_filter);
         let first = commits
             .iter()
             .filter(|commit| {
-                watches(&waiter, commit.key) && wakes(&waiter, commit.revision, commit.op)
+                watched.matches(commit.key) && wakes(&waiter, commit.revision, commit.op)
             })
             .min_by_key(|commit| commit.revision);
         if let Some(commit) = first {
@@ -199,11 +193,14 @@ mod tests {
 
     #[test]
     fn keys_and_filters() {
-        assert!(watches(&waiter("a.b", false, 0, false), "a.b"));
-        assert!(!watches(&waiter("a.b", false, 0, false), "a.c"));
-        assert!(watches(&waiter("a.*", true, 0, false), "a.c"));
-        assert!(watches(&waiter("a.>", true, 0, false), "a.c.d"));
-        assert!(!watches(&waiter("a.*", true, 0, false), "b.c"));
+        let watches = |pattern: &str, is_filter: bool, key: &str| {
+            Watched::stored(pattern, is_filter).matches(key)
+        };
+        assert!(watches("a.b", false, "a.b"));
+        assert!(!watches("a.b", false, "a.c"));
+        assert!(watches("a.*", true, "a.c"));
+        assert!(watches("a.>", true, "a.c.d"));
+        assert!(!watches("a.*", true, "b.c"));
     }
 
     #[test]
