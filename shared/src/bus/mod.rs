@@ -39,15 +39,10 @@ impl EventBus {
         }
     }
 
-    /// The client from the standard environment (`AWS_ENDPOINT_URL_EVENTBRIDGE` for a local
-    /// emulator), with the same HTTPS stack and time bounds as DynamoDB's.
-    pub async fn from_env(name: &str) -> EventBus {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(crate::store::client::http_client())
-            .timeout_config(crate::store::client::timeouts())
-            .load()
-            .await;
-        EventBus::new(Client::new(&config), name)
+    /// The client from the shared configuration (`AWS_ENDPOINT_URL_EVENTBRIDGE` for a local
+    /// emulator).
+    pub fn from_config(config: &aws_config::SdkConfig, name: &str) -> EventBus {
+        EventBus::new(Client::new(config), name)
     }
 
     /// Puts every event; the answer has one outcome per event, in order: `Err` says why that

@@ -172,7 +172,8 @@ pub const KEY_WATCH: Entry = Entry {
     },
     equip: |kv, _settings| {
         Box::pin(async move {
-            kv.tokens = Some(crate::tokens::TaskTokens::from_env().await);
+            let config = crate::store::client::shared_config().await;
+            kv.tokens = Some(crate::tokens::TaskTokens::from_config(&config));
         })
     },
 };
@@ -190,8 +191,13 @@ entry!(
     ItemsReplicate,
     |kv, deadline| |batch| ops::items_replicate::run(kv, batch, deadline),
     |kv, settings| Box::pin(async move {
-        kv.bus = Some(crate::bus::EventBus::from_env(&settings.event_bus).await);
-        kv.tokens = Some(crate::tokens::TaskTokens::from_env().await);
+        // One load of the configuration for both clients.
+        let config = crate::store::client::shared_config().await;
+        kv.bus = Some(crate::bus::EventBus::from_config(
+            &config,
+            &settings.event_bus,
+        ));
+        kv.tokens = Some(crate::tokens::TaskTokens::from_config(&config));
     })
 );
 

@@ -184,18 +184,24 @@ fn lambda_config() -> Option<aws_sdk_dynamodb::config::Builder> {
     Some(builder)
 }
 
+/// The configuration of the SDK's default chain (`AWS_ENDPOINT_URL_<SERVICE>` for local
+/// emulators), with this module's HTTPS stack and time bounds: what the EventBridge and Step
+/// Functions clients are built from, one load for both.
+pub async fn shared_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .timeout_config(timeouts())
+        .load()
+        .await
+}
+
 /// The client configuration from the standard environment, for callers that add to it (the
 /// benchmark attaches its meter).
 pub async fn config_from_env() -> aws_sdk_dynamodb::config::Builder {
     if let Some(builder) = lambda_config() {
         return builder;
     }
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client())
-        .timeout_config(timeouts())
-        .load()
-        .await;
-    aws_sdk_dynamodb::config::Builder::from(&config)
+    aws_sdk_dynamodb::config::Builder::from(&shared_config().await)
 }
 
 /// The client from the standard environment: region and credentials as Lambda provides them,

@@ -29,15 +29,9 @@ impl TaskTokens {
         TaskTokens { client }
     }
 
-    /// The client from the standard environment (`AWS_ENDPOINT_URL_SFN` for a local engine),
-    /// with the same HTTPS stack and time bounds as DynamoDB's.
-    pub async fn from_env() -> TaskTokens {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(crate::store::client::http_client())
-            .timeout_config(crate::store::client::timeouts())
-            .load()
-            .await;
-        TaskTokens::new(Client::new(&config))
+    /// The client from the shared configuration (`AWS_ENDPOINT_URL_SFN` for a local engine).
+    pub fn from_config(config: &aws_config::SdkConfig) -> TaskTokens {
+        TaskTokens::new(Client::new(config))
     }
 
     /// Resumes the flow waiting on `token` with `output` (JSON text).
