@@ -5,7 +5,7 @@
 use kv::Function;
 use kv_dev::fault_proxy::{ErrorReply, Fault, FaultProxy, Rule};
 use kv_dev::moto::Moto;
-use kv_dev::support::stream_pump::follow_replication;
+use kv_dev::support::stream_pump::{follow_replication, replication_failures_at};
 use kv_dev::support::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -232,6 +232,87 @@ async fn a_failure_halfway_through_a_batch_delivers_the_rest_once_in_order() {
         stats.errors_of(ErrorReply::InternalServerError) >= 3,
         "the fault never fired: {stats:?}"
     );
+}
+
+/// SPEC "Nothing stalls the stream": a copy its target refuses for good (a value over a source
+/// target's `max_value_size`) and an event EventBridge can never take (a detail-type over 128
+/// characters) are set aside with their reason and skipped. The mirror of the same origin, the
+/// later copies and the later events arrive within the lag, and no batch is retried.
+#[tokio::test]
+async fn records_no_target_can_take_are_set_aside_and_the_stream_goes_on() {
+    let moto = Moto::shared();
+    let endpoint = private_endpoint();
+    follow_replication(&endpoint, &moto.endpoint);
+    let kv = container_at(&endpoint);
+    let origin = bucket(&kv, "o", json!({"republish": {"src": ">", "dest": "kv.>"}})).await;
+    let mirror = bucket(&kv, "m", json!({"mirror": {"name": origin}})).await;
+    let small = bucket(
+        &kv,
+        "q",
+        json!({"sources": [{"name": origin}], "max_value_size": 4}),
+    )
+    .await;
+    let events_of_origin = queue(moto, &origin);
+    let long_key = "k".repeat(200);
+    let written = Instant::now();
+    let big = put(&kv, &origin, "big", json!("0123456789")).await;
+    let long = put(&kv, &origin, &long_key, json!("abc")).await;
+    put(&kv, &origin, "fits", json!("abc")).await;
+    eventually(PATIENCE, "the copies that fit", || {
+        let (kv, mirror, small, long_key) = (&kv, &mirror, &small, &long_key);
+        async move {
+            let mirrored = [
+                history_of(kv, mirror, "big").await.len(),
+                history_of(kv, mirror, long_key).await.len(),
+                history_of(kv, mirror, "fits").await.len(),
+            ];
+            let sourced = [
+                history_of(kv, small, long_key).await.len(),
+                history_of(kv, small, "fits").await.len(),
+            ];
+            (mirrored == [1, 1, 1] && sourced == [1, 1])
+                .then_some(())
+                .ok_or(format!("mirror {mirrored:?}, source target {sourced:?}"))
+        }
+    })
+    .await;
+    assert!(written.elapsed() < LAG, "took {:?}", written.elapsed());
+    let events = moto.wait_for(&events_of_origin, 2, PATIENCE);
+    let keys: Vec<&str> = events
+        .iter()
+        .map(|event| event["detail"]["key"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(keys, ["big", "fits"], "{events:?}");
+    assert!(history_of(&kv, &small, "big").await.is_empty());
+
+    let mut aside: Vec<_> = kv
+        .store
+        .set_aside_records()
+        .await
+        .expect("list set-aside records")
+        .into_iter()
+        .filter(|record| record.bucket == origin)
+        .collect();
+    // The stream and the target's backfill may both meet `big`: it is set aside once.
+    aside.sort_by_key(|record| record.revision);
+    let seen: Vec<(&str, Option<u64>, &str)> = aside
+        .iter()
+        .map(|record| (record.key.as_str(), record.revision, record.target.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("big", Some(big), small.as_str()),
+            (long_key.as_str(), Some(long), "eventbridge")
+        ],
+        "{aside:?}"
+    );
+    assert!(aside[0].reason.contains("max_value_size"), "{aside:?}");
+    assert!(aside[1].reason.contains("128"), "{aside:?}");
+    assert!(aside
+        .iter()
+        .all(|record| record.function == "kv-items-replicate" && !record.record_id.is_empty()));
+    assert_eq!(replication_failures_at(&endpoint), 0);
 }
 
 /// Every retained revision of a key, as kv-key-history shows it: (revision, operation, value).

@@ -224,6 +224,8 @@ pub struct BatchOutcome {
     pub batch_item_failures: Vec<BatchItemFailure>,
     /// Buckets whose counts this batch changed.
     pub counted: usize,
+    /// Records that could not be read, kept with their reason and skipped.
+    pub set_aside: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -255,4 +257,6 @@ pub struct Replicated {
     pub published: usize,
     /// Waiting flows resumed.
     pub resumed: usize,
+    /// Records that can never be processed, kept with their reason and skipped.
+    pub set_aside: usize,
 }

@@ -228,13 +228,15 @@ fn with_older(entries: &[HeadEntry], older: HeadEntry, history: usize) -> Option
 
 /// One slice of `target`'s backfill from `origin`, from after the key `cursor` (empty: the
 /// first) until the origin's keys run out or the deadline nears; returns where the next slice
-/// starts (None: done).
+/// starts (None: done). A revision the target refuses for good (a retry cannot cure it) is
+/// added to `refused` as (key, revision, why) and skipped, so one key never stops a backfill.
 pub async fn backfill_slice(
     kv: &Kv,
     target: &BucketRecord,
     origin: &str,
     cursor: &str,
     deadline: Instant,
+    refused: &mut Vec<(String, u64, KvError)>,
 ) -> Result<Option<String>, KvError> {
     let origin_record = kv.store.read_bucket(origin).await?;
     if origin_record.is_none_or(|record| record.deleting_ms.is_some()) {
@@ -267,22 +269,27 @@ pub async fn backfill_slice(
                 raised = newest;
             }
             for stored in retained {
-                let revision = stored.decode(key)?;
-                copy_into(
-                    kv,
-                    target,
-                    &Copy {
-                        origin,
-                        key,
-                        revision: revision.revision,
-                        op: revision.op,
-                        text: &revision.text,
-                        created_ms: revision.created_ms,
-                        expiry_ns: revision.expiry_ns,
-                    },
-                    deadline,
-                )
-                .await?;
+                let number = stored.revision;
+                let copied = match stored.decode(key) {
+                    Ok(revision) => {
+                        let copy = Copy {
+                            origin,
+                            key,
+                            revision: revision.revision,
+                            op: revision.op,
+                            text: &revision.text,
+                            created_ms: revision.created_ms,
+                            expiry_ns: revision.expiry_ns,
+                        };
+                        copy_into(kv, target, &copy, deadline).await
+                    }
+                    Err(error) => Err(error),
+                };
+                match copied {
+                    Err(error @ KvError::Unavailable(_)) => return Err(error),
+                    Err(error) => refused.push((key.to_string(), number, error)),
+                    Ok(()) => {}
+                }
             }
             after = Some(pk.clone());
         }

@@ -5,9 +5,11 @@
 //!   EventBridge event (`source` `kv.republish`, `detail-type` the key's subject mapped into
 //!   `republish.dest`), its value in `detail` unless `headers_only` or too large for an event.
 //! - Order and delivery: a key's revisions reach the stream in revision order, and a batch's
-//!   events are put in that order. A record whose event was not put is reported as the batch's
-//!   first failure (partial batch response): it and the records after it come again, so an
-//!   event is put at least once, and some may be put twice. `detail` carries the bucket, key
+//!   events are put in that order. A record whose event was not put for a reason a retry can
+//!   cure is reported as the batch's first failure (partial batch response): it and the
+//!   records after it come again, so an event is put at least once, and some may be put twice.
+//!   A record that can never be processed (a copy its target refuses, an event EventBridge
+//!   refuses, an unreadable record) is set aside (`ops::set_aside`) and skipped. `detail` carries the bucket, key
 //!   and revision, which identify an event for a consumer that must see each once.
 //! - Mirrors and sources: each revision is copied into every bucket that mirrors or sources
 //!   its bucket (`ops::copies`), and a target's backfill advances a slice at a time when its
@@ -19,14 +21,16 @@
 //!   revisions, usage items and heads removed with their bucket are not revisions.
 
 use crate::api::events::RepublishedRevision;
+use crate::api::function::Function;
 use crate::api::requests::StreamBatch;
 use crate::api::responses::{BatchItemFailure, Replicated};
-use crate::bus::{Event, MAX_ENTRY_BYTES};
+use crate::bus::{Event, Refusal, MAX_ENTRY_BYTES};
 use crate::model::config::BucketConfig;
 use crate::model::error::KvError;
 use crate::model::revision::Op;
 use crate::model::subject_map::RepublishMap;
 use crate::ops::copies::{backfill_slice, copy_into, Copy};
+use crate::ops::set_aside::{Failures, Skipped};
 use crate::ops::state::Kv;
 use crate::ops::waiters::{self, ChangedKey};
 use crate::store::feeds::backfill_cursors;
@@ -36,6 +40,12 @@ use crate::store::BucketRecord;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Instant;
+
+const FUNCTION: Function = Function::ItemsReplicate;
+/// The target named in a set-aside record of an event the bus refused.
+const EVENT_TARGET: &str = "eventbridge";
+/// The target named in a set-aside record of a bucket's waiters that could not be resumed.
+const WAITERS_TARGET: &str = "waiters";
 
 /// One revision committed to a head, as its stream record shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +65,16 @@ pub struct Committed {
 }
 
 impl Committed {
+    /// This revision, skipped on its way to `target`.
+    fn skipped<'a>(&'a self, target: &'a str) -> Skipped<'a> {
+        Skipped {
+            bucket: &self.bucket,
+            key: &self.key,
+            revision: Some(self.revision),
+            target,
+        }
+    }
+
     /// This revision as a copy for the buckets that mirror or source its bucket.
     fn copy(&self) -> Copy<'_> {
         Copy {
@@ -210,68 +230,112 @@ impl Lookups {
 }
 
 pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Replicated, KvError> {
+    let records = &batch.records;
+    let mut failures = Failures::default();
     let mut commits = Vec::new();
     let mut backfills = Vec::new();
-    for (index, record) in batch.records.iter().enumerate() {
-        match committed(index, record)? {
-            Some(commit) => commits.push(commit),
-            None => backfills.extend(backfill_steps(index, record)),
+    for (index, record) in records.iter().enumerate() {
+        match committed(index, record) {
+            Ok(Some(commit)) => commits.push(commit),
+            Ok(None) => backfills.extend(backfill_steps(index, record)),
+            Err(error) => {
+                let skipped = Skipped {
+                    bucket: "",
+                    key: "",
+                    revision: None,
+                    target: "",
+                };
+                failures
+                    .refused(kv, FUNCTION, (index, record), skipped, &error)
+                    .await;
+            }
         }
     }
     let mut lookups = Lookups::default();
-    let mut failed_at: Option<usize> = None;
-    let fail = |failed_at: &mut Option<usize>, index: usize, why: &str| {
-        tracing::warn!(record = index, error = %why, "stream record not replicated");
-        *failed_at = Some(failed_at.map_or(index, |earlier: usize| earlier.min(index)));
-    };
     // A mirror's last revision is its origin's: raised before the copies land, so that a
-    // reader who sees the copies sees it too.
+    // reader who sees the copies sees it too. A lookup that fails here fails again below,
+    // where the record is retried or set aside.
     let mut raised: BTreeMap<String, u64> = BTreeMap::new();
     for commit in &commits {
-        if lookups
-            .live(kv, &commit.bucket, commit.incarnation)
-            .await?
-            .is_none()
-        {
+        let Ok(Some(_)) = lookups.live(kv, &commit.bucket, commit.incarnation).await else {
             continue;
-        }
-        for target in lookups.targets(kv, &commit.bucket).await? {
-            if target.config.mirror.is_some() {
-                let top = raised.entry(target.config.bucket.clone()).or_default();
-                *top = (*top).max(commit.revision);
-            }
+        };
+        let Ok(targets) = lookups.targets(kv, &commit.bucket).await else {
+            continue;
+        };
+        for target in targets
+            .iter()
+            .filter(|target| target.config.mirror.is_some())
+        {
+            let top = raised.entry(target.config.bucket.clone()).or_default();
+            *top = (*top).max(commit.revision);
         }
     }
     for (bucket, revision) in raised {
         kv.store.raise_last_revision(&bucket, revision).await?;
     }
-    // Copies in stream order; the first that fails stops the rest, since a later revision of
-    // its key must not reach a mirror before it.
+    // Copies in stream order. The first a retry can cure stops the rest, since a later
+    // revision of its key must not reach a mirror before it; one a target refuses for good is
+    // set aside, and the others go on.
     let mut live_commits = Vec::new();
     for commit in &commits {
-        let outcome = async {
-            let Some(origin) = lookups.live(kv, &commit.bucket, commit.incarnation).await? else {
-                return Ok(None);
-            };
-            for target in lookups.targets(kv, &commit.bucket).await? {
-                copy_into(kv, &target, &commit.copy(), deadline).await?;
+        let record = (commit.index, &records[commit.index]);
+        let skipped = |target: &'static str| commit.skipped(target);
+        let origin = match lookups.live(kv, &commit.bucket, commit.incarnation).await {
+            Ok(Some(origin)) => origin,
+            Ok(None) => continue,
+            Err(error) => {
+                failures
+                    .refused(kv, FUNCTION, record, skipped(""), &error)
+                    .await;
+                if failures.retried(commit.index) {
+                    break;
+                }
+                continue;
             }
-            Ok::<_, KvError>(Some(origin))
+        };
+        let targets = match lookups.targets(kv, &commit.bucket).await {
+            Ok(targets) => targets,
+            Err(error) => {
+                failures
+                    .refused(kv, FUNCTION, record, skipped(""), &error)
+                    .await;
+                if failures.retried(commit.index) {
+                    break;
+                }
+                continue;
+            }
+        };
+        for target in &targets {
+            if let Err(error) = copy_into(kv, target, &commit.copy(), deadline).await {
+                let skipped = Skipped {
+                    target: &target.config.bucket,
+                    ..commit.skipped("")
+                };
+                failures
+                    .refused(kv, FUNCTION, record, skipped, &error)
+                    .await;
+                if failures.retried(commit.index) {
+                    break;
+                }
+            }
         }
-        .await;
-        match outcome {
-            Ok(Some(origin)) => live_commits.push((commit, origin.config)),
+        if failures.retried(commit.index) {
+            break;
+        }
+        live_commits.push((commit, origin.config));
+    }
+    let mut events: Vec<(&Committed, Event)> = Vec::new();
+    for (commit, config) in &live_commits {
+        match republished(config, commit) {
+            Ok(Some(event)) => events.push((commit, event)),
             Ok(None) => {}
             Err(error) => {
-                fail(&mut failed_at, commit.index, &error.to_string());
-                break;
+                let record = (commit.index, &records[commit.index]);
+                failures
+                    .refused(kv, FUNCTION, record, commit.skipped(EVENT_TARGET), &error)
+                    .await;
             }
-        }
-    }
-    let mut events: Vec<(usize, Event)> = Vec::new();
-    for (commit, config) in &live_commits {
-        if let Some(event) = republished(config, commit)? {
-            events.push((commit.index, event));
         }
     }
     let mut published = 0;
@@ -279,18 +343,29 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
         let bus = kv.bus.as_ref().ok_or_else(|| {
             KvError::Internal("kv-items-replicate has no EventBridge client".to_string())
         })?;
-        let (indexes, events): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();
-        for (index, outcome) in indexes.into_iter().zip(bus.publish(&events).await) {
-            match outcome {
-                Ok(()) => published += 1,
-                Err(why) => fail(&mut failed_at, index, &why),
-            }
+        let (commits_of_events, events): (Vec<&Committed>, Vec<Event>) = events.into_iter().unzip();
+        for (commit, outcome) in commits_of_events
+            .into_iter()
+            .zip(bus.publish(&events).await)
+        {
+            let error = match outcome {
+                Ok(()) => {
+                    published += 1;
+                    continue;
+                }
+                Err(Refusal::Retry(why)) => KvError::Unavailable(why),
+                Err(Refusal::Never(why)) => KvError::InvalidParameter(why),
+            };
+            let record = (commit.index, &records[commit.index]);
+            failures
+                .refused(kv, FUNCTION, record, commit.skipped(EVENT_TARGET), &error)
+                .await;
         }
     }
     // Flows waiting on these keys, per bucket: one read of its waiters each.
-    let mut changed: BTreeMap<(&str, u64), Vec<ChangedKey<'_>>> = BTreeMap::new();
+    let mut changed: BTreeMap<(&str, u64), Vec<(&Committed, ChangedKey<'_>)>> = BTreeMap::new();
     for (commit, _) in &live_commits {
-        if failed_at.is_some_and(|failed| failed <= commit.index) {
+        if failures.retried(commit.index) {
             continue;
         }
         let Some(incarnation) = commit.incarnation.or_else(|| {
@@ -306,23 +381,28 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
         changed
             .entry((commit.bucket.as_str(), incarnation))
             .or_default()
-            .push(ChangedKey {
-                key: &commit.key,
-                revision: commit.revision,
-                op: commit.op,
-                value: commit.value.as_deref(),
-            });
+            .push((
+                commit,
+                ChangedKey {
+                    key: &commit.key,
+                    revision: commit.revision,
+                    op: commit.op,
+                    value: commit.value.as_deref(),
+                },
+            ));
     }
     let mut resumed = 0;
     for ((bucket, incarnation), changes) in changed {
-        match waiters::wake(kv, bucket, incarnation, &changes, deadline).await {
+        let keys: Vec<ChangedKey<'_>> = changes.iter().map(|(_, change)| *change).collect();
+        match waiters::wake(kv, bucket, incarnation, &keys, deadline).await {
             Ok(count) => resumed += count,
             Err(error) => {
-                let first = live_commits
-                    .iter()
-                    .find(|(commit, _)| commit.bucket == bucket)
-                    .map_or(0, |(commit, _)| commit.index);
-                fail(&mut failed_at, first, &error.to_string());
+                if let Some((first, _)) = changes.first() {
+                    let record = (first.index, &records[first.index]);
+                    failures
+                        .refused(kv, FUNCTION, record, first.skipped(WAITERS_TARGET), &error)
+                        .await;
+                }
             }
         }
     }
@@ -330,31 +410,60 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
     // through the stream by moving its cursor.
     let budget = deadline.min(Instant::now() + kv.purge_budget);
     for step in backfills {
-        if failed_at.is_some_and(|failed| failed <= step.index) {
+        if failures.retried(step.index) {
             continue;
         }
+        let record = (step.index, &records[step.index]);
+        let mut refused = Vec::new();
         let outcome = async {
             let Some(target) = lookups.live(kv, &step.target, step.incarnation).await? else {
                 return Ok(());
             };
-            let next = backfill_slice(kv, &target, &step.origin, &step.cursor, budget).await?;
+            let next = backfill_slice(
+                kv,
+                &target,
+                &step.origin,
+                &step.cursor,
+                budget,
+                &mut refused,
+            )
+            .await?;
             kv.store
                 .set_backfill(&step.target, &step.origin, next.as_deref())
                 .await?;
             Ok::<_, KvError>(())
         }
         .await;
+        for (key, revision, error) in &refused {
+            let skipped = Skipped {
+                bucket: &step.origin,
+                key,
+                revision: Some(*revision),
+                target: &step.target,
+            };
+            failures.refused(kv, FUNCTION, record, skipped, error).await;
+        }
         if let Err(error) = outcome {
-            fail(&mut failed_at, step.index, &error.to_string());
+            let skipped = Skipped {
+                bucket: &step.origin,
+                key: &step.cursor,
+                revision: None,
+                target: &step.target,
+            };
+            failures
+                .refused(kv, FUNCTION, record, skipped, &error)
+                .await;
         }
     }
     Ok(Replicated {
-        batch_item_failures: failed_at
-            .map(|index| BatchItemFailure::of_record(batch.records.get(index)))
+        batch_item_failures: failures
+            .first_retry
+            .map(|index| BatchItemFailure::of_record(records.get(index)))
             .into_iter()
             .collect(),
         published,
         resumed,
+        set_aside: failures.set_aside,
     })
 }
 

@@ -16,10 +16,12 @@
 //!   lists is archived again from the old image, which repairs a writer that stopped between
 //!   its head's write and its own archive write.
 
+use crate::api::function::Function;
 use crate::api::requests::StreamBatch;
 use crate::api::responses::{BatchItemFailure, BatchOutcome};
 use crate::model::error::KvError;
 use crate::model::revision::{Head, Op, Stored};
+use crate::ops::set_aside::{Failures, Skipped};
 use crate::ops::state::Kv;
 use crate::store::errors::StoreError;
 use crate::store::items::{self, decode_head, get_u64, EXACT_COUNTS, INCARNATION};
@@ -181,10 +183,32 @@ fn batch_token(ids: &[&str]) -> String {
 pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
     let records = &batch.records;
     let mut changes = Vec::new();
+    // A record that cannot be read is set aside: nothing after it waits for it.
+    let mut unreadable = Failures::default();
     for (index, record) in records.iter().enumerate() {
-        if let Some(change) = head_change(index, record)? {
-            changes.push(change);
+        match head_change(index, record) {
+            Ok(Some(change)) => changes.push(change),
+            Ok(None) => {}
+            Err(error) => {
+                let skipped = Skipped {
+                    bucket: "",
+                    key: "",
+                    revision: None,
+                    target: "",
+                };
+                unreadable
+                    .refused(kv, Function::ItemsStream, (index, record), skipped, &error)
+                    .await;
+            }
         }
+    }
+    if let Some(index) = unreadable.first_retry {
+        // Setting it aside failed: nothing is counted before it can be.
+        return Ok(BatchOutcome {
+            batch_item_failures: vec![BatchItemFailure::of_record(records.get(index))],
+            counted: 0,
+            set_aside: unreadable.set_aside,
+        });
     }
     // The earliest record whose work failed; everything from it on comes back.
     let mut failed_at: Option<usize> = None;
@@ -258,6 +282,7 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
         None => Ok(BatchOutcome {
             batch_item_failures: Vec::new(),
             counted,
+            set_aside: unreadable.set_aside,
         }),
         // Counting from here again is safe only if nothing after it was counted: the retried
         // records would be counted a second time, under another token.
@@ -265,6 +290,7 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
             Ok(BatchOutcome {
                 batch_item_failures: vec![BatchItemFailure::of_record(records.get(index))],
                 counted,
+                set_aside: unreadable.set_aside,
             })
         }
         Some(_) => Err(KvError::Unavailable(format!(

@@ -15,6 +15,7 @@ pub mod key_increment;
 pub mod key_list;
 pub mod key_put;
 pub mod key_watch;
+pub mod set_aside;
 pub mod state;
 pub mod waiters;
 pub mod write;

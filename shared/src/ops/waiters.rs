@@ -94,6 +94,7 @@ pub async fn resume_all(
 }
 
 /// A committed revision as a waiter's flow sees it.
+#[derive(Debug, Clone, Copy)]
 pub struct ChangedKey<'a> {
     pub key: &'a str,
     pub revision: u64,

@@ -11,6 +11,7 @@ pub mod feeds;
 pub mod heads;
 pub mod items;
 pub mod schema;
+pub mod set_aside;
 pub mod stream_images;
 pub mod usage;
 pub mod waiters;

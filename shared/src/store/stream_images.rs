@@ -69,3 +69,31 @@ pub fn record_images(record: &Value) -> Result<Option<RecordImages>, &'static st
         new: image(stream.get("NewImage")),
     }))
 }
+
+/// What names a stream record for as long as the stream keeps it: its `eventID`, or its
+/// `SequenceNumber` in a hand-made event that has none.
+pub fn record_id(record: &Value) -> String {
+    let field = |name: &str| {
+        record
+            .get(name)
+            .or_else(|| record.get("dynamodb").and_then(|stream| stream.get(name)))
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty())
+            .map(str::to_string)
+    };
+    field("eventID")
+        .or_else(|| field("SequenceNumber"))
+        .unwrap_or_default()
+}
+
+/// The `pk` a record's keys name, whatever item it is (empty when it has none).
+pub fn record_pk(record: &Value) -> String {
+    record
+        .get("dynamodb")
+        .and_then(|stream| stream.get("Keys"))
+        .and_then(|keys| keys.get(crate::store::items::PK))
+        .and_then(|pk| pk.get("S"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
