@@ -1,7 +1,7 @@
 # The project's commands. `make test` is what CI runs on a fresh clone.
 SHELL := /bin/bash
 
-.PHONY: tools test lint unit tables streams streams-unit
+.PHONY: tools test lint unit tables set-aside streams streams-unit
 
 tools:
 	@./scripts/install-tools.sh
@@ -24,6 +24,11 @@ unit:
 ## AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:8000 AWS_REGION=us-east-1 make tables
 tables:
 	cargo run --quiet -p kv-dev --bin kv-tables
+
+## The stream records the consumers set aside (a copy its target refuses, an event EventBridge
+## refuses, an unreadable record), oldest first, as JSON lines; the environment of `make tables`.
+set-aside:
+	cargo run --quiet -p kv-dev --bin kv-set-aside
 
 ## Lambda's part locally: polls the streams of template.yaml's DynamoDB event sources and fires
 ## its schedules, invoking the functions through the Invoke API, until Ctrl-C. The environment
