@@ -30,7 +30,11 @@ async fn main() -> std::process::ExitCode {
                 });
                 println!("{line}");
             }
-            eprintln!("{} record(s) set aside in {}", records.len(), settings.items_table);
+            eprintln!(
+                "{} record(s) set aside in {}",
+                records.len(),
+                settings.items_table
+            );
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {

@@ -1064,6 +1064,28 @@ fn the_binaries_serve_the_invoke_api_and_log_json_with_request_ids() {
         secret.as_str(),
         "{got}"
     );
+    // JSON nested past the parser's limit reaches the handler (the runtime takes the event as
+    // text) and is the caller's 400, as an envelope.
+    let deep = format!(
+        r#"{{"bucket": "{bucket}", "key": "deep", "value": {{"a": {}1{}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let (code, body) = http_post(
+        invoke_port,
+        "/2015-03-31/functions/kv-key-put/invocations",
+        &deep,
+    );
+    let refused: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            code,
+            refused["status_code"].as_u64(),
+            refused["body"]["code"].as_str()
+        ),
+        (200, Some(400), Some("invalid_value")),
+        "{body}"
+    );
     let (_, body) = invoke("kv-key-get", json!({"bucket": bucket, "key": "user_456"}));
     let missing: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(missing["status_code"], 404, "{missing}");
@@ -1090,7 +1112,7 @@ fn the_binaries_serve_the_invoke_api_and_log_json_with_request_ids() {
     // Every line is JSON with the invocation's request id; no value is ever logged.
     let invocations = [
         ("kv-bucket-create", 1),
-        ("kv-key-put", 1),
+        ("kv-key-put", 2),
         ("kv-key-get", 2),
         ("kv-key-list", 1),
     ];

@@ -5,6 +5,7 @@ use crate::api::params::{as_str, Params};
 use crate::api::requests::{request, Request};
 use crate::model::config::*;
 use crate::model::error::KvError;
+use crate::model::limits::{encoded_len, MAX_CONFIG_BYTES};
 use crate::model::subject_map::{RepublishMap, SourceMap};
 use crate::model::validate::{self, truncate, type_name};
 use serde_json::Value;
@@ -67,6 +68,7 @@ request! {
 /// The rules across fields: NATS refuses a stream that both mirrors and sources (a mirror is
 /// an exact copy), and every subject mapping must be one nats-server accepts.
 fn bucket_rules(config: &BucketConfig) -> Result<(), KvError> {
+    config_size(config)?;
     if config.mirror.is_some() && !config.sources.is_empty() {
         return Err(KvError::param(
             "Parameters 'mirror' and 'sources' cannot be used together: a mirror is a read-only copy of one bucket",
@@ -104,6 +106,29 @@ fn bucket_rules(config: &BucketConfig) -> Result<(), KvError> {
         .map_err(|why| KvError::param(format!("Parameter '{path}': {why}")))?;
     }
     Ok(())
+}
+
+/// A configuration within `MAX_CONFIG_BYTES` as stored, or a 413 naming its largest part.
+fn config_size(config: &BucketConfig) -> Result<(), KvError> {
+    let size = encoded_len(config);
+    if size <= MAX_CONFIG_BYTES {
+        return Ok(());
+    }
+    let parts = [
+        ("description", encoded_len(&config.description)),
+        ("metadata", encoded_len(&config.metadata)),
+        ("mirror", encoded_len(&config.mirror)),
+        ("sources", encoded_len(&config.sources)),
+        ("republish", encoded_len(&config.republish)),
+        ("placement", encoded_len(&config.placement)),
+    ];
+    let (largest, largest_size) = parts
+        .into_iter()
+        .max_by_key(|(_, size)| *size)
+        .unwrap_or(("metadata", 0));
+    Err(KvError::ConfigTooLarge(format!(
+        "The bucket's configuration is {size} bytes as stored, more than the limit of {MAX_CONFIG_BYTES} bytes; parameter '{largest}' takes {largest_size} of them"
+    )))
 }
 
 /// Reads the object at `name` into `T`, with `T`'s fields as the only accepted ones.

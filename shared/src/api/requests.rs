@@ -142,10 +142,7 @@ impl Watched {
     }
 }
 
-/// Step Functions' limit on a task token.
-pub const MAX_TASK_TOKEN_CHARS: usize = 1024;
-/// The contract's limit on an idempotency key.
-pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+pub use crate::model::limits::{MAX_IDEMPOTENCY_KEY_CHARS, MAX_TASK_TOKEN_CHARS};
 
 request! {
     /// kv-key-history.

@@ -31,6 +31,11 @@ async fn handle_until(
         Ok(params) => (entry.operation)(kv, &params, deadline).await,
         Err(error) => Err(error),
     };
+    answer(function, outcome)
+}
+
+/// Logs an outcome and makes it the function's result.
+pub fn answer(function: Function, outcome: Result<Value, KvError>) -> Result<Value, FunctionError> {
     match &outcome {
         Ok(_) => tracing::info!(function = function.name(), status_code = 200, "done"),
         Err(KvError::Unavailable(message)) => {

@@ -1,11 +1,14 @@
 //! The wiring every function binary shares: logging, one SDK client, the Lambda runtime loop.
 
 use crate::api::function::Function;
-use crate::lambda::dispatch::{handle_entry_event, Entry};
+use crate::lambda::dispatch::{answer, handle_entry_event, Entry};
 use crate::model::config::Settings;
+use crate::model::error::KvError;
+use crate::model::limits::MAX_JSON_DEPTH;
 use crate::ops::state::Kv;
 use crate::store::client::Operation;
 use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 pub async fn run(entry: Entry) -> Result<(), lambda_runtime::Error> {
@@ -25,10 +28,54 @@ pub async fn run(entry: Entry) -> Result<(), lambda_runtime::Error> {
     let mut kv = Kv::new(client, &settings);
     (entry.equip)(&mut kv, &settings).await;
     let kv = &kv;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle_entry_event(kv, entry, event).await
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Box<RawValue>>| async move {
+            let (raw, context) = event.into_parts();
+            match parse_event(&raw) {
+                Ok(payload) => {
+                    handle_entry_event(kv, entry, LambdaEvent::new(payload, context)).await
+                }
+                Err(refused) => answer(function, Err(refused)),
+            }
+        },
+    ))
     .await
+}
+
+/// The event as JSON. Lambda hands over valid JSON only, but it may nest deeper than the
+/// parser goes (`MAX_JSON_DEPTH`), which is the caller's value, not a runtime failure.
+pub fn parse_event(raw: &RawValue) -> Result<Value, KvError> {
+    serde_json::from_str(raw.get()).map_err(|error| match error.to_string() {
+        why if why.contains("recursion limit") => KvError::InvalidValue(format!(
+            "The event nests JSON deeper than {MAX_JSON_DEPTH} levels; send a deeper document as a string value"
+        )),
+        why => KvError::InvalidValue(format!("The event is not valid JSON: {why}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> Box<RawValue> {
+        let text = format!(
+            "{{\"bucket\": \"b\", \"key\": \"k\", \"value\": {}1{}}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        RawValue::from_string(text).expect("the raw event reads as text")
+    }
+
+    #[test]
+    fn an_event_nested_past_the_parser_is_an_invalid_value() {
+        assert!(parse_event(&nested(100)).is_ok());
+        match parse_event(&nested(200)) {
+            Err(KvError::InvalidValue(message)) => {
+                assert!(message.contains("128"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 /// What one invocation of the function uses (see `ops`): the most DynamoDB requests it keeps

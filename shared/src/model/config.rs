@@ -5,8 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const MAX_HISTORY: i64 = 64;
-pub const MAX_REPLICAS: i64 = 5;
+pub use crate::model::limits::{MAX_HISTORY, MAX_REPLICAS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -34,6 +34,10 @@ pub enum KvError {
     #[error("{0}")]
     BucketFull(String),
     #[error("{0}")]
+    ConfigTooLarge(String),
+    #[error("{0}")]
+    TooManyWaiters(String),
+    #[error("{0}")]
     ValueNotJson(String),
     /// DynamoDB failed in a way a retry can cure (throttling, an unreachable or silent
     /// endpoint) after the SDK's retries: a Lambda error flows `Retry`.
@@ -57,7 +61,8 @@ impl KvError {
             KvError::RevisionMismatch { .. }
             | KvError::KeyExists { .. }
             | KvError::NotACounter { .. } => 409,
-            KvError::ValueTooLarge(_) | KvError::BucketFull(_) => 413,
+            KvError::ValueTooLarge(_) | KvError::BucketFull(_) | KvError::ConfigTooLarge(_) => 413,
+            KvError::TooManyWaiters(_) => 429,
             KvError::ValueNotJson(_) => 422,
             KvError::Unavailable(_) => 503,
             KvError::Internal(_) => 500,
@@ -78,6 +83,8 @@ impl KvError {
             KvError::NotACounter { .. } => "not_a_counter",
             KvError::ValueTooLarge(_) => "value_too_large",
             KvError::BucketFull(_) => "bucket_full",
+            KvError::ConfigTooLarge(_) => "config_too_large",
+            KvError::TooManyWaiters(_) => "too_many_waiters",
             KvError::ValueNotJson(_) => "value_not_json",
             KvError::Unavailable(_) => "unavailable",
             KvError::Internal(_) => "internal",

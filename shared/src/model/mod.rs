@@ -5,6 +5,7 @@ pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod placement;
 pub mod revision;
 pub mod subject;

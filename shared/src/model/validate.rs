@@ -3,8 +3,7 @@
 use crate::model::error::KvError;
 use serde_json::Value;
 
-pub const MAX_BUCKET_NAME_LEN: usize = 255;
-pub const MAX_KEY_BYTES: usize = 1024;
+pub use crate::model::limits::{MAX_BUCKET_NAME_LEN, MAX_KEY_BYTES};
 
 pub fn bucket_name(name: &str) -> Result<(), KvError> {
     if name.is_empty() || name.len() > MAX_BUCKET_NAME_LEN {

@@ -19,6 +19,7 @@
 
 use crate::model::config::BucketConfig;
 use crate::model::error::KvError;
+use crate::model::limits::MAX_UNCOMPRESSED_VALUE_BYTES;
 use crate::model::revision::{Head, HeadEntry, Op, Stored};
 use crate::model::{codec, time};
 use crate::ops::state::Kv;
@@ -220,6 +221,11 @@ pub fn check_compare_and_set(head: &Head, expected: u64, now_ns: u64) -> Result<
 }
 
 fn check_limits(config: &BucketConfig, size: u64) -> Result<(), KvError> {
+    if config.compression && size > MAX_UNCOMPRESSED_VALUE_BYTES as u64 {
+        return Err(KvError::ValueTooLarge(format!(
+            "Value is {size} bytes; a compression bucket takes values of at most {MAX_UNCOMPRESSED_VALUE_BYTES} bytes uncompressed"
+        )));
+    }
     if config.max_value_size > 0 && to_i64(size) > config.max_value_size {
         return Err(KvError::ValueTooLarge(format!(
             "Value is {size} bytes, larger than the bucket's max_value_size of {} bytes",
