@@ -53,31 +53,6 @@ pub fn parse_event(raw: &RawValue) -> Result<Value, KvError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn nested(depth: usize) -> Box<RawValue> {
-        let text = format!(
-            "{{\"bucket\": \"b\", \"key\": \"k\", \"value\": {}1{}}}",
-            "[".repeat(depth),
-            "]".repeat(depth)
-        );
-        RawValue::from_string(text).expect("the raw event reads as text")
-    }
-
-    #[test]
-    fn an_event_nested_past_the_parser_is_an_invalid_value() {
-        assert!(parse_event(&nested(100)).is_ok());
-        match parse_event(&nested(200)) {
-            Err(KvError::InvalidValue(message)) => {
-                assert!(message.contains("128"), "{message}")
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
 /// What one invocation of the function uses (see `ops`): the most DynamoDB requests it keeps
 /// in flight at once (as many connections are opened during init) and the operations it sends.
 /// Were this to fall behind `ops`, the first invocation would pay for it; the policy test
@@ -127,6 +102,31 @@ pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
         Function::ExpirySweep => (1, &[Query, GetItem, UpdateItem]),
         Function::BucketDelete | Function::BucketPurge => {
             (1, &[UpdateItem, DeleteItem, Query, BatchWriteItem])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> Box<RawValue> {
+        let text = format!(
+            "{{\"bucket\": \"b\", \"key\": \"k\", \"value\": {}1{}}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        RawValue::from_string(text).expect("the raw event reads as text")
+    }
+
+    #[test]
+    fn an_event_nested_past_the_parser_is_an_invalid_value() {
+        assert!(parse_event(&nested(100)).is_ok());
+        match parse_event(&nested(200)) {
+            Err(KvError::InvalidValue(message)) => {
+                assert!(message.contains("128"), "{message}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 }
