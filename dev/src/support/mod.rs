@@ -364,13 +364,29 @@ pub async fn usage(kv: &Kv, bucket: &str) -> (u64, u64) {
     listed_usage(kv, bucket).await
 }
 
+/// Every bucket kv-bucket-list shows, through as many answers as it takes (each ends at
+/// 256 KB: the suite's shared DynamoDB Local holds hundreds of buckets).
+pub async fn listed_buckets(kv: &Kv) -> Vec<Value> {
+    let mut buckets = Vec::new();
+    let mut params = serde_json::json!({});
+    loop {
+        let listed = call(kv, Function::BucketList, params.clone()).await;
+        assert_eq!(status(&listed), 200, "{listed}");
+        let body = &listed["body"]["body"];
+        buckets.extend(body["results"].as_array().cloned().unwrap_or_default());
+        match body["start_after"].as_str() {
+            Some(after) if body["has_more"] == true => params["start_after"] = after.into(),
+            _ => return buckets,
+        }
+    }
+}
+
 /// (entry_total, bytes) as kv-bucket-list reports them now.
 pub async fn listed_usage(kv: &Kv, bucket: &str) -> (u64, u64) {
-    let listed = call(kv, Function::BucketList, serde_json::json!({})).await;
-    let entry = listed["body"]["body"]["results"]
-        .as_array()
-        .and_then(|results| results.iter().find(|entry| entry["name"] == bucket))
-        .cloned()
+    let entry = listed_buckets(kv)
+        .await
+        .into_iter()
+        .find(|entry| entry["name"] == bucket)
         .unwrap_or_else(|| panic!("{bucket} not listed"));
     (
         entry["entry_total"].as_u64().unwrap(),

@@ -18,7 +18,7 @@
 
 use kv::model::revision::{self, Op};
 use kv::store::items;
-use kv::Function::{BucketCreate, BucketInfo, BucketList, KeyDelete, KeyGet, KeyPut};
+use kv::Function::{BucketCreate, BucketInfo, KeyDelete, KeyGet, KeyPut};
 use kv::Kv;
 use kv_dev::fault_proxy::{ErrorReply, Fault, FaultProxy, Rule};
 use kv_dev::support::{config_for, settings, status, unique};
@@ -396,11 +396,10 @@ async fn reported_usage(kv: &Kv, bucket: &str) -> ((u64, u64), (u64, u64)) {
     let info = kv_dev::support::call(kv, BucketInfo, json!({"bucket": bucket})).await;
     assert_eq!(status(&info), 200, "{info}");
     let info = &info["body"]["body"];
-    let listed = kv_dev::support::call(kv, BucketList, json!({})).await;
-    let entry = listed["body"]["body"]["results"]
-        .as_array()
-        .and_then(|results| results.iter().find(|entry| entry["name"] == bucket))
-        .cloned()
+    let entry = kv_dev::support::listed_buckets(kv)
+        .await
+        .into_iter()
+        .find(|entry| entry["name"] == bucket)
         .unwrap_or_else(|| panic!("{bucket} not listed"));
     let pair = |value: &Value| {
         (

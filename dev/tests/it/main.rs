@@ -9,6 +9,7 @@ mod faults;
 mod fuzz;
 mod idempotency;
 mod lifecycle;
+mod limits;
 mod nats_differential;
 mod nats_replication;
 mod placement;

@@ -150,6 +150,8 @@ request! {
         bucket: String = bucket,
         key: String = key,
         json: bool = flag,
+        /// Revisions greater than this (the previous page's `last_sequence`).
+        last_sequence: u64 = revision_or_zero,
     }
 }
 

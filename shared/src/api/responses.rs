@@ -103,9 +103,13 @@ pub struct KeyListBody {
 #[derive(Debug, Serialize)]
 pub struct ListedKey {
     pub key: String,
-    pub value: String,
+    /// Left out only when it is too large for an answer (`too_large`): read it with kv-key-get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     /// The key's latest revision.
     pub sequence: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub too_large: bool,
 }
 
 /// kv-key-history.
@@ -118,17 +122,24 @@ pub struct KeyHistory {
 #[derive(Debug, Serialize)]
 pub struct KeyHistoryBody {
     pub key: String,
+    /// The key's retained revisions, all pages together.
     pub results_total: usize,
     pub results: Vec<HistoryEntry>,
+    /// Pass back as `last_sequence` to get the next page.
+    pub last_sequence: u64,
+    pub has_more: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub struct HistoryEntry {
     pub revision: u64,
-    /// Null for delete and purge markers.
+    /// Null for delete and purge markers, and for a value too large for an answer
+    /// (`too_large`).
     pub value: Value,
     pub created: u64,
     pub operation: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub too_large: bool,
 }
 
 /// kv-bucket-list.

@@ -1,8 +1,11 @@
-//! kv-bucket-list: every bucket with its configuration and live usage.
+//! kv-bucket-list: every bucket with its configuration and live usage, or a page of them; an
+//! answer ends early (`has_more`, `start_after`) when the next bucket would take it past
+//! `MAX_PAGE_BYTES`.
 
 use crate::api::requests;
 use crate::api::responses::{BucketList, BucketListBody, BucketSummary};
 use crate::model::error::KvError;
+use crate::model::limits::{encoded_len, PageBudget};
 use crate::ops::state::Kv;
 use crate::store::{BucketRecord, Usage};
 use std::collections::BTreeMap;
@@ -25,30 +28,41 @@ pub async fn run(kv: &Kv, request: requests::BucketList) -> Result<BucketList, K
             break cursor.is_some();
         }
     };
-    if limit.is_none() {
-        records.sort_by(|a, b| a.config.bucket.cmp(&b.config.bucket));
-    }
     let names: Vec<String> = records
         .iter()
         .map(|record| record.config.bucket.clone())
         .collect();
     let usages = kv.store.usages(&names).await?;
-    let start_after = match (limit, has_more) {
-        (Some(_), true) => names.last().cloned(),
-        _ => None,
-    };
-    let results: Vec<BucketSummary> = records
+    let mut results: Vec<BucketSummary> = records
         .into_iter()
         .map(|record| {
             let usage = usages.get(&record.config.bucket).copied();
             summary(record, usage.unwrap_or_default())
         })
         .collect();
+    // In the scan's order, the one `start_after` continues, the buckets that fit one answer.
+    let mut budget = PageBudget::default();
+    let fitting = results
+        .iter()
+        .take_while(|summary| budget.take(encoded_len(summary)))
+        .count()
+        .max(1);
+    let full = fitting < results.len();
+    results.truncate(fitting);
+    let has_more = has_more || full;
+    let start_after = match (limit.is_some() || full, has_more) {
+        (true, true) => results.last().map(|summary| summary.name.clone()),
+        _ => None,
+    };
+    // A whole list, in one answer, is in name order.
+    if !has_more {
+        results.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     Ok(BucketList {
         body: BucketListBody {
             results_total: results.len(),
             results,
-            has_more: limit.map(|_| has_more),
+            has_more: (limit.is_some() || full).then_some(has_more),
             start_after,
         },
         metadata: BTreeMap::new(),

@@ -1,8 +1,10 @@
-//! kv-key-list: the bucket's live keys in revision order, paged by `last_sequence`.
+//! kv-key-list: the bucket's live keys in revision order, paged by `last_sequence`; a page
+//! ends early when the next key would take the answer past `MAX_PAGE_BYTES`.
 
 use crate::api::requests;
 use crate::api::responses::{BucketMetadata, KeyList, KeyListBody, ListedKey};
 use crate::model::error::KvError;
+use crate::model::limits::{encoded_len, PageBudget};
 use crate::model::time;
 use crate::ops::state::Kv;
 use crate::store::items::{self, get_str, get_u64, Item};
@@ -25,7 +27,7 @@ pub async fn run(kv: &Kv, request: requests::KeyList) -> Result<KeyList, KvError
     let usage = usage?.ok_or_else(|| KvError::BucketNotFound(bucket.to_string()))?;
     let (items, index_has_more) = page?;
     let limit = usize::try_from(limit).unwrap_or(100);
-    let has_more = items.len() > limit || index_has_more;
+    let mut has_more = items.len() > limit || index_has_more;
     let now_ns = time::now_ns();
     let page: Vec<&Item> = items.iter().take(limit).collect();
     // Index entries carry small values; larger ones are read from their heads, all at once.
@@ -40,30 +42,49 @@ pub async fn run(kv: &Kv, request: requests::KeyList) -> Result<KeyList, KvError
     };
     let mut results = Vec::new();
     let mut cursor = last_sequence;
+    let mut budget = PageBudget::default();
     for entry in page {
         let pk = get_str(entry, items::PK).unwrap_or_default();
         let key = items::key_from_pk(bucket, pk)
             .ok_or_else(|| KvError::Internal(format!("Index entry of another bucket: {pk}")))?;
         let revision = get_u64(entry, items::HEAD_REVISION).unwrap_or(0);
-        cursor = revision;
         let live = !time::is_expired(get_u64(entry, items::EXPIRY_NS), now_ns);
         let wanted = filter.as_ref().is_none_or(|filter| filter.matches(key));
         if !(live && wanted) {
+            cursor = revision;
             continue;
         }
         let text = match entry.get(items::LIST_VALUE) {
             Some(value) => list_text(value, entry)?,
-            // A head replaced since the index was read shows its newer value: still the key's.
-            None => match heads.get(pk) {
-                Some(head) => list_text(head.get(items::VALUE).unwrap_or(&items::s("")), head)?,
-                None => continue,
+            // A head replaced since the index was read shows its newer value, still the key's;
+            // one deleted or expired since has none to list.
+            None => match heads.get(pk).and_then(|head| live_value(head, now_ns)) {
+                Some((value, head)) => list_text(value, head)?,
+                None => {
+                    cursor = revision;
+                    continue;
+                }
             },
         };
-        results.push(ListedKey {
+        let mut listed = ListedKey {
             key: key.to_string(),
-            value: text,
+            value: Some(text),
             sequence: revision,
-        });
+            too_large: false,
+        };
+        let mut size = encoded_len(&listed);
+        if !PageBudget::fits_alone(size) {
+            listed.value = None;
+            listed.too_large = true;
+            size = encoded_len(&listed);
+        }
+        if !budget.take(size) {
+            // The answer is full: the next page starts at this key.
+            has_more = true;
+            break;
+        }
+        cursor = revision;
+        results.push(listed);
     }
     Ok(KeyList {
         body: KeyListBody {
@@ -76,6 +97,17 @@ pub async fn run(kv: &Kv, request: requests::KeyList) -> Result<KeyList, KvError
             bucket: bucket.to_string(),
         },
     })
+}
+
+/// A head's value, if the head still holds a live one.
+fn live_value(
+    head: &Item,
+    now_ns: u64,
+) -> Option<(&aws_sdk_dynamodb::types::AttributeValue, &Item)> {
+    if head.contains_key(items::OP) || time::is_expired(get_u64(head, items::EXPIRY_NS), now_ns) {
+        return None;
+    }
+    head.get(items::VALUE).map(|value| (value, head))
 }
 
 fn list_text(

@@ -518,11 +518,15 @@ impl Store {
         for chunk in pks.chunks(100) {
             let mut keys = KeysAndAttributes::builder()
                 .consistent_read(true)
-                .projection_expression("#pk, #cur, #v, #z")
+                // With the marker and the expiry: a head deleted or expired since the index
+                // was read has no value to list.
+                .projection_expression("#pk, #cur, #v, #z, #op, #x")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#cur", HEAD_REVISION)
                 .expression_attribute_names("#v", VALUE)
-                .expression_attribute_names("#z", COMPRESSED);
+                .expression_attribute_names("#z", COMPRESSED)
+                .expression_attribute_names("#op", OP)
+                .expression_attribute_names("#x", EXPIRY_NS);
             for pk in chunk {
                 keys = keys.keys([(PK.to_string(), s(pk)), (REVISION.to_string(), n(0))].into());
             }
