@@ -270,3 +270,89 @@ async fn a_refused_watch_fails_its_task_with_the_code() {
         .expect_err("failed");
     assert_eq!(failure.error_type, "invalid_key");
 }
+
+/// The bucket's count of waiters, as its usage item holds it.
+async fn waiting(setup: &Setup, bucket: &str) -> i64 {
+    let item = client_for(&setup.endpoint)
+        .get_item()
+        .table_name(ITEMS_TABLE)
+        .key(kv::store::items::PK, kv::store::items::s(bucket))
+        .key(kv::store::items::REVISION, kv::store::items::n(0))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("usage item");
+    item.item()
+        .and_then(|item| kv::store::items::get_i64(item, kv::store::items::WAITING))
+        .unwrap_or(0)
+}
+
+/// SPEC "Limits and bad input": a bucket holds at most `MAX_WAITERS_PER_BUCKET` waiting flows;
+/// one more is a 429 `too_many_waiters` whose task is failed with that code. Resumed waiters
+/// leave the count. Task tokens are taken up to Step Functions' own 2048 characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_holds_a_bounded_number_of_waiters() {
+    use kv::model::limits::{MAX_TASK_TOKEN_CHARS, MAX_WAITERS_PER_BUCKET};
+    let setup = setup();
+    let name = bucket(&setup.kv, "bounded", json!({})).await;
+    let first = setup.watch(json!({"bucket": name, "key": "go"})).await;
+    let second = setup.watch(json!({"bucket": name, "key": "go.>"})).await;
+    assert_eq!(waiting(&setup, &name).await, 2);
+    put(&setup.kv, &name, "go", json!("now")).await;
+    setup.resumed(&first).await;
+    let started = Instant::now();
+    while waiting(&setup, &name).await != 1 {
+        assert!(started.elapsed() < RESUMED_WITHIN, "the count stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // As if the bucket held the most it may.
+    client_for(&setup.endpoint)
+        .update_item()
+        .table_name(ITEMS_TABLE)
+        .key(kv::store::items::PK, kv::store::items::s(&name))
+        .key(kv::store::items::REVISION, kv::store::items::n(0))
+        .update_expression("SET #waiting = :max")
+        .expression_attribute_names("#waiting", kv::store::items::WAITING)
+        .expression_attribute_values(":max", kv::store::items::n(MAX_WAITERS_PER_BUCKET))
+        .send()
+        .await
+        .expect("set the count");
+    let token = setup.tokens.issue("one too many");
+    let answer = call(
+        &setup.kv,
+        Function::KeyWatch,
+        json!({"bucket": name, "key": "other", "task_token": token}),
+    )
+    .await;
+    assert_error(&answer, 429, "too_many_waiters");
+    let message = answer["body"]["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&MAX_WAITERS_PER_BUCKET.to_string()),
+        "{message}"
+    );
+    let failure = setup
+        .tokens
+        .wait(&token, Some(RESUMED_WITHIN))
+        .await
+        .expect_err("the task failed");
+    assert_eq!(failure.error_type, "too_many_waiters");
+    drop(second);
+
+    let other = bucket(&setup.kv, "long-tokens", json!({})).await;
+    let longest = "t".repeat(MAX_TASK_TOKEN_CHARS);
+    let answer = call(
+        &setup.kv,
+        Function::KeyWatch,
+        json!({"bucket": other, "key": "k", "task_token": longest}),
+    )
+    .await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let answer = call(
+        &setup.kv,
+        Function::KeyWatch,
+        json!({"bucket": other, "key": "k", "task_token": format!("{longest}t")}),
+    )
+    .await;
+    assert_error(&answer, 400, "invalid_parameter");
+}

@@ -68,9 +68,9 @@ pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
         // As a put, in a transaction with its claim when it carries an idempotency key; the
         // bucket and the claim when a repeat is refused.
         Function::KeyIncrement => (2, &[UpdateItem, GetItem, TransactWriteItems]),
-        // The bucket and the head, the waiter, the head again; a filter's index page; the
-        // waiter's removal when the key had already changed.
-        Function::KeyWatch => (2, &[GetItem, PutItem, Query, BatchWriteItem]),
+        // The bucket and the head, the bucket's count of waiters, the waiter, the head again;
+        // a filter's index page; the waiter's removal when the key had already changed.
+        Function::KeyWatch => (2, &[GetItem, UpdateItem, PutItem, Query, BatchWriteItem]),
         // The head, or the head alongside an archived revision.
         Function::KeyGet => (2, &[GetItem]),
         // The index Query alongside the usage GetItem, then large values' heads.

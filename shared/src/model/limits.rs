@@ -26,6 +26,10 @@ pub const MAX_UNCOMPRESSED_VALUE_BYTES: usize = 1024 * 1024;
 pub const MAX_PAGE_BYTES: usize = 256 * 1024 - 4 * 1024;
 /// Step Functions' task tokens (its API model: 1 to 2048 characters).
 pub const MAX_TASK_TOKEN_CHARS: usize = 2048;
+/// Flows waiting (kv-key-watch) in one bucket. kv-items-replicate reads them all whenever the
+/// bucket changes and resumes those a change passes within its batch's 60 s: 10,000 waiters on
+/// one key were resumed in 16 s here (2 cores, `make test`'s watch suite).
+pub const MAX_WAITERS_PER_BUCKET: u64 = 10_000;
 /// `idempotency_key`: 1 to this many characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 

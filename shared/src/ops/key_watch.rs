@@ -11,12 +11,13 @@ use crate::api::params::Params;
 use crate::api::requests::{KeyWatch, Watched};
 use crate::api::responses::{Change, Watching};
 use crate::model::error::{KvError, INTERNAL_ERROR_TYPE, UNAVAILABLE_ERROR_TYPE};
+use crate::model::limits::MAX_WAITERS_PER_BUCKET;
 use crate::model::revision::{Head, Op};
 use crate::model::time;
 use crate::ops::state::Kv;
 use crate::ops::waiters::{output, wakes};
 use crate::store::items::{self, get_str, get_u64};
-use crate::store::waiters::Waiter;
+use crate::store::waiters::{Admission, Waiter};
 use crate::tokens::NotResumed;
 use serde_json::Value;
 use std::future::Future;
@@ -60,7 +61,19 @@ pub async fn run(kv: &Kv, request: KeyWatch) -> Result<Watching, KvError> {
         expires_ns: now_ns.saturating_add(MAX_WAIT_NS),
         incarnation: record.created_ms,
     };
-    let id = kv.store.add_waiter(&bucket, &waiter).await?;
+    let id = match kv
+        .store
+        .add_waiter(&bucket, &waiter, MAX_WAITERS_PER_BUCKET)
+        .await?
+    {
+        Admission::Added(id) => id,
+        Admission::Full { max } => {
+            return Err(KvError::TooManyWaiters(format!(
+                "Bucket '{bucket}' already holds {max} waiting flows, the most a bucket may hold; wait on a filter, or in another bucket"
+            )))
+        }
+        Admission::NoBucket => return Err(KvError::BucketNotFound(bucket)),
+    };
     let waiter = Waiter { id, ..waiter };
     let passed = match key.filter {
         None => {

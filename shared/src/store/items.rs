@@ -81,6 +81,8 @@ pub const SOURCE_MARK_PREFIX: &str = "so:";
 /// The bucket's `created` on its usage item: writes are conditional on it, so a write that
 /// started before a delete can never land in a re-created bucket of the same name.
 pub const INCARNATION: &str = "inc";
+/// On a usage item: how many waiters (kv-key-watch) the bucket holds, which bounds them.
+pub const WAITING: &str = "waiting";
 
 /// On a head whose latest value expires: which of the `by-expiry` index's partitions lists it
 /// (`EXPIRY_SHARDS` of them, so no one partition takes every expiring write of the table)...

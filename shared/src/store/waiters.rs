@@ -6,9 +6,14 @@
 //! stream's replication reads them with one `Query` per bucket changed in a batch, and an
 //! idle waiter costs its storage only. Each has an expiry (DynamoDB's TTL removes it).
 
-use super::errors::{storage_error, StoreError};
-use super::items::{get_str, get_u64, n, s, Item, INCARNATION, PK, REVISION, TTL};
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use super::errors::{is_condition_failure, storage_error, StoreError};
+use super::items::{
+    get_str, get_u64, n, s, usage_pk, Item, INCARNATION, PK, REVISION, TTL, WAITING,
+};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+};
 use std::collections::HashMap;
 
 const WAITERS_MARK: &str = "~watch";
@@ -54,12 +59,68 @@ fn decode(item: &Item) -> Option<Waiter> {
     })
 }
 
+/// Whether a bucket took one more waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Kept, under this id.
+    Added(u64),
+    /// The bucket holds `max` waiters already.
+    Full { max: u64 },
+    /// The bucket has no usage item: it is gone.
+    NoBucket,
+}
+
 impl super::Store {
-    /// Keeps a waiter; its `id` is drawn here (53 random bits: no collision in practice, and a
-    /// collision only replaces a waiter whose flow then times out).
-    pub async fn add_waiter(&self, bucket: &str, waiter: &Waiter) -> Result<u64, StoreError> {
+    /// Keeps a waiter if its bucket holds fewer than `max`: the count on the bucket's usage
+    /// item is raised first, conditionally, then the waiter written (its `id` is drawn here: 53
+    /// random bits, no collision in practice, and one only replaces a waiter whose flow then
+    /// times out).
+    pub async fn add_waiter(
+        &self,
+        bucket: &str,
+        waiter: &Waiter,
+        max: u64,
+    ) -> Result<Admission, StoreError> {
+        let counted = self
+            .client
+            .update_item()
+            .table_name(&self.items)
+            .key(PK, s(usage_pk(bucket)))
+            .key(REVISION, n(0))
+            .update_expression("ADD #waiting :one")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#waiting) OR #waiting < :max)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#waiting", WAITING)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match counted {
+            Ok(_) => {}
+            Err(error) if is_condition_failure(&error) => {
+                let existed = error
+                    .as_service_error()
+                    .and_then(|failure| match failure {
+                        UpdateItemError::ConditionalCheckFailedException(check) => {
+                            check.item().map(|item| !item.is_empty())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or(false);
+                return Ok(if existed {
+                    Admission::Full { max }
+                } else {
+                    Admission::NoBucket
+                });
+            }
+            Err(error) => return Err(storage_error("UpdateItem", error)),
+        }
         let id = fastrand::u64(1..(1 << 53));
-        self.client
+        let written = self
+            .client
             .put_item()
             .table_name(&self.items)
             .item(PK, s(waiters_pk(bucket)))
@@ -74,8 +135,34 @@ impl super::Store {
             .item(INCARNATION, n(waiter.incarnation))
             .send()
             .await
-            .map_err(|error| storage_error("PutItem", error))?;
-        Ok(id)
+            .map_err(|error| storage_error("PutItem", error));
+        if let Err(error) = written {
+            self.count_waiters_removed(bucket, 1).await?;
+            return Err(error);
+        }
+        Ok(Admission::Added(id))
+    }
+
+    /// Lowers the bucket's count of waiters by `removed` (unless the bucket is gone).
+    async fn count_waiters_removed(&self, bucket: &str, removed: usize) -> Result<(), StoreError> {
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.items)
+            .key(PK, s(usage_pk(bucket)))
+            .key(REVISION, n(0))
+            .update_expression("ADD #waiting :removed")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#waiting", WAITING)
+            .expression_attribute_values(":removed", n(-i64::try_from(removed).unwrap_or(0)))
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(storage_error("UpdateItem", error)),
+        }
     }
 
     /// Every waiter of the bucket, read consistently: one registered before a write committed
@@ -148,6 +235,7 @@ impl super::Store {
                     requests.len()
                 )));
             }
+            self.count_waiters_removed(bucket, chunk.len()).await?;
         }
         Ok(())
     }
