@@ -239,14 +239,8 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
             Ok(Some(commit)) => commits.push(commit),
             Ok(None) => backfills.extend(backfill_steps(index, record)),
             Err(error) => {
-                let skipped = Skipped {
-                    bucket: "",
-                    key: "",
-                    revision: None,
-                    target: "",
-                };
                 failures
-                    .refused(kv, FUNCTION, (index, record), skipped, &error)
+                    .refused(kv, FUNCTION, (index, record), Skipped::UNREADABLE, &error)
                     .await;
             }
         }
@@ -280,25 +274,20 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
     let mut live_commits = Vec::new();
     for commit in &commits {
         let record = (commit.index, &records[commit.index]);
-        let skipped = |target: &'static str| commit.skipped(target);
-        let origin = match lookups.live(kv, &commit.bucket, commit.incarnation).await {
-            Ok(Some(origin)) => origin,
+        let looked_up = async {
+            let Some(origin) = lookups.live(kv, &commit.bucket, commit.incarnation).await? else {
+                return Ok(None);
+            };
+            let targets = lookups.targets(kv, &commit.bucket).await?;
+            Ok::<_, KvError>(Some((origin, targets)))
+        }
+        .await;
+        let (origin, targets) = match looked_up {
+            Ok(Some(found)) => found,
             Ok(None) => continue,
             Err(error) => {
                 failures
-                    .refused(kv, FUNCTION, record, skipped(""), &error)
-                    .await;
-                if failures.retried(commit.index) {
-                    break;
-                }
-                continue;
-            }
-        };
-        let targets = match lookups.targets(kv, &commit.bucket).await {
-            Ok(targets) => targets,
-            Err(error) => {
-                failures
-                    .refused(kv, FUNCTION, record, skipped(""), &error)
+                    .refused(kv, FUNCTION, record, commit.skipped(""), &error)
                     .await;
                 if failures.retried(commit.index) {
                     break;

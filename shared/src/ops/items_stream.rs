@@ -190,14 +190,14 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
             Ok(Some(change)) => changes.push(change),
             Ok(None) => {}
             Err(error) => {
-                let skipped = Skipped {
-                    bucket: "",
-                    key: "",
-                    revision: None,
-                    target: "",
-                };
                 unreadable
-                    .refused(kv, Function::ItemsStream, (index, record), skipped, &error)
+                    .refused(
+                        kv,
+                        Function::ItemsStream,
+                        (index, record),
+                        Skipped::UNREADABLE,
+                        &error,
+                    )
                     .await;
             }
         }

@@ -21,6 +21,16 @@ pub struct Skipped<'a> {
     pub target: &'a str,
 }
 
+impl Skipped<'_> {
+    /// A record that could not be read: where it was going is not known.
+    pub const UNREADABLE: Skipped<'static> = Skipped {
+        bucket: "",
+        key: "",
+        revision: None,
+        target: "",
+    };
+}
+
 /// A batch's failures: the first record to deliver again, and how many were set aside.
 #[derive(Debug, Default)]
 pub struct Failures {
