@@ -906,3 +906,109 @@ async fn the_expiry_sweeper_credits_a_max_bytes_bucket_at_once() {
     put(&kv, &name, "a", json!("w")).await;
     assert_eq!(listed_usage(&kv, &name).await, (3, 91));
 }
+
+/// Many expiries at once: 20,000 heads whose values have expired, over the 16 shards of the
+/// `by-expiry` index, all taken out by the runs one schedule makes within 2 minutes (one a
+/// minute, each within its 55 s timeout). The heads are copies of one a kv-key-put wrote, put
+/// in by `BatchWriteItem`, in a DynamoDB Local of their own whose stream nobody follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_expiries_over_every_shard_are_swept_within_two_minutes() {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    const HEADS: usize = 20_000;
+    let local = private_endpoint_unfollowed();
+    let raw = client_for(&local);
+    let mut kv = Kv::new(client_for(&local), &settings());
+    // The function's timeout (template.yaml) less the runtime's margin to answer in.
+    kv.purge_budget = Duration::from_millis(54_500);
+    let name = bucket(&kv, "expiries", json!({})).await;
+    let written = call(
+        &kv,
+        KeyPut,
+        json!({"bucket": name, "key": "k0", "value": "v", "ttl": 1_000_000u64}),
+    )
+    .await;
+    assert_eq!(status(&written), 200, "{written}");
+    let head = raw
+        .get_item()
+        .table_name(ITEMS_TABLE)
+        .key(items::PK, AttributeValue::S(items::key_pk(&name, "k0")))
+        .key(items::REVISION, AttributeValue::N("0".into()))
+        .send()
+        .await
+        .expect("read the head")
+        .item
+        .expect("the head");
+    let mut writers = tokio::task::JoinSet::new();
+    let copies: Vec<usize> = (1..HEADS).collect();
+    for chunk in copies.chunks(HEADS / 8) {
+        let (raw, head, name, chunk) = (raw.clone(), head.clone(), name.clone(), chunk.to_vec());
+        writers.spawn(async move {
+            for batch in chunk.chunks(25) {
+                let mut unprocessed: Vec<WriteRequest> = batch
+                    .iter()
+                    .map(|index| {
+                        let pk = items::key_pk(&name, &format!("k{index}"));
+                        let mut item = head.clone();
+                        item.insert(
+                            items::EXPIRY_SHARD.into(),
+                            AttributeValue::S(items::expiry_shard(&pk)),
+                        );
+                        item.insert(items::PK.into(), AttributeValue::S(pk));
+                        let put = PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .expect("put");
+                        WriteRequest::builder().put_request(put).build()
+                    })
+                    .collect();
+                while !unprocessed.is_empty() {
+                    let output = raw
+                        .batch_write_item()
+                        .request_items(ITEMS_TABLE, unprocessed)
+                        .send()
+                        .await
+                        .expect("write heads");
+                    unprocessed = output
+                        .unprocessed_items()
+                        .and_then(|left| left.get(ITEMS_TABLE))
+                        .cloned()
+                        .unwrap_or_default();
+                }
+            }
+        });
+    }
+    while let Some(written) = writers.join_next().await {
+        written.expect("a writer panicked");
+    }
+    let shards: std::collections::BTreeSet<String> = (0..HEADS)
+        .map(|index| items::expiry_shard(&items::key_pk(&name, &format!("k{index}"))))
+        .collect();
+    assert_eq!(shards.len(), items::EXPIRY_SHARDS as usize);
+
+    let started = std::time::Instant::now();
+    let (mut runs, mut expired) = (0, 0);
+    loop {
+        let swept = call(&kv, kv::Function::ExpirySweep, json!({})).await;
+        assert_eq!(status(&swept), 200, "{swept}");
+        assert_eq!(swept["body"]["failed"], 0, "{swept}");
+        runs += 1;
+        expired += swept["body"]["expired"].as_u64().expect("expired");
+        if swept["body"]["complete"] == true {
+            break;
+        }
+        assert!(runs < 2, "two runs did not sweep every expiry: {swept}");
+    }
+    let took = started.elapsed();
+    eprintln!("{HEADS} expiries swept in {runs} run(s), {took:?}");
+    assert_eq!(expired, HEADS as u64);
+    assert!(took < Duration::from_secs(120), "{took:?}");
+    let left = raw
+        .scan()
+        .table_name(ITEMS_TABLE)
+        .index_name(items::BY_EXPIRY_INDEX)
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .send()
+        .await
+        .expect("count the expiry index");
+    assert_eq!(left.count(), 0, "expiring heads left in the index");
+}

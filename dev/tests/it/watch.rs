@@ -5,7 +5,7 @@
 
 use kv::{Function, Kv};
 use kv_dev::moto::Moto;
-use kv_dev::support::stream_pump::follow_waking;
+use kv_dev::support::stream_pump::{follow_waking, settled_at};
 use kv_dev::support::*;
 use kv_flow::task_tokens::TaskTokens;
 use serde_json::{json, Value};
@@ -355,4 +355,103 @@ async fn a_bucket_holds_a_bounded_number_of_waiters() {
     )
     .await;
     assert_error(&answer, 400, "invalid_parameter");
+}
+
+/// DynamoDB's own TTL sweep on, as `make tables` leaves it, and coming before the project's
+/// sweeper (AWS's may come at any time after an expiry): it must never take a head the
+/// project's sweeper has not emptied, nor the older revisions the head lists, nor a `max_bytes` bucket's
+/// bytes with it. 10 runs (a bucket counted by the stream and a `max_bytes` one each) of 10
+/// keys, each key a kept value and a lease that expires with a flow waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_dynamodbs_ttl_sweep_on_expiries_resume_waiters_keep_older_revisions_and_count_exactly(
+) {
+    const RUNS: usize = 10;
+    const KEYS: usize = 10;
+    const LEASE_NS: u64 = 3_000_000_000;
+    let setup = setup();
+    dynamodb_ttl_sweep(&setup.endpoint, true).await;
+    let kv = &setup.kv;
+    let mut buckets = Vec::new();
+    for run in 0..RUNS {
+        for config in [
+            json!({"history": 3}),
+            json!({"history": 3, "max_bytes": 1_000_000}),
+        ] {
+            buckets.push(bucket(kv, &format!("ttl-on-{run}"), config).await);
+        }
+    }
+    let mut kept = Vec::new();
+    for name in &buckets {
+        for key in 0..KEYS {
+            let key = format!("k{key}");
+            kept.push(put(kv, name, &key, json!("kept")).await);
+        }
+    }
+    settled_at(&setup.endpoint).await;
+    let mut before = Vec::new();
+    for name in &buckets {
+        before.push(listed_usage(kv, name).await);
+    }
+    let mut leases = Vec::new();
+    for name in &buckets {
+        for key in 0..KEYS {
+            let key = format!("k{key}");
+            let lease = put_with_ttl(kv, name, &key, LEASE_NS).await;
+            let token = setup
+                .watch(json!({"bucket": name, "key": key, "after_revision": lease}))
+                .await;
+            leases.push((name.clone(), key, lease, token));
+        }
+    }
+    // AWS's sweep may delete an expired item at any time after its expiry: here it comes first.
+    // DynamoDB Local's own sweep is on too, but it deletes no item of a table shaped like the
+    // items table (`dynamodb_ttl_sweep_now`), so AWS's is played as well.
+    tokio::time::sleep(Duration::from_nanos(LEASE_NS) + Duration::from_secs(1)).await;
+    dynamodb_ttl_sweep_now(&setup.endpoint).await;
+    // DynamoDB's sweep came first, and left every head as it was.
+    for (name, key, lease, _) in &leases {
+        let head = kv
+            .store
+            .read_head(name, key, true)
+            .await
+            .expect("read head");
+        let latest = head
+            .latest
+            .unwrap_or_else(|| panic!("{name}/{key}: head deleted"));
+        assert_eq!(
+            (latest.revision, latest.op),
+            (*lease, kv::model::revision::Op::Put)
+        );
+    }
+
+    let swept = call(kv, Function::ExpirySweep, json!({})).await;
+    assert_eq!(status(&swept), 200, "{swept}");
+    assert_eq!(swept["body"]["expired"], RUNS * 2 * KEYS, "{swept}");
+    assert_eq!(swept["body"]["complete"], true, "{swept}");
+    for ((name, key, lease, token), first) in leases.iter().zip(&kept) {
+        assert_eq!(
+            setup.resumed(token).await,
+            json!({"key": key, "value": null, "revision": lease, "operation": "EXPIRED"}),
+            "{name}/{key}"
+        );
+        let history = call(
+            kv,
+            Function::KeyHistory,
+            json!({"bucket": name, "key": key}),
+        )
+        .await;
+        assert_eq!(status(&history), 200, "{history}");
+        let results = &history["body"]["body"]["results"];
+        assert_eq!(
+            results.as_array().map(Vec::len),
+            Some(1),
+            "{name}/{key}: {history}"
+        );
+        assert_eq!(results[0]["revision"], *first, "{name}/{key}: {history}");
+        assert_eq!(results[0]["value"], "kept", "{name}/{key}: {history}");
+    }
+    settled_at(&setup.endpoint).await;
+    for (name, (_, bytes)) in buckets.iter().zip(before) {
+        assert_eq!(listed_usage(kv, name).await, (0, bytes), "{name}");
+    }
 }

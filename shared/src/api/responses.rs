@@ -223,7 +223,9 @@ pub struct SweepDone {
     pub message: &'static str,
     pub examined: u64,
     pub expired: u64,
-    /// False when the deadline came first; the next run goes on.
+    /// Heads (or pages of a shard) that could not be swept for a storage error.
+    pub failed: u64,
+    /// False when the deadline came first or something failed; the next run goes on.
     pub complete: bool,
 }
 

@@ -165,7 +165,7 @@ impl Store {
         let latest = write.latest;
         let mut head = Put::builder()
             .table_name(&self.items)
-            .set_item(Some(stored_attributes(latest)))
+            .set_item(Some(head_attributes(latest)))
             .item(PK, s(key_pk(write.bucket, write.key)))
             .item(REVISION, n(0))
             .item(HEAD_REVISION, n(latest.revision))
@@ -680,7 +680,9 @@ impl Store {
             .table_name(&self.items)
             .key(PK, s(pk))
             .key(REVISION, n(0))
-            .update_expression("SET #op = :expired, #h = :h REMOVE #v, #lv, #gb, #xp, #xs")
+            // `ttl` too: a head written before heads stopped carrying it must not be deleted
+            // whole by DynamoDB's sweep, with the older revisions it lists.
+            .update_expression("SET #op = :expired, #h = :h REMOVE #v, #lv, #gb, #xp, #xs, #ttl")
             .condition_expression("#cur = :cur AND #x <= :now AND attribute_not_exists(#op)")
             .expression_attribute_names("#op", OP)
             .expression_attribute_names("#h", HEAD_ENTRIES)
@@ -689,6 +691,7 @@ impl Store {
             .expression_attribute_names("#gb", LATEST_IN_BUCKET)
             .expression_attribute_names("#xp", EXPIRY_SHARD)
             .expression_attribute_names("#xs", EXPIRY_SECONDS)
+            .expression_attribute_names("#ttl", TTL)
             .expression_attribute_names("#cur", HEAD_REVISION)
             .expression_attribute_names("#x", EXPIRY_NS)
             .expression_attribute_values(":expired", s(Op::Expired.as_str()))

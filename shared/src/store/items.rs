@@ -8,8 +8,8 @@
 //!
 //! Items table, key `pk` + `rev`:
 //! - the key's head, its record: `pk` = `BUCKET/KEY`, `rev` = 0. The latest revision itself
-//!   (`cur`, and its `v` stored bytes, `z` compressed, `c` created ms, `x` exact expiry ns, `ttl`
-//!   epoch seconds for DynamoDB's sweep, `op` absent for a value, `mem`), `h` the retained
+//!   (`cur`, and its `v` stored bytes, `z` compressed, `c` created ms, `x` exact expiry ns, `op`
+//!   absent for a value, `mem`; never `ttl`, see `head_attributes`), `h` the retained
 //!   revisions as `[rev, size, expiry ns or 0, op]`, `r1`..`r3` the revisions before `cur`, and
 //!   `inc` (the bucket's incarnation). While its latest is a value: `gb` = `BUCKET` (the
 //!   `by-sequence` index kv-key-list pages through, with `lv`, the value when small), and, if
@@ -167,6 +167,18 @@ pub fn stored_attributes(stored: &Stored) -> Item {
     if stored.memory {
         item.insert(MEMORY.into(), AttributeValue::Bool(true));
     }
+    item
+}
+
+/// A head's attributes for its latest revision: those of `stored_attributes` but DynamoDB's
+/// `ttl`. DynamoDB's sweep deletes an item whole, and a head is more than its latest value: it
+/// lists the older revisions still kept, carries the key's revision for `revision` checks and,
+/// in a `max_bytes` bucket, bytes the usage counts. An expired head is emptied by the expiry
+/// sweeper instead (`ops::expiry_sweep`); archived revisions keep their `ttl`, since each is
+/// exactly one value.
+pub fn head_attributes(stored: &Stored) -> Item {
+    let mut item = stored_attributes(stored);
+    item.remove(TTL);
     item
 }
 
