@@ -463,7 +463,8 @@ pub async fn stored_revisions(bucket: &str, key: &str) -> Vec<kv::model::revisio
         .collect()
 }
 
-/// Every item of the bucket still in the items table (keys, heads, usage), by a full scan.
+/// Every item of the bucket still in the items table (keys, heads, usage), by a full scan; not
+/// the tombstone a finished delete leaves for its retries.
 pub async fn items_left(bucket: &str) -> usize {
     let mut count = 0;
     let mut start = None;
@@ -481,7 +482,8 @@ pub async fn items_left(bucket: &str) -> usize {
             .iter()
             .filter(|item| {
                 let pk = kv::store::items::get_str(item, kv::store::items::PK).unwrap_or("");
-                pk == bucket || pk.starts_with(&format!("{bucket}/"))
+                (pk == bucket || pk.starts_with(&format!("{bucket}/")))
+                    && pk != format!("{bucket}/~deleted")
             })
             .count();
         match output.last_evaluated_key() {

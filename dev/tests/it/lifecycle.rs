@@ -340,11 +340,9 @@ async fn small_bucket_delete_finishes_in_one_call_and_the_name_can_be_reused() {
         404,
         "bucket_not_found",
     );
-    assert_error(
-        &call(&kv, BucketDelete, json!({"bucket": name})).await,
-        404,
-        "bucket_not_found",
-    );
+    // Sent again (its answer lost, say), the delete answers as it did.
+    let again = call(&kv, BucketDelete, json!({"bucket": name})).await;
+    assert_eq!(status(&again), 200, "{again}");
     assert_error(
         &call(&kv, KeyGet, json!({"bucket": name, "key": "k0"})).await,
         404,
@@ -1011,4 +1009,118 @@ async fn twenty_thousand_expiries_over_every_shard_are_swept_within_two_minutes(
         .await
         .expect("count the expiry index");
     assert_eq!(left.count(), 0, "expiring heads left in the index");
+}
+
+/// Once kv-bucket-delete has marked a bucket, every function that names it answers 404
+/// `bucket_not_found`, although its items are still there until the purge reaches them: a
+/// container that has not seen the bucket at once, one that read it live within the last
+/// `LIVE_FOR` (1 s) once that has passed.
+#[tokio::test]
+async fn a_bucket_being_purged_serves_nothing_through_any_function() {
+    use kv::Function::{KeyIncrement, KeyWatch};
+    let warm = container();
+    let name = bucket(&warm, "purging", json!({"history": 3})).await;
+    let revision = put(&warm, &name, "k", json!("old")).await;
+    let counted = call(
+        &warm,
+        KeyIncrement,
+        json!({"bucket": name, "key": "n", "by": 1}),
+    )
+    .await;
+    assert_eq!(status(&counted), 200, "{counted}");
+    // The warm container has read the bucket live.
+    let read = call(&warm, KeyGet, json!({"bucket": name, "key": "k"})).await;
+    assert_eq!(status(&read), 200, "{read}");
+    let now_ms = kv::model::time::ns_to_ms(kv::model::time::now_ns());
+    warm.store
+        .mark_deleting(&name, now_ms)
+        .await
+        .expect("mark the bucket deleting")
+        .expect("the bucket");
+    // What kv-bucket-delete does before its purge starts.
+    warm.store
+        .delete_usage(&name)
+        .await
+        .expect("delete the usage");
+    let calls = [
+        (KeyGet, json!({"bucket": name, "key": "k"})),
+        (
+            KeyGet,
+            json!({"bucket": name, "key": "k", "revision": revision}),
+        ),
+        (KeyGet, json!({"bucket": name, "key": "missing"})),
+        (KeyHistory, json!({"bucket": name, "key": "k"})),
+        (KeyList, json!({"bucket": name})),
+        (BucketInfo, json!({"bucket": name})),
+        (KeyPut, json!({"bucket": name, "key": "k", "value": "new"})),
+        (KeyDelete, json!({"bucket": name, "key": "k"})),
+        (KeyIncrement, json!({"bucket": name, "key": "n", "by": 1})),
+        (
+            KeyWatch,
+            json!({"bucket": name, "key": "k", "task_token": "t".repeat(10)}),
+        ),
+    ];
+    let cold = container();
+    for (function, payload) in &calls {
+        assert_error(
+            &call(&cold, *function, payload.clone()).await,
+            404,
+            "bucket_not_found",
+        );
+    }
+    tokio::time::sleep(kv::model::cache::LIVE_FOR).await;
+    for (function, payload) in &calls {
+        assert_error(
+            &call(&warm, *function, payload.clone()).await,
+            404,
+            "bucket_not_found",
+        );
+    }
+    // Nothing of it was touched by the refused calls: the items wait for the purge.
+    assert_eq!(stored_revisions(&name, "k").await.len(), 1);
+}
+
+/// A flow whose kv-bucket-delete answer was lost sends it again: the retry answers 200 as the
+/// first did, though the purge has finished and the name is free; a bucket that never existed
+/// is still 404.
+#[tokio::test]
+async fn a_delete_sent_again_after_its_answer_was_lost_answers_200() {
+    let kv = container();
+    let name = bucket(&kv, "deleted-twice", json!({})).await;
+    put(&kv, &name, "k", json!("v")).await;
+    let first = call(&kv, BucketDelete, json!({"bucket": name})).await;
+    assert_eq!(status(&first), 200, "{first}");
+    let done = |answer: &Value| answer["body"]["purged"] == true;
+    // As kv-bucket-delete hands on what does not fit, its retries finish the purge.
+    let mut again = call(&kv, BucketDelete, json!({"bucket": name})).await;
+    for _ in 0..30 {
+        if done(&again) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        again = call(&kv, BucketDelete, json!({"bucket": name})).await;
+    }
+    assert_eq!(status(&again), 200, "{again}");
+    assert!(done(&again), "{again}");
+    assert_error(
+        &call(&kv, BucketInfo, json!({"bucket": name})).await,
+        404,
+        "bucket_not_found",
+    );
+    let retried = call(&kv, BucketDelete, json!({"bucket": name})).await;
+    assert_eq!(status(&retried), 200, "{retried}");
+    assert_eq!(
+        retried["body"]["message"], first["body"]["message"],
+        "{retried}"
+    );
+    assert_error(
+        &call(
+            &kv,
+            BucketDelete,
+            json!({"bucket": unique("never-created")}),
+        )
+        .await,
+        404,
+        "bucket_not_found",
+    );
 }

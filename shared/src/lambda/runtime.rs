@@ -100,9 +100,19 @@ pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
         ),
         // The index Query, then each expired head's GetItem and UpdateItem.
         Function::ExpirySweep => (1, &[Query, GetItem, UpdateItem]),
-        Function::BucketDelete | Function::BucketPurge => {
-            (1, &[UpdateItem, DeleteItem, Query, BatchWriteItem])
-        }
+        // The purge, and the tombstone a finished one leaves (read by a delete's retry).
+        Function::BucketDelete => (
+            1,
+            &[
+                UpdateItem,
+                DeleteItem,
+                Query,
+                BatchWriteItem,
+                PutItem,
+                GetItem,
+            ],
+        ),
+        Function::BucketPurge => (1, &[UpdateItem, DeleteItem, Query, BatchWriteItem, PutItem]),
     }
 }
 

@@ -192,3 +192,35 @@ impl WriteShapes {
         }
     }
 }
+
+/// Per container: buckets seen to exist (not being deleted) in the last `LIVE_FOR`, with their
+/// incarnation, so that reads check their bucket at most once a second per container instead
+/// of once a call. A bucket deleted meanwhile is served by a container that saw it live for at
+/// most that long after the delete.
+#[derive(Default)]
+pub struct LiveBuckets {
+    seen: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+pub const LIVE_FOR: Duration = Duration::from_secs(1);
+
+impl LiveBuckets {
+    /// The bucket's incarnation, if it was seen live within `LIVE_FOR`.
+    pub fn incarnation(&self, bucket: &str) -> Option<u64> {
+        let seen = self.seen.lock().ok()?;
+        let (incarnation, at) = seen.get(bucket)?;
+        (at.elapsed() < LIVE_FOR).then_some(*incarnation)
+    }
+
+    pub fn remember(&self, bucket: &str, incarnation: u64) {
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= WRITE_SHAPES_MAX && !seen.contains_key(bucket) {
+                seen.retain(|_, (_, at)| at.elapsed() < LIVE_FOR);
+                if seen.len() >= WRITE_SHAPES_MAX {
+                    seen.clear();
+                }
+            }
+            seen.insert(bucket.to_string(), (incarnation, Instant::now()));
+        }
+    }
+}

@@ -60,6 +60,9 @@ pub struct Head {
     /// Written in a bucket with `max_bytes`, of this incarnation of the bucket: its changes
     /// move the usage item in the same request.
     pub exact_counts: Option<u64>,
+    /// The incarnation of the bucket it was written in (its `created`): a head of an earlier
+    /// bucket of the same name, not purged yet, is no key of the bucket there is now.
+    pub incarnation: Option<u64>,
     /// Per source bucket, the last of its revisions copied to this key: a copy delivered again
     /// is recognised and not written twice.
     pub sources: BTreeMap<String, u64>,

@@ -13,6 +13,9 @@
 //! 4. When the index is empty (and has had time to catch up with the last writes), the bucket
 //!    item is deleted and the name is free again.
 //!
+//! A tombstone stays for ten minutes after the purge (`Store::leave_tombstone`), so that a
+//! delete sent again after its answer was lost answers 200, not 404.
+//!
 //! What does not fit in one invocation's budget is handed on: the bucket item's `purge_round`
 //! is bumped, and the buckets table's stream invokes kv-bucket-purge, which does the same
 //! until the bucket is gone. Calling kv-bucket-delete again continues the purge as well.
@@ -101,6 +104,14 @@ pub struct Purged {
 pub async fn delete_bucket(kv: &Kv, bucket: &str, deadline: Instant) -> Result<Purged, KvError> {
     let now_ms = time::ns_to_ms(time::now_ns());
     let Some(record) = kv.store.mark_deleting(bucket, now_ms).await? else {
+        // A delete sent again after its answer was lost, the purge since finished, answers
+        // as the first one did.
+        if kv.store.recently_deleted(bucket).await? {
+            return Ok(Purged {
+                done: true,
+                keys: 0,
+            });
+        }
         return Err(KvError::BucketNotFound(bucket.to_string()));
     };
     kv.store.delete_usage(bucket).await?;
@@ -164,6 +175,9 @@ async fn purge(
             let settled_at = Duration::from_millis(quiet_at_ms);
             let now = Duration::from_millis(time::ns_to_ms(time::now_ns()));
             if now >= settled_at {
+                kv.store
+                    .leave_tombstone(bucket, time::ns_to_ms(time::now_ns()))
+                    .await?;
                 kv.store.delete_bucket_record(bucket).await?;
                 return Ok(Purged { done: true, keys });
             }

@@ -1,5 +1,6 @@
 //! kv-key-get: the key's latest live value, in one `GetItem` of its head (none for a `memory`
-//! bucket's cached value), or a given revision: the head and that revision's item at once.
+//! bucket's cached value), or a given revision: the head and that revision's item at once. The
+//! bucket's record is read alongside, at most once a second per container (`live_bucket`).
 
 use crate::api::requests::KeyGet;
 use crate::api::responses::{KeyValue, KeyValueBody, ValueMetadata};
@@ -27,12 +28,16 @@ pub async fn run(kv: &Kv, request: KeyGet) -> Result<KeyValue, KvError> {
     let found = match cached {
         Some(hit) => hit,
         None => {
-            let stored = match revision {
-                None => kv.store.read_head(bucket, key, true).await?.latest,
-                Some(revision) => at_revision(kv, bucket, key, revision).await?,
-            };
-            let Some(stored) = stored else {
-                return Err(super::key_or_bucket_missing(kv, bucket).await);
+            // The bucket is checked alongside: one being deleted serves nothing, though its
+            // items are still there until the purge reaches them.
+            let (found, live) = tokio::join!(
+                read(kv, bucket, key, revision),
+                super::live_bucket(kv, bucket)
+            );
+            let incarnation = live?;
+            let (stored, of) = found?;
+            let Some(stored) = stored.filter(|_| of.is_none_or(|of| of == incarnation)) else {
+                return Err(KvError::KeyNotFound);
             };
             let stored = stored.decode(key)?;
             if stored.op != Op::Put || time::is_expired(stored.expiry_ns, now_ns) {
@@ -72,6 +77,23 @@ pub async fn run(kv: &Kv, request: KeyGet) -> Result<KeyValue, KvError> {
     })
 }
 
+/// The key's latest revision, or the one asked for, and the incarnation of the bucket its head
+/// was written in.
+async fn read(
+    kv: &Kv,
+    bucket: &str,
+    key: &str,
+    revision: Option<u64>,
+) -> Result<(Option<Stored>, Option<u64>), KvError> {
+    match revision {
+        None => {
+            let head = kv.store.read_head(bucket, key, true).await?;
+            Ok((head.latest, head.incarnation))
+        }
+        Some(revision) => at_revision(kv, bucket, key, revision).await,
+    }
+}
+
 /// A given revision of the key: the head's latest, or an archived one the head still lists (an
 /// archived item the head no longer lists was trimmed and is gone for readers).
 async fn at_revision(
@@ -79,20 +101,20 @@ async fn at_revision(
     bucket: &str,
     key: &str,
     revision: u64,
-) -> Result<Option<Stored>, KvError> {
+) -> Result<(Option<Stored>, Option<u64>), KvError> {
     let (head, archived) = tokio::join!(
         kv.store.read_head(bucket, key, true),
         kv.store.archived(bucket, key, revision)
     );
     let head = head?;
     if head.latest_revision.is_none() {
-        return Ok(None);
+        return Ok((None, None));
     }
     if let Some(latest) = head.latest.filter(|latest| latest.revision == revision) {
-        return Ok(Some(latest));
+        return Ok((Some(latest), head.incarnation));
     }
     if !head.entries.iter().any(|entry| entry.revision == revision) {
-        return Err(KvError::KeyNotFound);
+        return Ok((None, None));
     }
-    Ok(archived?)
+    Ok((archived?, head.incarnation))
 }

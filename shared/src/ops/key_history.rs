@@ -19,9 +19,16 @@ pub async fn run(kv: &Kv, request: requests::KeyHistory) -> Result<KeyHistory, K
         last_sequence,
     } = request;
     let (bucket, key) = (bucket.as_str(), key.as_str());
-    let (head, retained) = kv.store.history(bucket, key).await?;
-    if head.latest_revision.is_none() {
-        return Err(super::key_or_bucket_missing(kv, bucket).await);
+    // The bucket is checked alongside: one being deleted serves nothing, though its items are
+    // still there until the purge reaches them.
+    let (history, live) = tokio::join!(
+        kv.store.history(bucket, key),
+        super::live_bucket(kv, bucket)
+    );
+    let incarnation = live?;
+    let (head, retained) = history?;
+    if head.latest_revision.is_none() || !super::of_incarnation(&head, incarnation) {
+        return Err(KvError::KeyNotFound);
     }
     let now_ns = time::now_ns();
     let mut results = Vec::new();

@@ -27,12 +27,25 @@ use crate::store::errors::StoreError;
 /// What a read that found no item for the key says: `key_not_found`, or `bucket_not_found` when
 /// the bucket does not exist or is being deleted. A miss costs this second request only to say
 /// which of the two is missing.
-async fn key_or_bucket_missing(kv: &Kv, bucket: &str) -> KvError {
-    match kv.store.read_bucket(bucket).await {
-        Ok(Some(record)) if record.deleting_ms.is_none() => KvError::KeyNotFound,
-        Ok(_) => KvError::BucketNotFound(bucket.to_string()),
-        Err(error) => error.into(),
+/// The incarnation of `bucket` if it exists and is not being deleted, else 404
+/// `bucket_not_found`; read at most once per `LIVE_FOR` per container.
+async fn live_bucket(kv: &Kv, bucket: &str) -> Result<u64, KvError> {
+    if let Some(incarnation) = kv.live_buckets.incarnation(bucket) {
+        return Ok(incarnation);
     }
+    match kv.store.read_bucket(bucket).await? {
+        Some(record) if record.deleting_ms.is_none() => {
+            kv.live_buckets.remember(bucket, record.created_ms);
+            Ok(record.created_ms)
+        }
+        _ => Err(KvError::BucketNotFound(bucket.to_string())),
+    }
+}
+
+/// Whether a head read alongside `live_bucket` is a key of the bucket there is now: not one of
+/// an earlier bucket of the same name that the purge has not reached yet.
+fn of_incarnation(head: &crate::model::revision::Head, incarnation: u64) -> bool {
+    head.incarnation.is_none_or(|of| of == incarnation)
 }
 
 /// What a store failure means to the caller. A missing bucket is the caller's 404; an item

@@ -1,7 +1,7 @@
 //! What a container keeps between invocations, handed to every operation.
 
 use crate::bus::EventBus;
-use crate::model::cache::{MemoryCache, WriteShapes};
+use crate::model::cache::{LiveBuckets, MemoryCache, WriteShapes};
 use crate::model::config::Settings;
 use crate::model::placement::Deployment;
 use crate::store::Store;
@@ -17,6 +17,7 @@ pub struct Kv {
     pub tokens: Option<TaskTokens>,
     pub cache: MemoryCache,
     pub write_shapes: WriteShapes,
+    pub live_buckets: LiveBuckets,
     pub purge_budget: Duration,
     /// What buckets' `num_replicas` and `placement` can ask of this deployment.
     pub deployment: Deployment,
@@ -33,6 +34,7 @@ impl Kv {
                 settings.memory_cache_max_bytes,
             ),
             write_shapes: WriteShapes::default(),
+            live_buckets: LiveBuckets::default(),
             purge_budget: Duration::from_millis(settings.purge_budget_ms),
             deployment: Deployment::from_settings(settings),
         }

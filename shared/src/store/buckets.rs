@@ -271,4 +271,50 @@ impl Store {
             Err(error) => Err(storage_error("DeleteItem", error)),
         }
     }
+
+    /// Leaves word that the bucket was deleted, for `DELETED_ANSWERED_NS`: a kv-bucket-delete
+    /// sent again after its answer was lost finds it and answers as the first did. An item of
+    /// the items table no stream consumer reads (`rev` -1) and no key can be (`~`).
+    pub async fn leave_tombstone(&self, bucket: &str, deleted_ms: u64) -> Result<(), StoreError> {
+        let expires_ns = crate::model::time::now_ns().saturating_add(DELETED_ANSWERED_NS);
+        self.client
+            .put_item()
+            .table_name(&self.items)
+            .item(PK, s(tombstone_pk(bucket)))
+            .item(REVISION, n(TOMBSTONE_REVISION))
+            .item(DELETING, n(deleted_ms))
+            .item(EXPIRY_NS, n(expires_ns))
+            .item(TTL, n(crate::model::time::ttl_attribute_secs(expires_ns)))
+            .send()
+            .await
+            .map_err(|error| storage_error("PutItem", error))?;
+        Ok(())
+    }
+
+    /// Whether the bucket was deleted within the last `DELETED_ANSWERED_NS`.
+    pub async fn recently_deleted(&self, bucket: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.items)
+            .key(PK, s(tombstone_pk(bucket)))
+            .key(REVISION, n(TOMBSTONE_REVISION))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| storage_error("GetItem", error))?;
+        let now_ns = crate::model::time::now_ns();
+        Ok(output
+            .item()
+            .and_then(|item| get_u64(item, EXPIRY_NS))
+            .is_some_and(|expires_ns| expires_ns > now_ns))
+    }
+}
+
+/// How long after its purge a deleted bucket's kv-bucket-delete still answers 200.
+pub const DELETED_ANSWERED_NS: u64 = 10 * 60 * 1_000_000_000;
+const TOMBSTONE_REVISION: i64 = -1;
+
+fn tombstone_pk(bucket: &str) -> String {
+    format!("{bucket}/~deleted")
 }

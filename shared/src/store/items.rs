@@ -277,6 +277,7 @@ pub fn decode_head(item: Option<&Item>) -> Result<Head, StoreError> {
         exact_counts: get_bool(item, EXACT_COUNTS)
             .then(|| get_u64(item, INCARNATION))
             .flatten(),
+        incarnation: get_u64(item, INCARNATION),
         sources: item
             .keys()
             .filter_map(|name| {
