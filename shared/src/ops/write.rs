@@ -803,6 +803,7 @@ mod tests {
             latest: None,
             recent: Vec::new(),
             exact_counts: None,
+            incarnation: None,
             sources: Default::default(),
         }
     }
