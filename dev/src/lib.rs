@@ -4,6 +4,7 @@
 //! bench `bench/`, and `kv-tables` creates the tables for `make tables`.
 
 pub mod dynamodb_local;
+pub mod emf;
 pub mod fault_proxy;
 pub mod meter;
 pub mod moto;

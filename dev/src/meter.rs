@@ -8,19 +8,13 @@ use aws_sdk_dynamodb::config::interceptors::{
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::operation::{
-    batch_get_item::{BatchGetItemInput, BatchGetItemOutput},
-    batch_write_item::{BatchWriteItemInput, BatchWriteItemOutput},
-    delete_item::{DeleteItemInput, DeleteItemOutput},
-    get_item::{GetItemInput, GetItemOutput},
-    put_item::{PutItemInput, PutItemOutput},
-    query::{QueryInput, QueryOutput},
-    scan::{ScanInput, ScanOutput},
-    transact_get_items::{TransactGetItemsInput, TransactGetItemsOutput},
-    transact_write_items::{TransactWriteItemsInput, TransactWriteItemsOutput},
-    update_item::{UpdateItemInput, UpdateItemOutput},
+    batch_get_item::BatchGetItemInput, batch_write_item::BatchWriteItemInput,
+    delete_item::DeleteItemInput, get_item::GetItemInput, put_item::PutItemInput,
+    query::QueryInput, scan::ScanInput, transact_get_items::TransactGetItemsInput,
+    transact_write_items::TransactWriteItemsInput, update_item::UpdateItemInput,
 };
-use aws_sdk_dynamodb::types::{ConsumedCapacity, ReturnConsumedCapacity};
-use aws_smithy_runtime_api::client::interceptors::context::{Input, Output};
+use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
+use aws_smithy_runtime_api::client::interceptors::context::Input;
 use std::sync::{Arc, Mutex};
 
 /// One IAM permission a request needs: the action and the table (or `table/index/NAME`).
@@ -189,39 +183,8 @@ fn describe(input: &mut Input) -> Option<Request> {
     None
 }
 
-/// Units of one response, as (read, write): reads and writes are told apart by the operation,
-/// since DynamoDB reports only `CapacityUnits` for some of them.
-pub fn capacity(output: &Output) -> (f64, f64) {
-    fn units(consumed: &[ConsumedCapacity]) -> f64 {
-        consumed
-            .iter()
-            .map(|unit| unit.capacity_units.unwrap_or(0.0))
-            .sum()
-    }
-    macro_rules! single {
-        ($side:ident, $($kind:ty),*) => {
-            $(if let Some(output) = output.downcast_ref::<$kind>() {
-                let total = units(output.consumed_capacity.as_slice());
-                return single!(@$side total);
-            })*
-        };
-        (@read $total:ident) => { ($total, 0.0) };
-        (@write $total:ident) => { (0.0, $total) };
-    }
-    macro_rules! many {
-        ($side:ident, $($kind:ty),*) => {
-            $(if let Some(output) = output.downcast_ref::<$kind>() {
-                let total = units(output.consumed_capacity.as_deref().unwrap_or_default());
-                return single!(@$side total);
-            })*
-        };
-    }
-    single!(read, GetItemOutput, QueryOutput, ScanOutput);
-    single!(write, PutItemOutput, UpdateItemOutput, DeleteItemOutput);
-    many!(read, BatchGetItemOutput, TransactGetItemsOutput);
-    many!(write, BatchWriteItemOutput, TransactWriteItemsOutput);
-    (0.0, 0.0)
-}
+/// Units of one response, as (read, write): the functions' own reading of them.
+pub use kv::store::metering::capacity;
 
 impl Intercept for Meter {
     fn name(&self) -> &'static str {

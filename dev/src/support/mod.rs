@@ -315,6 +315,8 @@ pub fn config_for(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
         .endpoint_url(endpoint)
         .http_client(kv::store::client::http_client())
         .timeout_config(kv::store::client::timeouts())
+        // As every function's client has it: measured invocations count what they send.
+        .interceptor(kv::store::metering::RequestMeter)
 }
 
 /// A container whose client records every request it sends.

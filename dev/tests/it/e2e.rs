@@ -1120,7 +1120,17 @@ fn the_binaries_serve_the_invoke_api_and_log_json_with_request_ids() {
         let text = std::fs::read_to_string(logs.join(name)).unwrap();
         assert!(!text.contains(&secret), "{name} logged a value:\n{text}");
         let mut request_ids = BTreeSet::new();
+        let mut records = 0;
         for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            // The invocation's metric record: valid, and naming no bucket.
+            if let Some(record) = kv_dev::emf::parse(line) {
+                let problems = kv_dev::emf::problems(&record);
+                assert!(problems.is_empty(), "{name}: {problems:?} in {line}");
+                assert_eq!(record["Function"], name, "{line}");
+                assert!(!line.contains(&bucket), "{name}: a bucket name in {line}");
+                records += 1;
+                continue;
+            }
             let entry: Value = serde_json::from_str(line)
                 .unwrap_or_else(|_| panic!("{name} logged a line that is not JSON: {line}"));
             let request_id = entry["span"]["requestId"].as_str().unwrap_or_default();
@@ -1134,6 +1144,10 @@ fn the_binaries_serve_the_invoke_api_and_log_json_with_request_ids() {
             request_ids.len(),
             count,
             "{name}: one request id per invocation:\n{text}"
+        );
+        assert_eq!(
+            records, count,
+            "{name}: one metric record per invocation:\n{text}"
         );
     }
     let _ = std::fs::remove_dir_all(&logs);

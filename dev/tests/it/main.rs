@@ -10,6 +10,7 @@ mod fuzz;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod nats_differential;
 mod nats_replication;
 mod placement;

@@ -36,6 +36,9 @@ async fn handle_until(
 
 /// Logs an outcome and makes it the function's result.
 pub fn answer(function: Function, outcome: Result<Value, KvError>) -> Result<Value, FunctionError> {
+    crate::model::metrics::count(|counts| {
+        counts.set_outcome(crate::lambda::metrics::outcome(&outcome))
+    });
     match &outcome {
         Ok(_) => tracing::info!(function = function.name(), status_code = 200, "done"),
         Err(KvError::Unavailable(message)) => {
@@ -56,6 +59,16 @@ pub fn answer(function: Function, outcome: Result<Value, KvError>) -> Result<Val
         (true, Ok(result)) => Ok(result),
         (_, outcome) => envelope::respond(outcome),
     }
+}
+
+/// `handle_event`, measured as the function's binary measures each invocation: the answer and
+/// its metric record.
+pub async fn handle_event_measured(
+    kv: &Kv,
+    function: Function,
+    event: LambdaEvent<Value>,
+) -> (Result<Value, FunctionError>, Value) {
+    crate::lambda::metrics::measured(function, handle_event(kv, function, event)).await
 }
 
 /// What tests call with a `LambdaEvent`, as Lambda would call the function's binary.

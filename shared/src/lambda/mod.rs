@@ -4,4 +4,5 @@
 pub mod dispatch;
 pub mod envelope;
 pub mod logging;
+pub mod metrics;
 pub mod runtime;

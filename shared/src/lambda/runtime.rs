@@ -31,12 +31,18 @@ pub async fn run(entry: Entry) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Box<RawValue>>| async move {
             let (raw, context) = event.into_parts();
-            match parse_event(&raw) {
-                Ok(payload) => {
-                    handle_entry_event(kv, entry, LambdaEvent::new(payload, context)).await
+            let (answered, record) = crate::lambda::metrics::measured(function, async {
+                match parse_event(&raw) {
+                    Ok(payload) => {
+                        handle_entry_event(kv, entry, LambdaEvent::new(payload, context)).await
+                    }
+                    Err(refused) => answer(function, Err(refused)),
                 }
-                Err(refused) => answer(function, Err(refused)),
-            }
+            })
+            .await;
+            // Before the answer: Lambda may freeze the container as soon as it has it.
+            crate::lambda::metrics::emit(&record);
+            answered
         },
     ))
     .await

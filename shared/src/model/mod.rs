@@ -6,6 +6,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod placement;
 pub mod revision;
 pub mod subject;

@@ -56,6 +56,7 @@ pub async fn run_purger(
     batch: StreamBatch,
     deadline: Instant,
 ) -> Result<PurgeStep, KvError> {
+    super::count_batch(&batch.records);
     let mut deletions: Vec<(String, u64)> = batch.records.iter().filter_map(deletion).collect();
     deletions.sort();
     deletions.dedup();
@@ -196,12 +197,12 @@ async fn purge_partitions(kv: &Kv, partitions: Vec<String>) -> Result<u64, KvErr
     let mut reads = tokio::task::JoinSet::new();
     for pk in partitions {
         let store = kv.store.clone();
-        reads.spawn(async move {
+        reads.spawn(crate::model::metrics::inherited(async move {
             store
                 .partition_items(&pk)
                 .await
                 .map(|revisions| (pk, revisions))
-        });
+        }));
     }
     let mut revisions = Vec::new();
     let mut heads = Vec::new();

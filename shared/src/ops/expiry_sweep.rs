@@ -9,6 +9,7 @@
 use crate::api::requests::ScheduledEvent;
 use crate::api::responses::SweepDone;
 use crate::model::error::KvError;
+use crate::model::metrics;
 use crate::model::revision::{HeadEntry, Op};
 use crate::model::time;
 use crate::ops::state::Kv;
@@ -36,9 +37,9 @@ pub async fn run(kv: &Kv, _event: ScheduledEvent, deadline: Instant) -> Result<S
     let mut shards = tokio::task::JoinSet::new();
     for shard in 0..EXPIRY_SHARDS {
         let store = kv.store.clone();
-        shards.spawn(
-            async move { sweep_shard(&store, &format!("x{shard}"), now_ns, deadline).await },
-        );
+        shards.spawn(crate::model::metrics::inherited(async move {
+            sweep_shard(&store, &format!("x{shard}"), now_ns, deadline).await
+        }));
     }
     let mut done = SweepDone {
         message: "Expiry sweep done",
@@ -117,14 +118,20 @@ async fn expire(store: &Store, pk: &str, now_ns: u64) -> Result<bool, StoreError
     if latest.op != Op::Put || !time::is_expired(latest.expiry_ns, now_ns) {
         return Ok(false);
     }
-    store
+    let expired = store
         .expire_head(
             pk,
             &head,
             &expired_entries(&head.entries, latest.revision, now_ns),
             now_ns,
         )
-        .await
+        .await?;
+    if expired {
+        let late_ms = now_ns.saturating_sub(latest.expiry_ns.unwrap_or(now_ns)) / 1_000_000;
+        metrics::add(|counts| &counts.values_expired, 1);
+        metrics::raise(|counts| &counts.expiry_lateness_ms, late_ms);
+    }
+    Ok(expired)
 }
 
 /// The retained list once expired values are gone: expired older values leave it, and the

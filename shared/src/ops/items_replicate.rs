@@ -231,6 +231,7 @@ impl Lookups {
 
 pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Replicated, KvError> {
     let records = &batch.records;
+    super::count_batch(records);
     let mut failures = Failures::default();
     let mut commits = Vec::new();
     let mut backfills = Vec::new();
@@ -340,6 +341,7 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
             let error = match outcome {
                 Ok(()) => {
                     published += 1;
+                    crate::model::metrics::add(|counts| &counts.events_put, 1);
                     continue;
                 }
                 Err(Refusal::Retry(why)) => KvError::Unavailable(why),

@@ -182,6 +182,7 @@ fn batch_token(ids: &[&str]) -> String {
 
 pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
     let records = &batch.records;
+    super::count_batch(records);
     let mut changes = Vec::new();
     // A record that cannot be read is set aside: nothing after it waits for it.
     let mut unreadable = Failures::default();
@@ -224,10 +225,10 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
     let mut updates = tokio::task::JoinSet::new();
     for ((bucket, _), delta) in bucket_deltas(&changes) {
         let store = kv.store.clone();
-        updates.spawn(async move {
+        updates.spawn(crate::model::metrics::inherited(async move {
             let outcome = store.count_changes(&bucket, &delta).await;
             (delta, outcome)
-        });
+        }));
     }
     while let Some(joined) = updates.join_next().await {
         let (delta, outcome) =

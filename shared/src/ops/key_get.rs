@@ -6,6 +6,7 @@ use crate::api::requests::KeyGet;
 use crate::api::responses::{KeyValue, KeyValueBody, ValueMetadata};
 use crate::model::cache::CachedValue;
 use crate::model::error::KvError;
+use crate::model::metrics;
 use crate::model::revision::{Op, Stored};
 use crate::model::time;
 use crate::ops::state::Kv;
@@ -26,7 +27,10 @@ pub async fn run(kv: &Kv, request: KeyGet) -> Result<KeyValue, KvError> {
         .then(|| kv.cache.get(bucket, key, now_ns))
         .flatten();
     let found = match cached {
-        Some(hit) => hit,
+        Some(hit) => {
+            metrics::add(|counts| &counts.cache_hits, 1);
+            hit
+        }
         None => {
             // The bucket is checked alongside: one being deleted serves nothing, though its
             // items are still there until the purge reaches them.
@@ -50,6 +54,8 @@ pub async fn run(kv: &Kv, request: KeyGet) -> Result<KeyValue, KvError> {
                 expiry_ns: stored.expiry_ns,
             };
             if stored.memory && revision.is_none() {
+                // A miss of the cache is a read of a `memory` bucket that went to DynamoDB.
+                metrics::add(|counts| &counts.cache_misses, 1);
                 kv.cache.put(bucket, key, value.clone());
             }
             value

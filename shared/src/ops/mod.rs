@@ -27,6 +27,28 @@ use crate::store::errors::StoreError;
 /// What a read that found no item for the key says: `key_not_found`, or `bucket_not_found` when
 /// the bucket does not exist or is being deleted. A miss costs this second request only to say
 /// which of the two is missing.
+/// A stream batch's records and the age of its oldest, for the function's metric record.
+fn count_batch(records: &[serde_json::Value]) {
+    use crate::model::metrics;
+    metrics::add(|counts| &counts.records, records.len() as u64);
+    let now_ms = crate::model::time::ns_to_ms(crate::model::time::now_ns());
+    let oldest_secs = records
+        .iter()
+        .filter_map(|record| {
+            record
+                .get("dynamodb")?
+                .get("ApproximateCreationDateTime")?
+                .as_f64()
+        })
+        .fold(None, |oldest: Option<f64>, at| {
+            Some(oldest.map_or(at, |oldest| oldest.min(at)))
+        });
+    if let Some(oldest_secs) = oldest_secs {
+        let age_ms = now_ms.saturating_sub((oldest_secs.max(0.0) * 1000.0) as u64);
+        metrics::raise(|counts| &counts.oldest_record_age_ms, age_ms);
+    }
+}
+
 /// The incarnation of `bucket` if it exists and is not being deleted, else 404
 /// `bucket_not_found`; read at most once per `LIVE_FOR` per container.
 async fn live_bucket(kv: &Kv, bucket: &str) -> Result<u64, KvError> {

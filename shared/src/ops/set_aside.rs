@@ -89,6 +89,7 @@ impl Failures {
                     "stream record set aside"
                 );
                 self.set_aside += 1;
+                crate::model::metrics::add(|counts| &counts.records_set_aside, 1);
             }
             Err(failure) => self.retry_from(index, &format!("could not set it aside: {failure}")),
         }

@@ -58,19 +58,22 @@ pub async fn resume_all(
                 break;
             };
             let tokens = tokens.clone();
-            running.spawn(async move {
+            running.spawn(crate::model::metrics::inherited(async move {
                 let outcome = match output(&change) {
                     Ok(text) => tokens.resume(&waiter.task_token, &text).await,
                     Err(error) => Err(NotResumed::Gone(error.to_string())),
                 };
                 (waiter.id, outcome)
-            });
+            }));
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
         match joined {
-            Ok((id, Ok(()))) => done.push(id),
+            Ok((id, Ok(()))) => {
+                crate::model::metrics::add(|counts| &counts.waiters_resumed, 1);
+                done.push(id)
+            }
             Ok((id, Err(NotResumed::Gone(why)))) => {
                 tracing::info!(waiter = id, reason = %why, "waiter dropped: its token no longer waits");
                 done.push(id);

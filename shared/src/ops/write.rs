@@ -20,6 +20,7 @@
 use crate::model::config::BucketConfig;
 use crate::model::error::KvError;
 use crate::model::limits::MAX_UNCOMPRESSED_VALUE_BYTES;
+use crate::model::metrics;
 use crate::model::revision::{Head, HeadEntry, Op, Stored};
 use crate::model::{codec, time};
 use crate::ops::state::Kv;
@@ -637,6 +638,7 @@ async fn write_once(
                 None => Ok(()),
             }
         };
+        metrics::add(|counts| &counts.write_attempts, 1);
         let ((outcome, was_unknown), archived) = tokio::join!(
             commit_settled(
                 kv,
@@ -661,6 +663,12 @@ async fn write_once(
             }
             Err(refusal) => refusal,
         };
+        if matches!(
+            refusal,
+            CommitError::HeadChanged(_) | CommitError::Contention(_)
+        ) {
+            metrics::add(|counts| &counts.write_conflicts, 1);
+        }
         if was_unknown {
             unsettled.push(written.clone());
         }

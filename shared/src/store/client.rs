@@ -177,7 +177,8 @@ fn lambda_config() -> Option<aws_sdk_dynamodb::config::Builder> {
             aws_config::environment::credentials::EnvironmentVariableCredentialsProvider::new(),
         )
         .http_client(http_client())
-        .timeout_config(timeouts());
+        .timeout_config(timeouts())
+        .interceptor(crate::store::metering::RequestMeter);
     if let Some(endpoint) = var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL")) {
         builder = builder.endpoint_url(endpoint);
     }
@@ -202,6 +203,7 @@ pub async fn config_from_env() -> aws_sdk_dynamodb::config::Builder {
         return builder;
     }
     aws_sdk_dynamodb::config::Builder::from(&shared_config().await)
+        .interceptor(crate::store::metering::RequestMeter)
 }
 
 /// The client from the standard environment: region and credentials as Lambda provides them,

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod feeds;
 pub mod heads;
 pub mod items;
+pub mod metering;
 pub mod schema;
 pub mod set_aside;
 pub mod stream_images;
