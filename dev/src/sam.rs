@@ -108,6 +108,11 @@ pub fn policy_resource(value: &Yaml) -> String {
     }
     match intrinsic(value) {
         Some(Intrinsic::GetAtt(resource, attribute)) if attribute == "Arn" => resource,
+        // A function's alias (`AutoPublishAlias`): what flows invoke, so a canary can shift
+        // their calls.
+        Some(Intrinsic::Ref(reference)) if reference.ends_with(".Alias") => {
+            reference.trim_end_matches(".Alias").to_string()
+        }
         Some(Intrinsic::Sub(pattern)) if pattern == EVENT_BUS_ARN => EVENT_BUS.to_string(),
         Some(Intrinsic::Sub(pattern)) => {
             let rest = pattern

@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod nats_differential;
 mod nats_replication;
+mod operations;
 mod placement;
 mod policy;
 mod replication;

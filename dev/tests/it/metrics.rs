@@ -4,7 +4,7 @@
 //! value. The records of the real binaries are checked in `e2e` (one per invocation).
 
 use kv::lambda::dispatch::handle_event_measured;
-use kv::lambda::metrics::{figures, NAMESPACE};
+use kv::lambda::metrics::figures;
 use kv::Function::{self, *};
 use kv_dev::emf;
 use kv_dev::support::*;
@@ -66,7 +66,7 @@ async fn measured(
     let declared = emf::declared(&record);
     assert!(declared
         .iter()
-        .all(|(namespace, _, _)| namespace == NAMESPACE));
+        .all(|(namespace, _, _)| namespace == &kv.metrics_namespace));
     let mut names: Vec<String> = declared
         .iter()
         .filter(|(_, set, _)| set == &["Function".to_string()])

@@ -251,7 +251,8 @@ fn state_machines_declare_every_definition_and_may_invoke_only_its_functions() {
             "{id}: placeholders vs DefinitionSubstitutions"
         );
 
-        // `${XFunctionArn}` is `!GetAtt XFunction.Arn`, and XFunction is built from kebab(X).
+        // `${XFunctionArn}` is `!Ref XFunction.Alias` (the alias a canary deployment shifts),
+        // and XFunction is built from kebab(X).
         let mut invoked = BTreeSet::new();
         for (placeholder, reference) in &machine.substitutions {
             let name = placeholder
@@ -263,7 +264,7 @@ fn state_machines_declare_every_definition_and_may_invoke_only_its_functions() {
             let logical = format!("{name}Function");
             assert_eq!(
                 reference,
-                &sam::Intrinsic::GetAtt(logical.clone(), "Arn".into()),
+                &sam::Intrinsic::Ref(format!("{logical}.Alias")),
                 "{id}: {placeholder}"
             );
             assert_eq!(

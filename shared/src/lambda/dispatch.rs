@@ -68,7 +68,8 @@ pub async fn handle_event_measured(
     function: Function,
     event: LambdaEvent<Value>,
 ) -> (Result<Value, FunctionError>, Value) {
-    crate::lambda::metrics::measured(function, handle_event(kv, function, event)).await
+    let namespace = &kv.metrics_namespace;
+    crate::lambda::metrics::measured(function, namespace, handle_event(kv, function, event)).await
 }
 
 /// What tests call with a `LambdaEvent`, as Lambda would call the function's binary.

@@ -14,11 +14,13 @@ use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// The namespace every metric is under.
-pub const NAMESPACE: &str = "KeyValue";
 pub const FUNCTION: &str = "Function";
 pub const OUTCOME: &str = "Outcome";
 pub const LATENCY: &str = "Latency";
+/// The dimension sets of `LATENCY`...
+pub const LATENCY_DIMENSIONS: [&[&str]; 2] = [&[FUNCTION, OUTCOME], &[OUTCOME]];
+/// ... and of every other figure.
+pub const FIGURE_DIMENSIONS: [&[&str]; 1] = [&[FUNCTION]];
 
 /// A figure of the record: its name, unit and where its value comes from.
 pub struct Figure {
@@ -137,7 +139,13 @@ pub fn outcome(result: &Result<Value, KvError>) -> String {
 }
 
 /// The invocation's record.
-pub fn record(function: Function, latency: Duration, counts: &Counts, timestamp_ms: u64) -> Value {
+pub fn record(
+    function: Function,
+    namespace: &str,
+    latency: Duration,
+    counts: &Counts,
+    timestamp_ms: u64,
+) -> Value {
     let figures = figures(function);
     let definitions = |figures: &[&Figure]| -> Vec<Value> {
         figures
@@ -152,8 +160,8 @@ pub fn record(function: Function, latency: Duration, counts: &Counts, timestamp_
         json!({
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [
-                {"Namespace": NAMESPACE, "Dimensions": [[FUNCTION, OUTCOME], [OUTCOME]], "Metrics": latency_only},
-                {"Namespace": NAMESPACE, "Dimensions": [[FUNCTION]], "Metrics": definitions(&figures)},
+                {"Namespace": namespace, "Dimensions": LATENCY_DIMENSIONS, "Metrics": latency_only},
+                {"Namespace": namespace, "Dimensions": FIGURE_DIMENSIONS, "Metrics": definitions(&figures)},
             ],
         }),
     );
@@ -184,11 +192,15 @@ pub fn emit(record: &Value) {
 /// Runs one invocation in a scope of its own; returns its answer and its record.
 pub async fn measured<T>(
     function: Function,
+    namespace: &str,
     work: impl std::future::Future<Output = T>,
 ) -> (T, Value) {
     let counts = std::sync::Arc::new(Counts::default());
     let started = std::time::Instant::now();
     let answer = crate::model::metrics::measured(counts.clone(), work).await;
     let now_ms = crate::model::time::ns_to_ms(crate::model::time::now_ns());
-    (answer, record(function, started.elapsed(), &counts, now_ms))
+    (
+        answer,
+        record(function, namespace, started.elapsed(), &counts, now_ms),
+    )
 }

@@ -31,7 +31,8 @@ pub async fn run(entry: Entry) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Box<RawValue>>| async move {
             let (raw, context) = event.into_parts();
-            let (answered, record) = crate::lambda::metrics::measured(function, async {
+            let namespace = &kv.metrics_namespace;
+            let (answered, record) = crate::lambda::metrics::measured(function, namespace, async {
                 match parse_event(&raw) {
                     Ok(payload) => {
                         handle_entry_event(kv, entry, LambdaEvent::new(payload, context)).await

@@ -109,7 +109,13 @@ pub struct Settings {
     pub cluster: String,
     /// The tags a bucket's `placement.tags` may ask for (`KV_PLACEMENT_TAGS`, comma-separated).
     pub placement_tags: Vec<String>,
+    /// The CloudWatch namespace of the functions' metric records (`KV_METRICS_NAMESPACE`; the
+    /// template gives each stack its own, so that two stacks' metrics never mix).
+    pub metrics_namespace: String,
 }
+
+/// The metric records' namespace when the environment names none (local runs).
+pub const DEFAULT_METRICS_NAMESPACE: &str = "KeyValue";
 
 pub const DEFAULT_BUCKETS_TABLE: &str = "kv-buckets";
 pub const DEFAULT_ITEMS_TABLE: &str = "kv-items";
@@ -175,6 +181,7 @@ impl Settings {
             })?,
             purge_budget_ms: number("KV_PURGE_BUDGET_MS", defaults.purge_budget_ms)?,
             event_bus: var("KV_EVENT_BUS").unwrap_or(defaults.event_bus),
+            metrics_namespace: var("KV_METRICS_NAMESPACE").unwrap_or(defaults.metrics_namespace),
         })
     }
 
@@ -190,6 +197,7 @@ impl Settings {
             replica_regions: Vec::new(),
             cluster: DEFAULT_REGION.into(),
             placement_tags: Vec::new(),
+            metrics_namespace: DEFAULT_METRICS_NAMESPACE.into(),
         }
     }
 

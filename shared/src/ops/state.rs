@@ -18,6 +18,8 @@ pub struct Kv {
     pub cache: MemoryCache,
     pub write_shapes: WriteShapes,
     pub live_buckets: LiveBuckets,
+    /// Where this container's metric records go (`Settings::metrics_namespace`).
+    pub metrics_namespace: String,
     pub purge_budget: Duration,
     /// What buckets' `num_replicas` and `placement` can ask of this deployment.
     pub deployment: Deployment,
@@ -35,6 +37,7 @@ impl Kv {
             ),
             write_shapes: WriteShapes::default(),
             live_buckets: LiveBuckets::default(),
+            metrics_namespace: settings.metrics_namespace.clone(),
             purge_budget: Duration::from_millis(settings.purge_budget_ms),
             deployment: Deployment::from_settings(settings),
         }
