@@ -8,6 +8,8 @@ standard library only (the streams runner it starts needs boto3, which `make too
     run-local.py serve   start everything and stay in the foreground        (make local)
     run-local.py flow --port N DEFINITION INPUT
                          run one Step Functions definition against a running `serve`
+    run-local.py metrics what each function did so far, from its metric records in
+                         target/run-local/functions.log (also Enter in `serve`)
 
 The flows are the state machines of statemachines/*.asl.json, walked state by state by the
 `kv-flow` binary (flow/, the same engine dev/tests/it/e2e.rs walks them with), each Task
@@ -20,10 +22,12 @@ failure.
 import argparse
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -294,6 +298,98 @@ def inspect_store(port):
 # ------------------------------------------------------------------------------------ commands
 
 
+# ------------------------------------------------------------------------------------ metrics
+
+
+def metric_records(path):
+    """The functions' metric records (CloudWatch EMF, one per invocation) in a log file."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.splitlines():
+        start = line.find("{")
+        if start < 0 or '"_aws"' not in line:
+            continue
+        try:
+            record = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "_aws" in record and "Function" in record:
+            records.append(record)
+    return records
+
+
+def nearest_rank(values, share):
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, int(-(-share * len(ordered) // 1)) - 1))]
+
+
+def metrics_table(records):
+    """Per function: calls, refusals (4xx), errors (KvUnavailable, KvInternal), latency p50 and
+    p99, DynamoDB requests and capacity units, as lines of text."""
+    by_function = {}
+    for record in records:
+        by_function.setdefault(record["Function"], []).append(record)
+    header = ("function", "calls", "4xx", "errors", "p50 ms", "p99 ms", "requests", "RCU", "WCU")
+    rows = [header]
+    totals = [0, 0, 0, 0, 0.0, 0.0]
+    for function in sorted(by_function):
+        calls = by_function[function]
+        latencies = [float(call.get("Latency", 0)) for call in calls]
+        outcomes = [str(call.get("Outcome", "")) for call in calls]
+        refused = sum(1 for outcome in outcomes if outcome.startswith("4"))
+        errors = sum(1 for outcome in outcomes if outcome.startswith("Kv"))
+        requests = sum(int(call.get("DynamoDBRequests", 0)) for call in calls)
+        read = sum(float(call.get("ReadCapacityUnits", 0)) for call in calls)
+        write = sum(float(call.get("WriteCapacityUnits", 0)) for call in calls)
+        for index, value in enumerate((len(calls), refused, errors, requests, read, write)):
+            totals[index] += value
+        rows.append((function, str(len(calls)), str(refused), str(errors),
+                     f"{nearest_rank(latencies, 0.5):.1f}", f"{nearest_rank(latencies, 0.99):.1f}",
+                     str(requests), f"{read:g}", f"{write:g}"))
+    rows.append(("all", str(totals[0]), str(totals[1]), str(totals[2]), "", "",
+                 str(totals[3]), f"{totals[4]:g}", f"{totals[5]:g}"))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+        if number == 0 or number == len(rows) - 2:
+            lines.append("  ".join("-" * width for width in widths))
+    return lines
+
+
+def print_metrics(path):
+    records = metric_records(path)
+    step(f"What each function did ({len(records)} invocations, from their metric records;"
+         " capacity units as DynamoDB Local reports them)")
+    if not records:
+        say("    no invocation yet")
+        return
+    for line in metrics_table(records):
+        say("    " + line)
+
+
+def metrics(_args):
+    print_metrics(STATE_DIR / "functions.log")
+
+
+def echo_log(path, stop):
+    """Copies the functions' log lines to the terminal as they come, but the metric records."""
+    while not path.exists() and not stop.is_set():
+        time.sleep(0.1)
+    with open(path, errors="replace") as handle:
+        while not stop.is_set():
+            line = handle.readline()
+            if not line:
+                time.sleep(0.2)
+            elif '"_aws"' not in line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+
 def on_signal(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -313,6 +409,7 @@ def demo(_args):
                          "statemachines/examples.json")
         stack.check_alive()
         inspect_store(port)
+        print_metrics(STATE_DIR / "functions.log")
         say()
         if played != 0:
             say(paint("31", f"✘ the example flows did not all end as expected (kv-flow exit {played}, see above)"))
@@ -324,8 +421,12 @@ def demo(_args):
 
 def serve(_args):
     stack = Stack()
+    stop_echo = threading.Event()
     try:
-        port, dynamodb_port, env = start_stack(stack, [], None)
+        # The functions' output goes to a file, copied here as it comes, so that their metric
+        # records can be read back (Enter, or `run-local.py metrics`).
+        port, dynamodb_port, env = start_stack(stack, [], "functions.log")
+        threading.Thread(target=echo_log, args=(STATE_DIR / "functions.log", stop_echo), daemon=True).start()
         events = sorted(p.name for p in (ROOT / "events").glob("*.json"))
         say()
         say(paint("1;32", "The KV functions are running locally."))
@@ -366,12 +467,21 @@ Look at the tables:
 
 Events: {', '.join(events)}
 
+Press Enter for a table of what each function did so far (calls, p50 and p99 latency, capacity
+units, errors), from their metric records; `python3 scripts/run-local.py metrics` prints it too.
 Ctrl-C stops everything.
 """)
         while True:
             stack.check_alive()
-            time.sleep(1)
+            if not sys.stdin.isatty():
+                time.sleep(1)
+                continue
+            ready, _, _ = select.select([sys.stdin], [], [], 1)
+            if ready:
+                sys.stdin.readline()
+                print_metrics(STATE_DIR / "functions.log")
     finally:
+        stop_echo.set()
         stack.stop()
 
 
@@ -390,13 +500,14 @@ def main():
     one.add_argument("--sfn-port", type=int, help="the task-token API port `serve` printed (flows that watch keys)")
     one.add_argument("definition", help="a statemachines/*.asl.json file")
     one.add_argument("input", help="the execution input, as JSON")
+    commands.add_parser("metrics", help="what each function did, from target/run-local/functions.log")
     args = parser.parse_args()
     # Ctrl-C even when started in the background of a script (where SIGINT is inherited ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     try:
-        result = {"demo": demo, "serve": serve, "flow": flow}[args.command](args)
+        result = {"demo": demo, "serve": serve, "flow": flow, "metrics": metrics}[args.command](args)
     except KeyboardInterrupt:
         say("\ninterrupted: everything started has been stopped")
         return 130
