@@ -33,13 +33,20 @@ fn load(counter: &std::sync::atomic::AtomicU64) -> Value {
     Value::from(counter.load(Ordering::Relaxed))
 }
 
+/// A figure read from one counter of `Counts`.
+macro_rules! counted {
+    ($name:literal, $unit:literal, $counter:ident) => {
+        Figure {
+            name: $name,
+            unit: $unit,
+            value: |counts| load(&counts.$counter),
+        }
+    };
+}
+
 /// What every function reports, by function.
 pub const EVERY_FUNCTION: [Figure; 7] = [
-    Figure {
-        name: "DynamoDBRequests",
-        unit: "Count",
-        value: |counts| load(&counts.requests),
-    },
+    counted!("DynamoDBRequests", "Count", requests),
     Figure {
         name: "ReadCapacityUnits",
         unit: "Count",
@@ -50,69 +57,25 @@ pub const EVERY_FUNCTION: [Figure; 7] = [
         unit: "Count",
         value: |counts| Value::from(counts.write_units()),
     },
-    Figure {
-        name: "WriteAttempts",
-        unit: "Count",
-        value: |counts| load(&counts.write_attempts),
-    },
-    Figure {
-        name: "WriteConflicts",
-        unit: "Count",
-        value: |counts| load(&counts.write_conflicts),
-    },
-    Figure {
-        name: "CacheHits",
-        unit: "Count",
-        value: |counts| load(&counts.cache_hits),
-    },
-    Figure {
-        name: "CacheMisses",
-        unit: "Count",
-        value: |counts| load(&counts.cache_misses),
-    },
+    counted!("WriteAttempts", "Count", write_attempts),
+    counted!("WriteConflicts", "Count", write_conflicts),
+    counted!("CacheHits", "Count", cache_hits),
+    counted!("CacheMisses", "Count", cache_misses),
 ];
 
 /// What the stream consumers report besides, by function.
 pub const STREAM_CONSUMERS: [Figure; 5] = [
-    Figure {
-        name: "Records",
-        unit: "Count",
-        value: |counts| load(&counts.records),
-    },
-    Figure {
-        name: "RecordsSetAside",
-        unit: "Count",
-        value: |counts| load(&counts.records_set_aside),
-    },
-    Figure {
-        name: "OldestRecordAge",
-        unit: "Milliseconds",
-        value: |counts| load(&counts.oldest_record_age_ms),
-    },
-    Figure {
-        name: "WaitersResumed",
-        unit: "Count",
-        value: |counts| load(&counts.waiters_resumed),
-    },
-    Figure {
-        name: "EventsPut",
-        unit: "Count",
-        value: |counts| load(&counts.events_put),
-    },
+    counted!("Records", "Count", records),
+    counted!("RecordsSetAside", "Count", records_set_aside),
+    counted!("OldestRecordAge", "Milliseconds", oldest_record_age_ms),
+    counted!("WaitersResumed", "Count", waiters_resumed),
+    counted!("EventsPut", "Count", events_put),
 ];
 
 /// What the expiry sweeper reports besides.
 pub const SWEEPER: [Figure; 2] = [
-    Figure {
-        name: "ValuesExpired",
-        unit: "Count",
-        value: |counts| load(&counts.values_expired),
-    },
-    Figure {
-        name: "ExpiryLateness",
-        unit: "Milliseconds",
-        value: |counts| load(&counts.expiry_lateness_ms),
-    },
+    counted!("ValuesExpired", "Count", values_expired),
+    counted!("ExpiryLateness", "Milliseconds", expiry_lateness_ms),
 ];
 
 /// The figures a function's records carry besides latency.
