@@ -221,11 +221,16 @@ pub fn substituted_functions(template: &Yaml, machine: &StateMachine) -> BTreeMa
     machine
         .substitutions
         .iter()
-        .filter_map(|(name, reference)| match reference {
-            Intrinsic::GetAtt(resource, attribute) if attribute == "Arn" => binaries
+        .filter_map(|(name, reference)| {
+            let resource = match reference {
+                Intrinsic::GetAtt(resource, attribute) if attribute == "Arn" => resource.as_str(),
+                // The function's alias (`AutoPublishAlias`), which the flows invoke.
+                Intrinsic::Ref(alias) => alias.strip_suffix(".Alias")?,
+                _ => return None,
+            };
+            binaries
                 .get(resource)
-                .map(|binary| (name.clone(), binary.clone())),
-            _ => None,
+                .map(|binary| (name.clone(), binary.clone()))
         })
         .collect()
 }
