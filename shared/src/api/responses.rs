@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 /// kv-key-put and kv-key-delete.
 #[derive(Debug, Serialize)]
-pub struct Written {
+pub struct KeyWritten {
     pub message: &'static str,
     pub revision: u64,
 }
@@ -85,7 +85,7 @@ pub struct BucketMetadata {
 
 /// kv-key-list.
 #[derive(Debug, Serialize)]
-pub struct KeyList {
+pub struct KeysPage {
     pub body: KeyListBody,
     pub metadata: BucketMetadata,
 }
@@ -114,7 +114,7 @@ pub struct ListedKey {
 
 /// kv-key-history.
 #[derive(Debug, Serialize)]
-pub struct KeyHistory {
+pub struct HistoryPage {
     pub body: KeyHistoryBody,
     pub metadata: BucketMetadata,
 }
@@ -144,7 +144,7 @@ pub struct HistoryEntry {
 
 /// kv-bucket-list.
 #[derive(Debug, Serialize)]
-pub struct BucketList {
+pub struct BucketsPage {
     pub body: BucketListBody,
     pub metadata: BTreeMap<String, String>,
 }

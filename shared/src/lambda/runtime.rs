@@ -6,7 +6,7 @@ use crate::model::config::Settings;
 use crate::model::error::KvError;
 use crate::model::limits::MAX_JSON_DEPTH;
 use crate::ops::state::Kv;
-use crate::store::client::Operation;
+use crate::store::client::DynamoDbOperation;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -64,8 +64,8 @@ pub fn parse_event(raw: &RawValue) -> Result<Value, KvError> {
 /// in flight at once (as many connections are opened during init) and the operations it sends.
 /// Were this to fall behind `ops`, the first invocation would pay for it; the policy test
 /// (dev/tests/it/policy.rs) fails when it differs from what the events of `events/` send.
-pub fn rehearsal(function: Function) -> (usize, &'static [Operation]) {
-    use Operation::*;
+pub fn rehearsal(function: Function) -> (usize, &'static [DynamoDbOperation]) {
+    use DynamoDbOperation::*;
     match function {
         // UpdateItem (revision) alongside GetItem (head), then the head's PutItem alongside the
         // archive's (history above 1), or the head and usage transaction (max_bytes).

@@ -3,14 +3,14 @@
 //! `MAX_PAGE_BYTES`.
 
 use crate::api::requests;
-use crate::api::responses::{BucketList, BucketListBody, BucketSummary};
+use crate::api::responses::{BucketListBody, BucketSummary, BucketsPage};
 use crate::model::error::KvError;
 use crate::model::limits::{encoded_len, PageBudget};
 use crate::ops::state::Kv;
 use crate::store::{BucketRecord, Usage};
 use std::collections::BTreeMap;
 
-pub async fn run(kv: &Kv, request: requests::BucketList) -> Result<BucketList, KvError> {
+pub async fn run(kv: &Kv, request: requests::BucketList) -> Result<BucketsPage, KvError> {
     let limit = request.limit;
     let mut records: Vec<BucketRecord> = Vec::new();
     let mut cursor = request.start_after;
@@ -58,7 +58,7 @@ pub async fn run(kv: &Kv, request: requests::BucketList) -> Result<BucketList, K
     if !has_more {
         results.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    Ok(BucketList {
+    Ok(BucketsPage {
         body: BucketListBody {
             results_total: results.len(),
             results,

@@ -3,13 +3,13 @@
 use super::write::{write, Idempotency, WriteRequest};
 use crate::api::function::Function;
 use crate::api::requests::KeyDelete;
-use crate::api::responses::Written;
+use crate::api::responses::KeyWritten;
 use crate::model::error::KvError;
 use crate::model::revision::Op;
 use crate::ops::state::Kv;
 use std::time::Instant;
 
-pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<Written, KvError> {
+pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<KeyWritten, KvError> {
     let KeyDelete {
         bucket,
         key,
@@ -34,7 +34,7 @@ pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<Writt
     )
     .await?;
     kv.cache.remove(&bucket, &key);
-    Ok(Written {
+    Ok(KeyWritten {
         message: if purge {
             "Key purged successfully"
         } else {

@@ -3,7 +3,7 @@
 //! `last_sequence` back gives the next).
 
 use crate::api::requests;
-use crate::api::responses::{BucketMetadata, HistoryEntry, KeyHistory, KeyHistoryBody};
+use crate::api::responses::{BucketMetadata, HistoryEntry, HistoryPage, KeyHistoryBody};
 use crate::model::error::KvError;
 use crate::model::limits::{encoded_len, PageBudget};
 use crate::model::revision::Op;
@@ -11,7 +11,7 @@ use crate::model::time;
 use crate::ops::state::Kv;
 use serde_json::Value;
 
-pub async fn run(kv: &Kv, request: requests::KeyHistory) -> Result<KeyHistory, KvError> {
+pub async fn run(kv: &Kv, request: requests::KeyHistory) -> Result<HistoryPage, KvError> {
     let requests::KeyHistory {
         bucket,
         key,
@@ -75,7 +75,7 @@ pub async fn run(kv: &Kv, request: requests::KeyHistory) -> Result<KeyHistory, K
         cursor = entry.revision;
         results.push(entry);
     }
-    Ok(KeyHistory {
+    Ok(HistoryPage {
         body: KeyHistoryBody {
             key: key.to_string(),
             results_total,

@@ -2,14 +2,14 @@
 //! ends early when the next key would take the answer past `MAX_PAGE_BYTES`.
 
 use crate::api::requests;
-use crate::api::responses::{BucketMetadata, KeyList, KeyListBody, ListedKey};
+use crate::api::responses::{BucketMetadata, KeyListBody, KeysPage, ListedKey};
 use crate::model::error::KvError;
 use crate::model::limits::{encoded_len, PageBudget};
 use crate::model::time;
 use crate::ops::state::Kv;
 use crate::store::items::{self, get_str, get_u64, Item};
 
-pub async fn run(kv: &Kv, request: requests::KeyList) -> Result<KeyList, KvError> {
+pub async fn run(kv: &Kv, request: requests::KeyList) -> Result<KeysPage, KvError> {
     let requests::KeyList {
         bucket,
         last_sequence,
@@ -86,7 +86,7 @@ pub async fn run(kv: &Kv, request: requests::KeyList) -> Result<KeyList, KvError
         cursor = revision;
         results.push(listed);
     }
-    Ok(KeyList {
+    Ok(KeysPage {
         body: KeyListBody {
             results_total: usage.keys,
             results,

@@ -3,14 +3,14 @@
 use super::write::{self, write, Idempotency, WriteRequest};
 use crate::api::function::Function;
 use crate::api::requests::KeyPut;
-use crate::api::responses::Written;
+use crate::api::responses::KeyWritten;
 use crate::model::cache::CachedValue;
 use crate::model::error::KvError;
 use crate::model::revision::Op;
 use crate::ops::state::Kv;
 use std::time::Instant;
 
-pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<Written, KvError> {
+pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<KeyWritten, KvError> {
     let KeyPut {
         bucket,
         key,
@@ -36,7 +36,7 @@ pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<Written,
     )
     .await?;
     remember(kv, &bucket, &key, &written, value);
-    Ok(Written {
+    Ok(KeyWritten {
         message: "Key written successfully",
         revision: written.revision,
     })

@@ -214,7 +214,7 @@ pub async fn from_env() -> aws_sdk_dynamodb::Client {
 
 /// The DynamoDB operations a function's invocations use, to rehearse during init.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+pub enum DynamoDbOperation {
     GetItem,
     Query,
     Scan,
@@ -234,12 +234,14 @@ pub async fn warm_up(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     connections: usize,
-    operations: &[Operation],
+    operations: &[DynamoDbOperation],
 ) {
     let mut opening = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let (client, table) = (client.clone(), table.to_string());
-        opening.spawn(async move { rehearse(&client, &table, Operation::GetItem, CONNECT).await });
+        opening.spawn(async move {
+            rehearse(&client, &table, DynamoDbOperation::GetItem, CONNECT).await
+        });
     }
     // An endpoint that is slow to answer must not hold init for long: whatever is not open by
     // then, the first invocation opens itself (dropping the set cancels the rest).
@@ -252,7 +254,7 @@ pub async fn warm_up(
     }
     drop(opening);
     for operation in operations {
-        if connections == 0 || *operation != Operation::GetItem {
+        if connections == 0 || *operation != DynamoDbOperation::GetItem {
             rehearse(client, table, *operation, LOCAL).await;
         }
     }
@@ -261,7 +263,7 @@ pub async fn warm_up(
 async fn rehearse(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
-    operation: Operation,
+    operation: DynamoDbOperation,
     mark: &'static str,
 ) {
     use super::items::{n, s, PK, REVISION};
@@ -295,33 +297,37 @@ async fn rehearse(
         };
     }
     let outcome: Result<(), String> = match operation {
-        Operation::GetItem => sent!(client.get_item().table_name(table).set_key(Some(key()))),
-        Operation::Query => sent!(client
+        DynamoDbOperation::GetItem => {
+            sent!(client.get_item().table_name(table).set_key(Some(key())))
+        }
+        DynamoDbOperation::Query => sent!(client
             .query()
             .table_name(table)
             .key_condition_expression("#pk = :pk")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":pk", s("kv-warm-up"))
             .limit(1)),
-        Operation::Scan => sent!(client.scan().table_name(table).limit(1)),
-        Operation::BatchGetItem => match KeysAndAttributes::builder().keys(key()).build() {
+        DynamoDbOperation::Scan => sent!(client.scan().table_name(table).limit(1)),
+        DynamoDbOperation::BatchGetItem => match KeysAndAttributes::builder().keys(key()).build() {
             Ok(keys) => sent!(client.batch_get_item().request_items(table, keys)),
             Err(error) => Err(shown(error)),
         },
-        Operation::UpdateItem => sent!(client
+        DynamoDbOperation::UpdateItem => sent!(client
             .update_item()
             .table_name(table)
             .set_key(Some(key()))
             .update_expression("REMOVE #pk")
             .expression_attribute_names("#pk", PK)),
-        Operation::PutItem => sent!(client
+        DynamoDbOperation::PutItem => sent!(client
             .put_item()
             .table_name(table)
             .set_item(Some(key()))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)),
-        Operation::DeleteItem => sent!(client.delete_item().table_name(table).set_key(Some(key()))),
-        Operation::TransactWriteItems => match ConditionCheck::builder()
+        DynamoDbOperation::DeleteItem => {
+            sent!(client.delete_item().table_name(table).set_key(Some(key())))
+        }
+        DynamoDbOperation::TransactWriteItems => match ConditionCheck::builder()
             .table_name(table)
             .set_key(Some(key()))
             .condition_expression("attribute_exists(#pk)")
@@ -333,13 +339,15 @@ async fn rehearse(
                 .transact_items(TransactWriteItem::builder().condition_check(check).build())),
             Err(error) => Err(shown(error)),
         },
-        Operation::BatchWriteItem => match DeleteRequest::builder().set_key(Some(key())).build() {
-            Ok(delete) => sent!(client.batch_write_item().request_items(
-                table,
-                vec![WriteRequest::builder().delete_request(delete).build()],
-            )),
-            Err(error) => Err(shown(error)),
-        },
+        DynamoDbOperation::BatchWriteItem => {
+            match DeleteRequest::builder().set_key(Some(key())).build() {
+                Ok(delete) => sent!(client.batch_write_item().request_items(
+                    table,
+                    vec![WriteRequest::builder().delete_request(delete).build()],
+                )),
+                Err(error) => Err(shown(error)),
+            }
+        }
     };
     if let Err(error) = outcome {
         tracing::debug!(?operation, %error, "client warm-up");
