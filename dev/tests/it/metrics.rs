@@ -91,7 +91,12 @@ async fn measured(
 
 #[tokio::test]
 async fn every_invocation_has_one_record_whose_counts_match_the_meter_and_name_no_tenant() {
-    let (kv, meter) = metered_container();
+    let (mut kv, meter) = metered_container();
+    // Step Functions as moto plays it, for kv-key-watch: it takes any task token.
+    kv.tokens = Some(kv::tokens::TaskTokens::new(kv_dev::moto::Moto::sfn_client(
+        &kv_dev::moto::Moto::shared().endpoint,
+    )));
+    let kv = kv;
     let name = unique("metered");
     let key = "user.secret-key";
     let value = "value-that-must-not-be-in-a-metric";
@@ -161,20 +166,35 @@ async fn every_invocation_has_one_record_whose_counts_match_the_meter_and_name_n
             "{record}"
         );
     }
-    // A stream consumer's batch: its records, and the age of the oldest (the event's is old).
-    let batch: Value = serde_json::from_str(
-        &std::fs::read_to_string(kv_dev::root().join("events/kv-items-stream.json"))
-            .expect("the event"),
+    let (_, watching) = run(
+        KeyWatch,
+        json!({"bucket": name, "key": "watched", "task_token": "t".repeat(20)}),
     )
-    .expect("JSON");
-    let (_, consumed) = run(ItemsStream, batch.clone()).await;
-    assert_eq!(
-        consumed["Records"],
-        batch["Records"].as_array().map_or(0, Vec::len),
-        "{consumed}"
-    );
-    assert!(
-        consumed["OldestRecordAge"].as_u64() > Some(60_000),
-        "{consumed}"
-    );
+    .await;
+    assert_eq!(watching["Outcome"], "200", "{watching}");
+    // The stream consumers' batches (the events of events/): their records, and the age of the
+    // oldest record (the events' are old).
+    for (function, file) in [
+        (ItemsStream, "kv-items-stream.json"),
+        (ItemsReplicate, "kv-items-replicate.json"),
+        (BucketPurge, "kv-bucket-purge.json"),
+    ] {
+        let batch: Value = serde_json::from_str(
+            &std::fs::read_to_string(kv_dev::root().join("events").join(file)).expect("the event"),
+        )
+        .expect("JSON");
+        let (_, consumed) = run(function, batch.clone()).await;
+        assert_eq!(consumed["Outcome"], "200", "{consumed}");
+        assert_eq!(
+            consumed["Records"],
+            batch["Records"].as_array().map_or(0, Vec::len),
+            "{consumed}"
+        );
+        if function != BucketPurge {
+            assert!(
+                consumed["OldestRecordAge"].as_u64() > Some(60_000),
+                "{consumed}"
+            );
+        }
+    }
 }
