@@ -37,7 +37,7 @@ pub async fn run(kv: &Kv, _event: ScheduledEvent, deadline: Instant) -> Result<S
     let mut shards = tokio::task::JoinSet::new();
     for shard in 0..EXPIRY_SHARDS {
         let store = kv.store.clone();
-        shards.spawn(crate::model::metrics::inherited(async move {
+        shards.spawn(metrics::inherited(async move {
             sweep_shard(&store, &format!("x{shard}"), now_ns, deadline).await
         }));
     }

@@ -40,7 +40,7 @@ pub async fn run(kv: &Kv, request: KeyGet) -> Result<KeyValue, KvError> {
             );
             let incarnation = live?;
             let (stored, of) = found?;
-            let Some(stored) = stored.filter(|_| of.is_none_or(|of| of == incarnation)) else {
+            let Some(stored) = stored.filter(|_| super::of_incarnation(of, incarnation)) else {
                 return Err(KvError::KeyNotFound);
             };
             let stored = stored.decode(key)?;

@@ -27,7 +27,7 @@ pub async fn run(kv: &Kv, request: requests::KeyHistory) -> Result<HistoryPage, 
     );
     let incarnation = live?;
     let (head, retained) = history?;
-    if head.latest_revision.is_none() || !super::of_incarnation(&head, incarnation) {
+    if head.latest_revision.is_none() || !super::of_incarnation(head.incarnation, incarnation) {
         return Err(KvError::KeyNotFound);
     }
     let now_ns = time::now_ns();

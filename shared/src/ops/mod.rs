@@ -24,9 +24,6 @@ use crate::model::error::KvError;
 use crate::ops::state::Kv;
 use crate::store::errors::StoreError;
 
-/// What a read that found no item for the key says: `key_not_found`, or `bucket_not_found` when
-/// the bucket does not exist or is being deleted. A miss costs this second request only to say
-/// which of the two is missing.
 /// A stream batch's records and the age of its oldest, for the function's metric record.
 fn count_batch(records: &[serde_json::Value]) {
     use crate::model::metrics;
@@ -66,8 +63,8 @@ async fn live_bucket(kv: &Kv, bucket: &str) -> Result<u64, KvError> {
 
 /// Whether a head read alongside `live_bucket` is a key of the bucket there is now: not one of
 /// an earlier bucket of the same name that the purge has not reached yet.
-fn of_incarnation(head: &crate::model::revision::Head, incarnation: u64) -> bool {
-    head.incarnation.is_none_or(|of| of == incarnation)
+fn of_incarnation(head_incarnation: Option<u64>, incarnation: u64) -> bool {
+    head_incarnation.is_none_or(|of| of == incarnation)
 }
 
 /// What a store failure means to the caller. A missing bucket is the caller's 404; an item
