@@ -1017,6 +1017,7 @@ async fn dynamodb_killed_and_restarted_mid_load() {
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
     local.kill().await;
+    let killed_at = Instant::now();
     let killed = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     local.restart().await;
@@ -1031,11 +1032,14 @@ async fn dynamodb_killed_and_restarted_mid_load() {
         killed.as_secs_f64(),
         restarted.as_secs_f64()
     ));
-    let failed = calls
+    // A call meets the outage when it was in flight while DynamoDB was down: it failed, or the
+    // SDK's retries carried it over the restart. Either must leave the data exact.
+    let met = calls
         .iter()
-        .filter(|call| matches!(call.outcome, Outcome::Failed { .. }))
+        .filter(|call| call.ended >= killed_at && call.ended - call.elapsed <= serving)
         .count();
-    assert!(failed > 0, "no call met the outage: {}", summarize(&calls));
+    assert!(met > 0, "no call met the outage: {}", summarize(&calls));
+    report.notes.push(format!("{met} calls in flight during the outage"));
     let written_after = calls
         .iter()
         .filter(|call| call.ended > serving && matches!(call.outcome, Outcome::Written(_)))
