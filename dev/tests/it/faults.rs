@@ -1039,7 +1039,9 @@ async fn dynamodb_killed_and_restarted_mid_load() {
         .filter(|call| call.ended >= killed_at && call.ended - call.elapsed <= serving)
         .count();
     assert!(met > 0, "no call met the outage: {}", summarize(&calls));
-    report.notes.push(format!("{met} calls in flight during the outage"));
+    report
+        .notes
+        .push(format!("{met} calls in flight during the outage"));
     let written_after = calls
         .iter()
         .filter(|call| call.ended > serving && matches!(call.outcome, Outcome::Written(_)))

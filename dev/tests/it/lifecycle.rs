@@ -612,7 +612,7 @@ async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
     let kv = container();
     let name = bucket(&kv, "incarnation", json!({})).await;
     // A writer takes its revision, then stalls while the bucket is deleted and re-created.
-    let stalled = kv.store.allocate_revision(&name).await.unwrap();
+    let stalled = kv.store.allocate_revision(&name, None).await.unwrap();
     let allocated_ms = stalled.last_allocated_ms.unwrap();
     let deleted = call(&kv, BucketDelete, json!({"bucket": name})).await;
     assert_eq!(deleted["body"]["purged"], true, "{deleted}");
@@ -657,6 +657,68 @@ async fn a_write_from_before_a_delete_never_lands_in_the_recreated_bucket() {
         404,
         "key_not_found",
     );
+}
+
+/// A stream batch reads its copy targets, then kv-bucket-delete removes them and they are
+/// created again under the same names: the batch's copies, routed by the old configuration,
+/// land nowhere (a source copy's revision is refused by incarnation, a mirror's commit window
+/// will not open). A copy routed by the new configuration still lands.
+#[tokio::test]
+async fn copies_routed_before_a_delete_never_land_in_the_recreated_bucket() {
+    use kv::ops::copies::{copy_into, Copy};
+    let kv = container();
+    let origin = bucket(&kv, "copied", json!({})).await;
+    let configs = [
+        json!({"sources": [{"name": origin}]}),
+        json!({"mirror": {"name": origin}}),
+    ];
+    let mut targets = Vec::new();
+    for (prefix, config) in ["sourcing", "mirroring"].into_iter().zip(configs) {
+        let name = bucket(&kv, prefix, config.clone()).await;
+        let stale = kv.store.read_bucket(&name).await.unwrap().unwrap();
+        let deleted = call(&kv, BucketDelete, json!({"bucket": name})).await;
+        assert_eq!(deleted["body"]["purged"], true, "{deleted}");
+        let mut params = config;
+        params["bucket"] = json!(name);
+        assert_eq!(status(&call(&kv, BucketCreate, params).await), 200);
+        targets.push((name, stale));
+    }
+    let copy = |key| Copy {
+        origin: &origin,
+        key,
+        revision: 1,
+        op: Op::Put,
+        text: "from before the delete",
+        created_ms: kv::model::time::ns_to_ms(kv::model::time::now_ns()),
+        expiry_ns: None,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for (name, stale) in &targets {
+        let before = items_left(name).await;
+        copy_into(&kv, stale, &copy("late"), deadline)
+            .await
+            .unwrap();
+        assert_error(
+            &call(&kv, KeyGet, json!({"bucket": name, "key": "late"})).await,
+            404,
+            "key_not_found",
+        );
+        let listed = call(&kv, KeyList, json!({"bucket": name})).await;
+        assert_eq!(listed_keys(&listed), Vec::<String>::new(), "{listed}");
+        assert_eq!(
+            items_left(name).await,
+            before,
+            "{name}: an old copy was stored"
+        );
+        assert_eq!(info(&kv, name).await["entry_total"], 0);
+        // The same copy, routed by the bucket as it is now, is a copy like any other.
+        let live = kv.store.read_bucket(name).await.unwrap().unwrap();
+        copy_into(&kv, &live, &copy("fresh"), deadline)
+            .await
+            .unwrap();
+        let read = call(&kv, KeyGet, json!({"bucket": name, "key": "fresh"})).await;
+        assert_eq!(status(&read), 200, "{name}: {read}");
+    }
 }
 
 #[tokio::test]
@@ -740,7 +802,7 @@ async fn a_writer_stopped_between_its_head_and_its_archive_loses_no_history() {
     let first = put(&kv, &name, "k", json!("one")).await;
     // A writer commits its head and stops before archiving the value it replaced.
     let head = kv.store.read_head(&name, "k", true).await.unwrap();
-    let next = kv.store.allocate_revision(&name).await.unwrap();
+    let next = kv.store.allocate_revision(&name, None).await.unwrap();
     let latest = Stored {
         revision: next.last_revision,
         bytes: b"two".to_vec(),

@@ -62,8 +62,21 @@ pub fn route(source: &StreamSource, copy: &Copy<'_>) -> Option<String> {
     .map(copy.key)
 }
 
-/// Copies one revision into `target`, which mirrors or sources its origin.
+/// Copies one revision into `target`, which mirrors or sources its origin. A target deleted
+/// (or deleted and re-created) since it was read takes nothing: its copies end with it.
 pub async fn copy_into(
+    kv: &Kv,
+    target: &BucketRecord,
+    copy: &Copy<'_>,
+    deadline: Instant,
+) -> Result<(), KvError> {
+    match copy_into_live(kv, target, copy, deadline).await {
+        Err(KvError::BucketNotFound(_)) => Ok(()),
+        copied => copied,
+    }
+}
+
+async fn copy_into_live(
     kv: &Kv,
     target: &BucketRecord,
     copy: &Copy<'_>,
@@ -113,6 +126,7 @@ pub async fn copy_into(
             source: Some((copy.origin, copy.revision)),
             increment: None,
             idempotency: None,
+            incarnation: Some(target.created_ms),
         },
     )
     .await
@@ -144,6 +158,16 @@ async fn mirror(kv: &Kv, target: &BucketRecord, key: &str, copy: &Copy<'_>) -> R
         if head.shows(copy.revision) {
             return Ok(());
         }
+        // A mirror's copy takes no revision, so it opens a commit window of its own: a delete
+        // of the mirror waits it out before purging, and a mirror deleted (or re-created) since
+        // the batch read it gets nothing.
+        let Some(opened_ms) = kv
+            .store
+            .open_commit_window(bucket, target.created_ms)
+            .await?
+        else {
+            return Err(KvError::BucketNotFound(bucket.clone()));
+        };
         if head.current_revision() > copy.revision {
             // Later revisions arrived first (the backfill meets the stream): this one joins
             // the history where it belongs, if the history still keeps it.
@@ -174,7 +198,7 @@ async fn mirror(kv: &Kv, target: &BucketRecord, key: &str, copy: &Copy<'_>) -> R
             bucket,
             key,
             incarnation: target.created_ms,
-            allocated_ms: time::ns_to_ms(now_ns),
+            allocated_ms: opened_ms,
             latest: &latest,
             entries: &planned.entries,
             exact_counts: false,

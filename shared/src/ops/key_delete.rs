@@ -30,6 +30,7 @@ pub async fn run(kv: &Kv, request: KeyDelete, deadline: Instant) -> Result<KeyWr
             source: None,
             increment: None,
             idempotency: Idempotency::of(idempotency_key.as_deref(), Function::KeyDelete),
+            incarnation: None,
         },
     )
     .await?;

@@ -32,6 +32,7 @@ pub async fn run(kv: &Kv, request: KeyPut, deadline: Instant) -> Result<KeyWritt
             source: None,
             increment: None,
             idempotency: Idempotency::of(idempotency_key.as_deref(), Function::KeyPut),
+            incarnation: None,
         },
     )
     .await?;

@@ -52,6 +52,9 @@ pub struct WriteRequest<'a> {
     pub increment: Option<Increment>,
     /// The caller's idempotency key: a repeat answers the first call's outcome.
     pub idempotency: Option<Idempotency<'a>>,
+    /// The incarnation of the bucket the write was decided for (a copy routed by its target's
+    /// configuration): a bucket deleted and re-created since is not written (404).
+    pub incarnation: Option<u64>,
 }
 
 impl<'a> WriteRequest<'a> {
@@ -68,6 +71,7 @@ impl<'a> WriteRequest<'a> {
             source: None,
             increment: None,
             idempotency: None,
+            incarnation: None,
         }
     }
 }
@@ -428,15 +432,18 @@ async fn write_once(
     // A bucket this container has not written to yet is treated as one that needs the head.
     let read_first =
         request.increment.is_some() || kv.write_shapes.needs_head(request.bucket).unwrap_or(true);
-    let (allocated, first_head) = tokio::join!(store.allocate_revision(request.bucket), async {
-        match read_first {
-            true => store
-                .read_head(request.bucket, request.key, false)
-                .await
-                .map(Some),
-            false => Ok(None),
+    let (allocated, first_head) = tokio::join!(
+        store.allocate_revision(request.bucket, request.incarnation),
+        async {
+            match read_first {
+                true => store
+                    .read_head(request.bucket, request.key, false)
+                    .await
+                    .map(Some),
+                false => Ok(None),
+            }
         }
-    });
+    );
     let bucket = allocated?;
     *incarnation = Some(bucket.created_ms);
     let mut allocated_at = Instant::now();
@@ -529,7 +536,11 @@ async fn write_once(
         {
             window_closed = false;
             must_reallocate = false;
-            revision = store.allocate_revision(request.bucket).await?.last_revision;
+            // The same incarnation: a bucket re-created meanwhile must not take this write.
+            revision = store
+                .allocate_revision(request.bucket, Some(bucket.created_ms))
+                .await?
+                .last_revision;
             allocated_at = Instant::now();
             allocated_ms = time::ns_to_ms(time::now_ns());
         }

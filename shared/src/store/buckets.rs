@@ -144,14 +144,25 @@ impl Store {
     }
 
     /// Hands out the bucket's next revision and returns its configuration in the same request.
-    pub async fn allocate_revision(&self, bucket: &str) -> Result<BucketRecord, StoreError> {
-        let result = self
-            .client
-            .update_item()
+    pub async fn allocate_revision(
+        &self,
+        bucket: &str,
+        incarnation: Option<u64>,
+    ) -> Result<BucketRecord, StoreError> {
+        let live = "attribute_exists(#bucket) AND attribute_not_exists(#deleting)";
+        let request = match incarnation {
+            None => self.client.update_item().condition_expression(live),
+            Some(incarnation) => self
+                .client
+                .update_item()
+                .condition_expression(format!("{live} AND #created = :created"))
+                .expression_attribute_names("#created", CREATED)
+                .expression_attribute_values(":created", n(incarnation)),
+        };
+        let result = request
             .table_name(&self.buckets)
             .key(BUCKET, s(bucket))
             .update_expression("ADD #seq :one SET #alloc = :now")
-            .condition_expression("attribute_exists(#bucket) AND attribute_not_exists(#deleting)")
             .expression_attribute_names("#seq", LAST_REVISION)
             .expression_attribute_names("#alloc", LAST_ALLOCATED)
             .expression_attribute_values(
@@ -173,6 +184,40 @@ impl Store {
             Err(error) if is_condition_failure(&error) => {
                 Err(StoreError::BucketNotFound(bucket.to_string()))
             }
+            Err(error) => Err(storage_error("UpdateItem", error)),
+        }
+    }
+
+    /// Opens a commit window for a write that takes no revision of its own (a mirror's copy
+    /// keeps its origin's): the bucket's last allocation moves to now, so a delete that marks
+    /// the bucket afterwards waits the window out before it purges. None when the bucket is
+    /// gone, being deleted, or another incarnation; else when (epoch ms) the window opened.
+    pub async fn open_commit_window(
+        &self,
+        bucket: &str,
+        incarnation: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let now_ms = crate::model::time::ns_to_ms(crate::model::time::now_ns());
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.buckets)
+            .key(BUCKET, s(bucket))
+            .update_expression("SET #alloc = :now")
+            .condition_expression(
+                "attribute_exists(#bucket) AND attribute_not_exists(#deleting) AND #created = :created",
+            )
+            .expression_attribute_names("#alloc", LAST_ALLOCATED)
+            .expression_attribute_names("#bucket", BUCKET)
+            .expression_attribute_names("#deleting", DELETING)
+            .expression_attribute_names("#created", CREATED)
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":created", n(incarnation))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(now_ms)),
+            Err(error) if is_condition_failure(&error) => Ok(None),
             Err(error) => Err(storage_error("UpdateItem", error)),
         }
     }
