@@ -936,6 +936,57 @@ async fn counts_from_the_stream_equal_a_recount_and_redelivery_changes_nothing()
     }
 }
 
+/// SPEC "Nothing stalls the stream": a batch is idempotent however late it comes again. Each
+/// write here is a batch of its own (the stream settles between them), so the first batch is
+/// delivered again after 19 later batches of its bucket, then every batch again in reverse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_delivered_again_after_any_number_of_later_batches_changes_no_count() {
+    let endpoint = private_endpoint();
+    let kv = Kv::new(client_for(&endpoint), &settings());
+    let name = bucket(&kv, "late-redelivery", json!({})).await;
+    let keys: Vec<String> = (0..8).map(|index| format!("k{index}")).collect();
+    for step in 0..20 {
+        let key = &keys[step % keys.len()];
+        let response = match step % 5 {
+            4 => call(&kv, KeyDelete, json!({"bucket": name, "key": key})).await,
+            _ => {
+                let value = "v".repeat(1 + step);
+                call(
+                    &kv,
+                    KeyPut,
+                    json!({"bucket": name, "key": key, "value": value}),
+                )
+                .await
+            }
+        };
+        assert_eq!(status(&response), 200, "step {step}: {response}");
+        stream_pump::settled_at(&endpoint).await;
+    }
+    let exact = recount(&kv, &name, &keys).await;
+    let counted = |body: Value| {
+        (
+            body["entry_total"].as_u64().unwrap(),
+            body["bytes"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(counted(info(&kv, &name).await), exact);
+    let ours: Vec<Value> = stream_pump::delivered_at(&endpoint)
+        .into_iter()
+        .filter(|batch| batch.to_string().contains(&name))
+        .collect();
+    assert!(ours.len() >= 20, "{} batches of the bucket", ours.len());
+    let again = std::iter::once(ours[0].clone()).chain(ours.iter().rev().cloned());
+    for batch in again {
+        let result = invoke(&kv, kv::Function::ItemsStream, batch).await.unwrap();
+        assert_eq!(result["batchItemFailures"], json!([]), "{result}");
+        assert_eq!(
+            counted(info(&kv, &name).await),
+            exact,
+            "a batch delivered again changed the counts"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_expiry_sweeper_credits_a_max_bytes_bucket_at_once() {
     let kv = container();

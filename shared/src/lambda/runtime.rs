@@ -88,9 +88,9 @@ pub fn rehearsal(function: Function) -> (usize, &'static [DynamoDbOperation]) {
         // Scan, then BatchGetItem at once: the Scan's connection may not be back in the pool.
         Function::BucketList => (2, &[Scan, BatchGetItem]),
         Function::BucketCreate => (1, &[TransactWriteItems]),
-        // A count update per bucket, then trimmed revisions' deletes alongside archives; a
-        // record it cannot read is set aside.
-        Function::ItemsStream => (2, &[UpdateItem, BatchWriteItem, PutItem]),
+        // A count per bucket (its usage and the batch's token, one transaction), then trimmed
+        // revisions' deletes alongside archives; a record it cannot read is set aside.
+        Function::ItemsStream => (2, &[TransactWriteItems, BatchWriteItem, PutItem]),
         // Configurations and feeds; copies into mirrors (head, archive) and sources (the write
         // path); backfill pages (the origin's keys and histories) and cursors; the waiters of
         // changed buckets, and removing those resumed.

@@ -7,10 +7,12 @@
 //!   `max_bytes` are skipped: their writes keep the counts exact themselves. A delta of another
 //!   incarnation of the bucket (a deleted and re-created name) is dropped.
 //! - Redelivery: each bucket's update carries a token naming exactly which records it counts,
-//!   and is conditional on the bucket not having counted that token yet, so a batch delivered
-//!   again changes nothing. A failure is reported (partial batch response) only from a record
-//!   after which no other bucket's records were counted; otherwise the whole batch fails and
-//!   comes back whole, tokens and all.
+//!   written as an item of its own in the update's transaction (kept 25 hours, longer than the
+//!   stream keeps a record), so a batch delivered again changes nothing, however many batches
+//!   came between. A failure is reported (partial batch response) only from a record after
+//!   which no other bucket's records were counted; otherwise the whole batch fails and comes
+//!   back whole, tokens and all (the mapping does not bisect batches, which would give their
+//!   halves new tokens).
 //! - History: revisions a head no longer lists are deleted (a write never deletes before it
 //!   commits, so a refused write destroys nothing), and a replaced value that the head still
 //!   lists is archived again from the old image, which repairs a writer that stopped between

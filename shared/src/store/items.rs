@@ -64,11 +64,15 @@ pub const EXACT_COUNTS: &str = "mb";
 pub const LAST_ALLOCATED: &str = "alloc";
 pub const USED_BYTES: &str = "bytes";
 pub const LIVE_KEYS: &str = "keys";
-/// On a usage item: the tokens of the last stream batches counted into it, oldest first, so a
-/// batch delivered again is not counted twice.
+/// On usage items written before counting kept its tokens in items of their own: the tokens
+/// of the last batches counted. The next count removes it.
 pub const COUNTED_BATCHES: &str = "counted";
-/// How many batch tokens a usage item keeps (about 34 bytes each: the item stays within 1 KB).
-pub const COUNTED_TOKENS: usize = 16;
+/// The `rev` of a counted batch's token item (`counted_pk`): not 0, so the stream's consumers
+/// pass over its records as they do over archived revisions.
+pub const COUNTED_REVISION: u64 = 1;
+/// How long a counted batch's token item is kept (DynamoDB's TTL removes it): past the 24 hours
+/// a stream keeps a record, no delivery of the batch can come again.
+pub const COUNTED_FOR_S: u64 = 25 * 3600;
 /// On a bucket's usage item: the buckets that mirror or source it (a string set), which the
 /// stream's replication reads to know where a revision goes.
 pub const FEEDS: &str = "feeds";
@@ -134,6 +138,12 @@ pub fn expiry_shard(pk: &str) -> String {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("x{}", hash % EXPIRY_SHARDS)
+}
+
+/// The token item of one counted stream batch of a bucket. `~` is in no bucket name, so it is
+/// no bucket's item, no key's, and no purge's.
+pub fn counted_pk(bucket: &str, token: &str) -> String {
+    format!("~counted/{bucket}/{token}")
 }
 
 pub fn usage_pk(bucket: &str) -> String {

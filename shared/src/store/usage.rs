@@ -1,12 +1,17 @@
 //! Usage items (items table, `pk` = BUCKET): a bucket's counts, and the stream consumer's
 //! batches added to them once each.
 
-use super::errors::{is_condition_failure, storage_error};
+use super::errors::storage_error;
 use super::items::*;
-use super::Store;
+use super::{build_failed, Store};
 use crate::store::errors::StoreError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, TransactWriteItem, Update};
 use std::collections::HashMap;
+
+/// How many times a count colliding with another consumer's is sent again before the batch
+/// is left to the stream's retry.
+const COUNT_ATTEMPTS: u32 = 8;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -83,71 +88,84 @@ impl Store {
         Ok(found)
     }
 
-    /// Adds one batch's changes to the bucket's counts, unless the bucket already counted that
-    /// batch (its token is among the last `COUNTED_TOKENS` kept) or is another incarnation
-    /// (deleted, or re-created since): false then.
+    /// Adds one batch's changes to the bucket's counts, once: the change and a record of its
+    /// token (`counted_pk`, kept past the stream's 24-hour retention) are written in one
+    /// transaction that only succeeds if the token is new and the bucket is still that
+    /// incarnation. False when the token was counted before (by any earlier delivery, however
+    /// many batches ago) or the bucket is another incarnation.
     pub async fn count_changes(
         &self,
         bucket: &str,
         delta: &BucketDelta,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
+        let expires_s = crate::model::time::now_ns() / 1_000_000_000 + COUNTED_FOR_S;
+        let token = Put::builder()
+            .table_name(&self.items)
+            .item(PK, s(counted_pk(bucket, &delta.token)))
+            .item(REVISION, n(COUNTED_REVISION))
+            .item(INCARNATION, n(delta.incarnation))
+            .item(TTL, n(expires_s))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(build_failed)?;
+        // The usage item sheds the token list it kept before counting moved to token items.
+        let usage = Update::builder()
             .table_name(&self.items)
             .key(PK, s(usage_pk(bucket)))
             .key(REVISION, n(0))
-            .update_expression(
-                "ADD #bytes :bytes, #keys :keys SET #counted = list_append(if_not_exists(#counted, :none), :token)",
-            )
-            .condition_expression("#inc = :inc AND NOT contains(#counted, :id)")
+            .update_expression("ADD #bytes :bytes, #keys :keys REMOVE #counted")
+            .condition_expression("#inc = :inc")
             .expression_attribute_names("#bytes", USED_BYTES)
             .expression_attribute_names("#keys", LIVE_KEYS)
             .expression_attribute_names("#counted", COUNTED_BATCHES)
             .expression_attribute_names("#inc", INCARNATION)
             .expression_attribute_values(":bytes", n(delta.bytes))
             .expression_attribute_values(":keys", n(delta.keys))
-            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
-            .expression_attribute_values(":token", AttributeValue::L(vec![s(&delta.token)]))
-            .expression_attribute_values(":id", s(&delta.token))
             .expression_attribute_values(":inc", n(delta.incarnation))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await;
-        let output = match result {
-            Ok(output) => output,
-            Err(error) if is_condition_failure(&error) => return Ok(false),
-            Err(error) => return Err(storage_error("UpdateItem", error)),
-        };
-        let kept = output
-            .attributes()
-            .and_then(|item| item.get(COUNTED_BATCHES))
-            .and_then(|list| list.as_l().ok())
-            .map_or(0, Vec::len);
-        if kept > COUNTED_TOKENS {
-            // The oldest half goes; a redelivery comes long before that many later batches.
-            let oldest: Vec<String> = (0..COUNTED_TOKENS / 2)
-                .map(|index| format!("#counted[{index}]"))
-                .collect();
-            let trimmed = self
+            .build()
+            .map_err(build_failed)?;
+        let mut attempt = 0u32;
+        loop {
+            let result = self
                 .client
-                .update_item()
-                .table_name(&self.items)
-                .key(PK, s(usage_pk(bucket)))
-                .key(REVISION, n(0))
-                .update_expression(format!("REMOVE {}", oldest.join(", ")))
-                .condition_expression("size(#counted) > :kept")
-                .expression_attribute_names("#counted", COUNTED_BATCHES)
-                .expression_attribute_values(":kept", n(COUNTED_TOKENS))
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(token.clone()).build())
+                .transact_items(TransactWriteItem::builder().update(usage.clone()).build())
                 .send()
                 .await;
-            match trimmed {
-                Ok(_) => {}
-                Err(error) if is_condition_failure(&error) => {}
-                Err(error) => return Err(storage_error("UpdateItem", error)),
+            let error = match result {
+                Ok(_) => return Ok(true),
+                Err(error) => error,
+            };
+            let reasons = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    cancelled.cancellation_reasons().to_vec()
+                }
+                _ => return Err(storage_error("TransactWriteItems", error)),
+            };
+            let code = |index: usize| reasons.get(index).and_then(|reason| reason.code());
+            // A resend after a lost answer meets its own token: counted, once.
+            if code(0) == Some("ConditionalCheckFailed")
+                || code(1) == Some("ConditionalCheckFailed")
+            {
+                return Ok(false);
             }
+            // Consumers of other shards counting the same bucket at the same moment collide
+            // on its usage item (AWS, not DynamoDB Local): they take turns.
+            let conflict = reasons
+                .iter()
+                .any(|reason| reason.code() == Some("TransactionConflict"));
+            if !conflict || attempt >= COUNT_ATTEMPTS {
+                return Err(storage_error("TransactWriteItems", error));
+            }
+            attempt += 1;
+            let ceiling_ms = 10u64 << attempt.min(5);
+            tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(
+                1..=ceiling_ms,
+            )))
+            .await;
         }
-        Ok(true)
     }
 
     /// Removing the usage item makes every in-flight write's transaction fail its condition,
