@@ -14,5 +14,6 @@ pub mod tokens;
 
 pub use api::function::Function;
 pub use lambda::dispatch::handle;
-pub use model::error::{FunctionError, KvError};
+pub use lambda::error::FunctionError;
+pub use model::error::KvError;
 pub use ops::state::Kv;

@@ -1,6 +1,7 @@
 //! The response envelope every function returns: `{"status_code": N, "body": {...}}`.
 
-use crate::model::error::{FunctionError, KvError};
+use crate::lambda::error::FunctionError;
+use crate::model::error::KvError;
 use serde_json::{json, Value};
 
 pub fn ok(body: Value) -> Value {

@@ -3,6 +3,7 @@
 
 pub mod dispatch;
 pub mod envelope;
+pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod runtime;

@@ -1,7 +1,7 @@
-//! One error enum for everything a caller can act on, and the Lambda errors for the rest:
-//! `KvUnavailable` (a retry can cure it) and `KvInternal` (it cannot).
+//! One error enum for everything a caller can act on, and the names of the Lambda errors for
+//! the rest: `KvUnavailable` (a retry can cure it) and `KvInternal` (it cannot). The Lambda
+//! error itself is made at the edge (`lambda::error`).
 
-use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
 
 /// An outcome the caller can branch on: it becomes a status-code envelope, never a Lambda error.
@@ -111,34 +111,7 @@ impl KvError {
     }
 }
 
-/// The Lambda error a function returns when it has no answer for the caller. Its `errorType`
-/// is what a Step Functions `Retry` or `Catch` names: `KvUnavailable` is worth retrying,
-/// `KvInternal` is not.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FunctionError {
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
+/// The `errorType` of a failure a retry can cure: what a Step Functions `Retry` names.
 pub const UNAVAILABLE_ERROR_TYPE: &str = "KvUnavailable";
+/// The `errorType` of a failure a retry would only repeat.
 pub const INTERNAL_ERROR_TYPE: &str = "KvInternal";
-
-impl FunctionError {
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            FunctionError::Unavailable(_) => UNAVAILABLE_ERROR_TYPE,
-            FunctionError::Internal(_) => INTERNAL_ERROR_TYPE,
-        }
-    }
-}
-
-impl From<FunctionError> for Diagnostic {
-    fn from(error: FunctionError) -> Self {
-        Diagnostic {
-            error_type: error.error_type().to_string(),
-            error_message: error.to_string(),
-        }
-    }
-}
