@@ -824,3 +824,89 @@ async fn listed_keys(kv: &kv::Kv, bucket: &str) -> Vec<String> {
         .map(|entry| entry["key"].as_str().unwrap_or_default().to_string())
         .collect()
 }
+
+/// The stream records of `bucket` that kv-items-stream has been delivered so far, as one batch.
+async fn batch_of(bucket: &str) -> Value {
+    settled().await;
+    let records: Vec<Value> = kv_dev::support::stream_pump::delivered_at(endpoint())
+        .iter()
+        .flat_map(|batch| batch["Records"].as_array().cloned().unwrap_or_default())
+        .filter(|record| {
+            kv::store::stream_images::record_pk(record).starts_with(&format!("{bucket}/"))
+        })
+        .collect();
+    assert!(!records.is_empty(), "no record of {bucket} on the stream");
+    json!({ "Records": records })
+}
+
+/// #20's floor for replication: a bucket with no mirror, source, republish or waiter costs
+/// kv-items-replicate one read per batch (its usage item: incarnation, feeds, waiters), its
+/// configuration coming from the container's cache after the first batch. With a waiter the
+/// waiters are read too.
+#[tokio::test]
+async fn a_bucket_with_nothing_to_replicate_costs_one_read_per_batch() {
+    let (kv, meter) = metered_container();
+    let name = bucket(&kv, "quiet", json!({})).await;
+    for index in 0..3 {
+        put(&kv, &name, &format!("k{index}"), json!("v")).await;
+    }
+    let batch = batch_of(&name).await;
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        meter.take();
+        let answer = invoke(&kv, Function::ItemsReplicate, batch.clone())
+            .await
+            .unwrap();
+        assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+        let reading = meter.take();
+        sent.push(
+            reading
+                .requests
+                .iter()
+                .map(|request| request.operation.clone())
+                .collect::<Vec<_>>(),
+        );
+    }
+    // The first batch reads the configuration once; later ones only the usage item.
+    assert_eq!(sent[0], ["GetItem", "GetItem"], "{sent:?}");
+    assert_eq!(sent[1], ["GetItem"], "{sent:?}");
+    assert_eq!(sent[2], ["GetItem"], "{sent:?}");
+
+    // A flow counted as waiting on the bucket: its waiters are read (and none matches here).
+    let waited = bucket(&kv, "waited", json!({})).await;
+    put(&kv, &waited, "k", json!("v")).await;
+    let batch = batch_of(&waited).await;
+    kv.store
+        .add_waiter(
+            &waited,
+            &kv::store::waiters::Waiter {
+                id: 0,
+                pattern: "other".into(),
+                is_filter: false,
+                after: 0,
+                expiry_seen: false,
+                task_token: "token".into(),
+                expires_ns: kv::model::time::now_ns() + 60_000_000_000,
+                incarnation: kv
+                    .store
+                    .read_bucket(&waited)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .created_ms,
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    meter.take();
+    let answer = invoke(&kv, Function::ItemsReplicate, batch).await.unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let operations: Vec<String> = meter
+        .take()
+        .requests
+        .iter()
+        .map(|request| request.operation.clone())
+        .collect();
+    assert!(operations.contains(&"Query".to_string()), "{operations:?}");
+}

@@ -224,3 +224,79 @@ impl LiveBuckets {
         }
     }
 }
+
+/// How many buckets' configurations a container keeps (`BucketConfigs`).
+pub const CONFIGS_MAX: usize = 10_000;
+
+/// Per container: buckets' configurations by incarnation. A bucket's configuration never
+/// changes after it is created, so a cached one is right for as long as the bucket is that
+/// incarnation: the caller checks the incarnation (for instance on the usage item it reads
+/// anyway) and reads the configuration only for one it has not seen.
+#[derive(Default)]
+pub struct BucketConfigs {
+    kept: Mutex<HashMap<String, (u64, std::sync::Arc<crate::model::config::BucketConfig>)>>,
+}
+
+impl BucketConfigs {
+    /// The configuration of `bucket`'s incarnation `incarnation`, if this container read it.
+    pub fn get(
+        &self,
+        bucket: &str,
+        incarnation: u64,
+    ) -> Option<std::sync::Arc<crate::model::config::BucketConfig>> {
+        let kept = self.kept.lock().ok()?;
+        let (of, config) = kept.get(bucket)?;
+        (*of == incarnation).then(|| config.clone())
+    }
+
+    pub fn remember(
+        &self,
+        bucket: &str,
+        incarnation: u64,
+        config: std::sync::Arc<crate::model::config::BucketConfig>,
+    ) {
+        if let Ok(mut kept) = self.kept.lock() {
+            if kept.len() >= CONFIGS_MAX && !kept.contains_key(bucket) {
+                kept.clear();
+            }
+            kept.insert(bucket.to_string(), (incarnation, config));
+        }
+    }
+}
+
+#[cfg(test)]
+mod configs_tests {
+    use super::*;
+    use crate::model::config::{BucketConfig, Storage};
+
+    fn config(history: i64) -> std::sync::Arc<BucketConfig> {
+        std::sync::Arc::new(BucketConfig {
+            bucket: "b".into(),
+            description: String::new(),
+            ttl: 0,
+            history,
+            max_bytes: -1,
+            max_value_size: -1,
+            storage: Storage::File,
+            num_replicas: 1,
+            compression: false,
+            metadata: Default::default(),
+            placement: None,
+            mirror: None,
+            republish: None,
+            sources: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_configuration_is_served_only_for_the_incarnation_it_was_read_for() {
+        let configs = BucketConfigs::default();
+        configs.remember("b", 1, config(1));
+        assert_eq!(configs.get("b", 1).map(|kept| kept.history), Some(1));
+        // Deleted and created again: the old incarnation's configuration is not served.
+        assert!(configs.get("b", 2).is_none());
+        configs.remember("b", 2, config(5));
+        assert_eq!(configs.get("b", 2).map(|kept| kept.history), Some(5));
+        assert!(configs.get("b", 1).is_none());
+    }
+}

@@ -23,7 +23,7 @@ use crate::model::revision::{HeadEntry, Op, Stored};
 use crate::model::subject_map;
 use crate::model::time;
 use crate::ops::state::Kv;
-use crate::store::items::key_from_pk;
+use crate::store::items::{key_from_pk, COMMIT_WINDOW_MS};
 use crate::store::{BucketRecord, CommitError, HeadCondition, HeadWrite};
 use std::time::Instant;
 
@@ -133,6 +133,46 @@ async fn copy_into_live(
     .map(|_| ())
 }
 
+/// How long a container sends a mirror's copies in a window it opened: half the window, so
+/// every copy is sent well before the window closes.
+const WINDOW_REUSE_MS: u64 = COMMIT_WINDOW_MS / 2;
+
+/// Per container: the commit window last opened on each mirror (its incarnation, when), so a
+/// batch or a backfill slice of many copies opens one, not one per copy.
+#[derive(Default)]
+pub struct CommitWindows {
+    opened: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+}
+
+/// A commit window on `target`: one this container opened within `WINDOW_REUSE_MS`, or a new
+/// one. A window opened before a delete bounds its copies as well as a new one would.
+async fn commit_window(kv: &Kv, target: &BucketRecord) -> Result<Option<u64>, KvError> {
+    let bucket = &target.config.bucket;
+    let now_ms = time::ns_to_ms(time::now_ns());
+    let reusable = kv.commit_windows.opened.lock().ok().and_then(|opened| {
+        opened
+            .get(bucket)
+            .filter(|(incarnation, at_ms)| {
+                *incarnation == target.created_ms && now_ms.saturating_sub(*at_ms) < WINDOW_REUSE_MS
+            })
+            .map(|(_, at_ms)| *at_ms)
+    });
+    if reusable.is_some() {
+        return Ok(reusable);
+    }
+    let opened_ms = kv
+        .store
+        .open_commit_window(bucket, target.created_ms)
+        .await?;
+    if let (Some(at_ms), Ok(mut opened)) = (opened_ms, kv.commit_windows.opened.lock()) {
+        if opened.len() >= crate::model::cache::CONFIGS_MAX {
+            opened.clear();
+        }
+        opened.insert(bucket.clone(), (target.created_ms, at_ms));
+    }
+    Ok(opened_ms)
+}
+
 /// Writes the origin's revision, under its own number, as the mirror's latest for `key`.
 async fn mirror(kv: &Kv, target: &BucketRecord, key: &str, copy: &Copy<'_>) -> Result<(), KvError> {
     let bucket = &target.config.bucket;
@@ -161,11 +201,7 @@ async fn mirror(kv: &Kv, target: &BucketRecord, key: &str, copy: &Copy<'_>) -> R
         // A mirror's copy takes no revision, so it opens a commit window of its own: a delete
         // of the mirror waits it out before purging, and a mirror deleted (or re-created) since
         // the batch read it gets nothing.
-        let Some(opened_ms) = kv
-            .store
-            .open_commit_window(bucket, target.created_ms)
-            .await?
-        else {
+        let Some(opened_ms) = commit_window(kv, target).await? else {
             return Err(KvError::BucketNotFound(bucket.clone()));
         };
         if head.current_revision() > copy.revision {

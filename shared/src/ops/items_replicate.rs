@@ -33,7 +33,7 @@ use crate::ops::copies::{backfill_slice, copy_into, Copy};
 use crate::ops::set_aside::{Failures, Skipped};
 use crate::ops::state::Kv;
 use crate::ops::waiters::{self, ChangedKey};
-use crate::store::feeds::backfill_cursors;
+use crate::store::feeds::{backfill_cursors, Activity};
 use crate::store::items::{decode_head, get_u64, INCARNATION};
 use crate::store::stream_images::{record_images, RecordImages};
 use crate::store::BucketRecord;
@@ -178,44 +178,71 @@ pub fn backfill_steps(index: usize, record: &Value) -> Vec<BackfillStep> {
         .collect()
 }
 
-/// The batch's bucket records and feeds, each read once.
+/// What the batch knows of each bucket it meets, each read once: its `Activity` (incarnation,
+/// feeds, waiters) from its usage item, and its configuration, from the container's cache when
+/// it has that incarnation's (a bucket's configuration never changes). A bucket with no feeds,
+/// no republish and no waiters costs the batch that one read.
 #[derive(Default)]
 struct Lookups {
-    buckets: BTreeMap<String, Option<BucketRecord>>,
-    feeds: BTreeMap<String, Vec<String>>,
+    activity: BTreeMap<String, Option<Activity>>,
 }
 
 impl Lookups {
-    /// The bucket as it is now, if it is the incarnation that wrote the record.
+    async fn activity(&mut self, kv: &Kv, bucket: &str) -> Result<Option<Activity>, KvError> {
+        if !self.activity.contains_key(bucket) {
+            let activity = kv.store.activity(bucket).await?;
+            self.activity.insert(bucket.to_string(), activity);
+        }
+        Ok(self.activity.get(bucket).cloned().flatten())
+    }
+
+    /// The bucket as it is now, if it exists and is the incarnation that wrote the record.
     async fn live(
         &mut self,
         kv: &Kv,
         bucket: &str,
         incarnation: Option<u64>,
     ) -> Result<Option<BucketRecord>, KvError> {
-        if !self.buckets.contains_key(bucket) {
-            let record = kv
-                .store
-                .read_bucket(bucket)
-                .await?
-                .filter(|record| record.deleting_ms.is_none());
-            self.buckets.insert(bucket.to_string(), record);
+        let Some(activity) = self.activity(kv, bucket).await? else {
+            return Ok(None);
+        };
+        if incarnation.is_some_and(|wanted| wanted != activity.incarnation) {
+            return Ok(None);
         }
-        Ok(self
-            .buckets
-            .get(bucket)
-            .cloned()
-            .flatten()
-            .filter(|record| incarnation.is_none_or(|wanted| record.created_ms == wanted)))
+        let config = match kv.bucket_configs.get(bucket, activity.incarnation) {
+            Some(config) => config,
+            None => {
+                let Some(record) = kv
+                    .store
+                    .read_bucket(bucket)
+                    .await?
+                    .filter(|record| record.deleting_ms.is_none())
+                    .filter(|record| record.created_ms == activity.incarnation)
+                else {
+                    return Ok(None);
+                };
+                let config = std::sync::Arc::new(record.config);
+                kv.bucket_configs
+                    .remember(bucket, activity.incarnation, config.clone());
+                config
+            }
+        };
+        Ok(Some(BucketRecord {
+            config: (*config).clone(),
+            created_ms: activity.incarnation,
+            last_revision: 0,
+            deleting_ms: None,
+            last_allocated_ms: None,
+        }))
     }
 
     /// The live buckets that copy from `origin`.
     async fn targets(&mut self, kv: &Kv, origin: &str) -> Result<Vec<BucketRecord>, KvError> {
-        if !self.feeds.contains_key(origin) {
-            let feeds = kv.store.feeds(origin).await?;
-            self.feeds.insert(origin.to_string(), feeds);
-        }
-        let names = self.feeds.get(origin).cloned().unwrap_or_default();
+        let names = self
+            .activity(kv, origin)
+            .await?
+            .map(|activity| activity.feeds)
+            .unwrap_or_default();
         let mut targets = Vec::new();
         for name in names {
             if let Some(target) = self.live(kv, &name, None).await? {
@@ -226,6 +253,15 @@ impl Lookups {
             }
         }
         Ok(targets)
+    }
+
+    /// Whether any flow may be waiting on `bucket`'s keys. Read after the batch's records were
+    /// committed: a waiter counted later checks the key itself once it is written, and finds
+    /// those revisions.
+    fn may_have_waiters(&self, bucket: &str) -> bool {
+        self.activity
+            .get(bucket)
+            .is_none_or(|activity| activity.as_ref().is_none_or(|found| found.waiting > 0))
     }
 }
 
@@ -361,14 +397,17 @@ pub async fn run(kv: &Kv, batch: StreamBatch, deadline: Instant) -> Result<Repli
         }
         let Some(incarnation) = commit.incarnation.or_else(|| {
             lookups
-                .buckets
+                .activity
                 .get(&commit.bucket)
                 .cloned()
                 .flatten()
-                .map(|record| record.created_ms)
+                .map(|activity| activity.incarnation)
         }) else {
             continue;
         };
+        if !lookups.may_have_waiters(&commit.bucket) {
+            continue;
+        }
         changed
             .entry((commit.bucket.as_str(), incarnation))
             .or_default()

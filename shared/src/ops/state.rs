@@ -1,7 +1,7 @@
 //! What a container keeps between invocations, handed to every operation.
 
 use crate::bus::EventBus;
-use crate::model::cache::{LiveBuckets, MemoryCache, WriteShapes};
+use crate::model::cache::{BucketConfigs, LiveBuckets, MemoryCache, WriteShapes};
 use crate::model::config::Settings;
 use crate::model::placement::Deployment;
 use crate::store::Store;
@@ -18,6 +18,10 @@ pub struct Kv {
     pub cache: MemoryCache,
     pub write_shapes: WriteShapes,
     pub live_buckets: LiveBuckets,
+    /// Buckets' configurations by incarnation, for the stream's replication.
+    pub bucket_configs: BucketConfigs,
+    /// Commit windows this container opened on mirrors, reused by later copies.
+    pub commit_windows: crate::ops::copies::CommitWindows,
     /// Where this container's metric records go (`Settings::metrics_namespace`).
     pub metrics_namespace: String,
     pub purge_budget: Duration,
@@ -37,6 +41,8 @@ impl Kv {
             ),
             write_shapes: WriteShapes::default(),
             live_buckets: LiveBuckets::default(),
+            bucket_configs: BucketConfigs::default(),
+            commit_windows: Default::default(),
             metrics_namespace: settings.metrics_namespace.clone(),
             purge_budget: Duration::from_millis(settings.purge_budget_ms),
             deployment: Deployment::from_settings(settings),

@@ -1,6 +1,7 @@
 //! What replication keeps in DynamoDB: which buckets copy from a bucket (`feeds` on its usage
-//! item, written when a mirror or source target is created), a backfill's cursors (`bf` on the
-//! target's usage item), and a mirror's last revision, raised to the origin's.
+//! item, written when a mirror or source target is created), read with its count of waiters as
+//! its `Activity`, a backfill's cursors (`bf` on the target's usage item), and a mirror's last
+//! revision, raised to the origin's.
 
 use super::errors::{is_condition_failure, storage_error};
 use super::items::*;
@@ -9,27 +10,44 @@ use crate::store::errors::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::BTreeMap;
 
+/// A bucket's incarnation, the buckets that mirror or source it, and how many flows wait on
+/// its keys (at least as many as there are: the count rises before a waiter is written and
+/// falls after it is removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub incarnation: u64,
+    pub feeds: Vec<String>,
+    pub waiting: i64,
+}
+
 impl Store {
-    /// The buckets that copy from `origin`.
-    pub async fn feeds(&self, origin: &str) -> Result<Vec<String>, StoreError> {
+    /// What the stream's replication must know of a bucket beyond its configuration, from its
+    /// usage item in one strongly consistent read: None when the bucket is gone (its usage
+    /// item goes with the delete's first steps).
+    pub async fn activity(&self, bucket: &str) -> Result<Option<Activity>, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.items)
-            .key(PK, s(usage_pk(origin)))
+            .key(PK, s(usage_pk(bucket)))
             .key(REVISION, n(0))
-            .projection_expression("#feeds")
+            .projection_expression("#inc, #feeds, #waiting")
+            .expression_attribute_names("#inc", INCARNATION)
             .expression_attribute_names("#feeds", FEEDS)
+            .expression_attribute_names("#waiting", WAITING)
             .consistent_read(true)
             .send()
             .await
             .map_err(|error| storage_error("GetItem", error))?;
-        Ok(output
-            .item()
-            .and_then(|item| item.get(FEEDS))
-            .and_then(|feeds| feeds.as_ss().ok())
-            .cloned()
-            .unwrap_or_default())
+        Ok(output.item().map(|item| Activity {
+            incarnation: get_u64(item, INCARNATION).unwrap_or(0),
+            feeds: item
+                .get(FEEDS)
+                .and_then(|feeds| feeds.as_ss().ok())
+                .cloned()
+                .unwrap_or_default(),
+            waiting: get_i64(item, WAITING).unwrap_or(0),
+        }))
     }
 
     /// Raises the bucket's last revision to `revision` if it is lower: a mirror's last
