@@ -25,6 +25,7 @@
 //! arm in `cold_event()` (the compiler asks for it when `Function` grows).
 
 mod cold;
+mod consumers;
 mod inproc;
 mod local;
 mod units;
@@ -1620,4 +1621,71 @@ fn main() {
     });
     report(&rows, &cold, &shared, first.as_ref(), &meta, &json_path);
     drop(dynamo);
+    if selected("consumers") {
+        let seconds = env_number("KV_BENCH_CONSUMER_SECONDS", 4.0) as u64;
+        eprintln!("[bench] the stream consumers at 1, 10 and 100 puts/s per bucket");
+        consumer_report(&consumers::measure(&[1, 10, 100], seconds.max(1)));
+    }
+}
+
+/// The stream consumers' cost per put and per bucket per batch (`consumers.rs`).
+fn consumer_report(rows: &[consumers::ConsumerRow]) {
+    let per = |value: f64, count: usize| {
+        if count == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.3}", value / count as f64)
+        }
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let (stream, replicate) = (&row.stream, &row.replicate);
+            vec![
+                row.rate.to_string(),
+                format!("{:.1}", row.reached),
+                row.puts.to_string(),
+                format!("{}/{}", stream.batches, replicate.batches),
+                per(stream.write_units + replicate.write_units, row.puts),
+                per(stream.read_units + replicate.read_units, row.puts),
+                per(stream.requests as f64, stream.bucket_batches),
+                per(replicate.requests as f64, replicate.bucket_batches),
+            ]
+        })
+        .collect();
+    println!();
+    println!("Stream consumers: 100 B puts over 10 buckets (history 1, nothing to copy, republish or wake)");
+    println!(
+        "{}",
+        table(
+            &[
+                "puts/s/bucket",
+                "reached",
+                "puts",
+                "batches s/r",
+                "WCU/put",
+                "RCU/put",
+                "stream req/bucket/batch",
+                "replicate req/bucket/batch",
+            ],
+            &cells,
+        )
+    );
+    println!("Units by AWS's model (2 WCU per transaction item, items under 1 KB; 1 RCU per consistent read).");
+    for row in rows {
+        let listed = |spent: &consumers::Spent| {
+            spent
+                .operations
+                .iter()
+                .map(|(operation, count)| format!("{operation} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "  {} puts/s/bucket: kv-items-stream {}; kv-items-replicate {}",
+            row.rate,
+            listed(&row.stream),
+            listed(&row.replicate)
+        );
+    }
 }

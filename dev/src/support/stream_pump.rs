@@ -78,6 +78,28 @@ pub fn follow_waking(endpoint: &str, sfn: &str) {
     });
 }
 
+/// Starts delivering the stream of the DynamoDB Local at `endpoint` to `function` (for example
+/// `kv-items-stream`) in a container whose client records every request in `meter`: what the
+/// stream's consumers cost, for the bench. Call it before anything else follows that stream.
+pub fn follow_metered(endpoint: &str, function: &'static str, meter: crate::meter::Meter) {
+    let endpoint_of_client = endpoint.to_string();
+    pump_of(endpoint, function, move |kv| {
+        let config = super::config_for(&endpoint_of_client)
+            .interceptor(meter)
+            .build();
+        kv.store = kv::store::Store::new(aws_sdk_dynamodb::Client::from_conf(config), &settings());
+    });
+}
+
+/// How many batches the pump of `endpoint` has delivered to `function`.
+pub fn batches_delivered(endpoint: &str, function: &'static str) -> usize {
+    pump_of(endpoint, function, |_| {})
+        .delivered
+        .lock()
+        .map(|delivered| delivered.len())
+        .unwrap_or(0)
+}
+
 /// How many batches kv-items-replicate on `endpoint` answered with a partial batch failure.
 pub fn replication_failures_at(endpoint: &str) -> u64 {
     pump_of(endpoint, "kv-items-replicate", |_| {})
@@ -332,6 +354,12 @@ pub async fn settled_within(bound: Duration) {
 /// `settled` for another DynamoDB Local than this binary's own.
 pub async fn settled_at(endpoint: &str) {
     settle(endpoint, COUNTS_WITHIN).await
+}
+
+/// `settled_at`, allowing the stream `bound`: for a bench that writes faster than DynamoDB
+/// Local's stream is read.
+pub async fn settled_at_within(endpoint: &str, bound: Duration) {
+    settle(endpoint, bound).await
 }
 
 async fn settle(endpoint: &str, bound: Duration) {

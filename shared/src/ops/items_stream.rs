@@ -6,10 +6,10 @@
 //!   summed per bucket and applied with one `UpdateItem ADD` per bucket per batch. Buckets with
 //!   `max_bytes` are skipped: their writes keep the counts exact themselves. A delta of another
 //!   incarnation of the bucket (a deleted and re-created name) is dropped.
-//! - Redelivery: each bucket's update carries a token naming exactly which records it counts,
-//!   written as an item of its own in the update's transaction (kept 25 hours, longer than the
-//!   stream keeps a record), so a batch delivered again changes nothing, however many batches
-//!   came between. A failure is reported (partial batch response) only from a record after
+//! - Redelivery: the batch's updates (99 buckets a transaction) carry a token naming exactly
+//!   which records they count, written as an item of its own in the same transaction (kept 25
+//!   hours, longer than the stream keeps a record), so a batch delivered again changes nothing,
+//!   however many batches came between. A failure is reported (partial batch response) only from a record after
 //!   which no other bucket's records were counted; otherwise the whole batch fails and comes
 //!   back whole, tokens and all (the mapping does not bisect batches, which would give their
 //!   halves new tokens).
@@ -32,6 +32,9 @@ use crate::store::BucketDelta;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// How many buckets one counting transaction holds: DynamoDB takes 100 items, one is the token.
+const COUNTS_PER_TRANSACTION: usize = 99;
 
 /// One head change of the batch, as far as it matters here.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,11 +96,18 @@ pub fn head_change(index: usize, record: &Value) -> Result<Option<HeadChange>, K
             .iter()
             .any(|entry| entry.revision == revision)
     };
+    // The old latest lived in the head alone: it is archived only when a write keeps it, so
+    // one dropped at the change that replaced it (history 1, a purge, an expired latest) has no
+    // item to delete, and deleting it anyway would cost a write unit per overwrite.
     let trimmed = old_head
         .entries
         .iter()
         .map(|entry| entry.revision)
-        .filter(|revision| !kept(*revision) && Some(*revision) != new_head.latest_revision)
+        .filter(|revision| {
+            !kept(*revision)
+                && Some(*revision) != new_head.latest_revision
+                && Some(*revision) != old_head.latest_revision
+        })
         .collect();
     let archive = old_head.latest.filter(|latest| {
         new_head.latest_revision != Some(latest.revision) && kept(latest.revision)
@@ -223,25 +233,47 @@ pub async fn run(kv: &Kv, batch: StreamBatch) -> Result<BatchOutcome, KvError> {
     };
     let mut counted_last = None;
     let mut counted = 0;
-    // One update per bucket, all at once: a batch's buckets share nothing.
+    // One transaction for the batch's buckets (99 a chunk, with the chunk's token): a bucket
+    // costs its usage update, and the token is paid once per batch, not once per bucket.
+    let deltas: Vec<((String, u64), BucketDelta)> = bucket_deltas(&changes).into_iter().collect();
     let mut updates = tokio::task::JoinSet::new();
-    for ((bucket, _), delta) in bucket_deltas(&changes) {
+    for (chunk_index, chunk) in deltas.chunks(COUNTS_PER_TRANSACTION).enumerate() {
         let store = kv.store.clone();
+        let chunk: Vec<(String, BucketDelta)> = chunk
+            .iter()
+            .map(|((bucket, _), delta)| (bucket.clone(), delta.clone()))
+            .collect();
+        let token = batch_token(
+            &chunk
+                .iter()
+                .map(|(_, delta)| delta.token.as_str())
+                .chain(std::iter::once(chunk_index.to_string().as_str()))
+                .collect::<Vec<_>>(),
+        );
         updates.spawn(crate::model::metrics::inherited(async move {
-            let outcome = store.count_changes(&bucket, &delta).await;
-            (delta, outcome)
+            let outcome = store.count_changes(&token, &chunk).await;
+            (chunk, outcome)
         }));
     }
     while let Some(joined) = updates.join_next().await {
-        let (delta, outcome) =
+        let (chunk, outcome) =
             joined.map_err(|error| KvError::Internal(format!("Count task failed: {error}")))?;
         match outcome {
             Ok(applied) => {
-                counted += usize::from(applied);
-                counted_last =
-                    Some(counted_last.map_or(delta.last, |last: usize| last.max(delta.last)));
+                for ((_, delta), applied) in chunk.iter().zip(applied) {
+                    counted += usize::from(applied);
+                    counted_last =
+                        Some(counted_last.map_or(delta.last, |last: usize| last.max(delta.last)));
+                }
             }
-            Err(error) => fail(delta.first, &error),
+            Err(error) => {
+                let first = chunk
+                    .iter()
+                    .map(|(_, delta)| delta.first)
+                    .min()
+                    .unwrap_or(0);
+                fail(first, &error);
+            }
         }
     }
     // History upkeep for the whole batch in as few requests as it takes: what is trimmed is

@@ -140,10 +140,10 @@ pub fn expiry_shard(pk: &str) -> String {
     format!("x{}", hash % EXPIRY_SHARDS)
 }
 
-/// The token item of one counted stream batch of a bucket. `~` is in no bucket name, so it is
-/// no bucket's item, no key's, and no purge's.
-pub fn counted_pk(bucket: &str, token: &str) -> String {
-    format!("~counted/{bucket}/{token}")
+/// The token item of one counted stream batch. `~` is in no bucket name, so it is no
+/// bucket's item, no key's, and no purge's.
+pub fn counted_pk(token: &str) -> String {
+    format!("~counted/{token}")
 }
 
 pub fn usage_pk(bucket: &str) -> String {

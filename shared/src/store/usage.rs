@@ -88,54 +88,73 @@ impl Store {
         Ok(found)
     }
 
-    /// Adds one batch's changes to the bucket's counts, once: the change and a record of its
-    /// token (`counted_pk`, kept past the stream's 24-hour retention) are written in one
-    /// transaction that only succeeds if the token is new and the bucket is still that
-    /// incarnation. False when the token was counted before (by any earlier delivery, however
-    /// many batches ago) or the bucket is another incarnation.
+    /// Adds one batch's changes to its buckets' counts, once: every bucket's change and a
+    /// record of the batch's `token` (`counted_pk`, kept past the stream's 24-hour retention)
+    /// are written in one transaction, which only succeeds if the token is new. A bucket that
+    /// is another incarnation now (deleted, or re-created) is left out and the rest sent
+    /// again. Per change, whether it was added: none when the token was counted before (by any
+    /// earlier delivery, however many batches ago).
     pub async fn count_changes(
         &self,
-        bucket: &str,
-        delta: &BucketDelta,
-    ) -> Result<bool, StoreError> {
+        token: &str,
+        changes: &[(String, BucketDelta)],
+    ) -> Result<Vec<bool>, StoreError> {
         let expires_s = crate::model::time::now_ns() / 1_000_000_000 + COUNTED_FOR_S;
-        let token = Put::builder()
+        let token_item = Put::builder()
             .table_name(&self.items)
-            .item(PK, s(counted_pk(bucket, &delta.token)))
+            .item(PK, s(counted_pk(token)))
             .item(REVISION, n(COUNTED_REVISION))
-            .item(INCARNATION, n(delta.incarnation))
             .item(TTL, n(expires_s))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .build()
             .map_err(build_failed)?;
-        // The usage item sheds the token list it kept before counting moved to token items.
-        let usage = Update::builder()
-            .table_name(&self.items)
-            .key(PK, s(usage_pk(bucket)))
-            .key(REVISION, n(0))
-            .update_expression("ADD #bytes :bytes, #keys :keys REMOVE #counted")
-            .condition_expression("#inc = :inc")
-            .expression_attribute_names("#bytes", USED_BYTES)
-            .expression_attribute_names("#keys", LIVE_KEYS)
-            .expression_attribute_names("#counted", COUNTED_BATCHES)
-            .expression_attribute_names("#inc", INCARNATION)
-            .expression_attribute_values(":bytes", n(delta.bytes))
-            .expression_attribute_values(":keys", n(delta.keys))
-            .expression_attribute_values(":inc", n(delta.incarnation))
-            .build()
-            .map_err(build_failed)?;
+        let mut updates = Vec::with_capacity(changes.len());
+        for (bucket, delta) in changes {
+            // The usage item sheds the token list it kept before counting moved to token items.
+            let update = Update::builder()
+                .table_name(&self.items)
+                .key(PK, s(usage_pk(bucket)))
+                .key(REVISION, n(0))
+                .update_expression("ADD #bytes :bytes, #keys :keys REMOVE #counted")
+                .condition_expression("#inc = :inc")
+                .expression_attribute_names("#bytes", USED_BYTES)
+                .expression_attribute_names("#keys", LIVE_KEYS)
+                .expression_attribute_names("#counted", COUNTED_BATCHES)
+                .expression_attribute_names("#inc", INCARNATION)
+                .expression_attribute_values(":bytes", n(delta.bytes))
+                .expression_attribute_values(":keys", n(delta.keys))
+                .expression_attribute_values(":inc", n(delta.incarnation))
+                .build()
+                .map_err(build_failed)?;
+            updates.push(update);
+        }
+        // Positions in `changes` still sent.
+        let mut included: Vec<usize> = (0..changes.len()).collect();
         let mut attempt = 0u32;
         loop {
-            let result = self
+            if included.is_empty() {
+                return Ok(vec![false; changes.len()]);
+            }
+            let mut request = self
                 .client
                 .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(token.clone()).build())
-                .transact_items(TransactWriteItem::builder().update(usage.clone()).build())
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => return Ok(true),
+                .transact_items(TransactWriteItem::builder().put(token_item.clone()).build());
+            for &index in &included {
+                request = request.transact_items(
+                    TransactWriteItem::builder()
+                        .update(updates[index].clone())
+                        .build(),
+                );
+            }
+            let error = match request.send().await {
+                Ok(_) => {
+                    let mut applied = vec![false; changes.len()];
+                    for index in included {
+                        applied[index] = true;
+                    }
+                    return Ok(applied);
+                }
                 Err(error) => error,
             };
             let reasons = match error.as_service_error() {
@@ -144,12 +163,22 @@ impl Store {
                 }
                 _ => return Err(storage_error("TransactWriteItems", error)),
             };
-            let code = |index: usize| reasons.get(index).and_then(|reason| reason.code());
+            let refused = |position: usize| {
+                reasons.get(position).and_then(|reason| reason.code())
+                    == Some("ConditionalCheckFailed")
+            };
             // A resend after a lost answer meets its own token: counted, once.
-            if code(0) == Some("ConditionalCheckFailed")
-                || code(1) == Some("ConditionalCheckFailed")
-            {
-                return Ok(false);
+            if refused(0) {
+                return Ok(vec![false; changes.len()]);
+            }
+            let gone: Vec<usize> = (0..included.len()).filter(|at| refused(at + 1)).collect();
+            if !gone.is_empty() {
+                let mut position = 0;
+                included.retain(|_| {
+                    position += 1;
+                    !gone.contains(&(position - 1))
+                });
+                continue;
             }
             // Consumers of other shards counting the same bucket at the same moment collide
             // on its usage item (AWS, not DynamoDB Local): they take turns.
