@@ -137,6 +137,9 @@ async fn copy_into_live(
 /// every copy is sent well before the window closes.
 const WINDOW_REUSE_MS: u64 = COMMIT_WINDOW_MS / 2;
 
+/// How many mirrors' windows a container remembers.
+const WINDOWS_MAX: usize = 10_000;
+
 /// Per container: the commit window last opened on each mirror (its incarnation, when), so a
 /// batch or a backfill slice of many copies opens one, not one per copy.
 #[derive(Default)]
@@ -165,7 +168,7 @@ async fn commit_window(kv: &Kv, target: &BucketRecord) -> Result<Option<u64>, Kv
         .open_commit_window(bucket, target.created_ms)
         .await?;
     if let (Some(at_ms), Ok(mut opened)) = (opened_ms, kv.commit_windows.opened.lock()) {
-        if opened.len() >= crate::model::cache::CONFIGS_MAX {
+        if opened.len() >= WINDOWS_MAX {
             opened.clear();
         }
         opened.insert(bucket.clone(), (target.created_ms, at_ms));

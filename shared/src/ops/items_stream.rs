@@ -3,16 +3,16 @@
 //!
 //! - Counts: a bucket's `bytes` (every retained revision's size) and `entry_total` (keys whose
 //!   latest revision is a value) move by the difference between a head's old and new images,
-//!   summed per bucket and applied with one `UpdateItem ADD` per bucket per batch. Buckets with
+//!   summed per bucket and applied with one `ADD` per bucket per batch. Buckets with
 //!   `max_bytes` are skipped: their writes keep the counts exact themselves. A delta of another
 //!   incarnation of the bucket (a deleted and re-created name) is dropped.
 //! - Redelivery: the batch's updates (99 buckets a transaction) carry a token naming exactly
 //!   which records they count, written as an item of its own in the same transaction (kept 25
 //!   hours, longer than the stream keeps a record), so a batch delivered again changes nothing,
-//!   however many batches came between. A failure is reported (partial batch response) only from a record after
-//!   which no other bucket's records were counted; otherwise the whole batch fails and comes
-//!   back whole, tokens and all (the mapping does not bisect batches, which would give their
-//!   halves new tokens).
+//!   however many batches came between. A failure is reported (partial batch response) only
+//!   from a record after which no other bucket's records were counted; otherwise the whole
+//!   batch fails and comes back whole, tokens and all (the mapping does not bisect batches,
+//!   which would give their halves new tokens).
 //! - History: revisions a head no longer lists are deleted (a write never deletes before it
 //!   commits, so a refused write destroys nothing), and a replaced value that the head still
 //!   lists is archived again from the old image, which repairs a writer that stopped between

@@ -27,7 +27,6 @@ pub async fn run(
         WriteRequest {
             increment: Some(Increment { by, window_ns: ttl }),
             idempotency: Idempotency::of(idempotency_key.as_deref(), Function::KeyIncrement),
-            incarnation: None,
             ..WriteRequest::plain(&bucket, &key, Op::Put, "", deadline)
         },
     )

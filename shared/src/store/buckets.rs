@@ -36,6 +36,13 @@ pub(super) fn decode_bucket(item: &Item) -> Result<BucketRecord, StoreError> {
     })
 }
 
+/// A bucket item's condition for handing out a revision or a commit window: it exists and is
+/// not being deleted (`#bucket`, `#deleting`), and with `LIVE_INCARNATION` is the incarnation
+/// created at `:created`.
+const LIVE: &str = "attribute_exists(#bucket) AND attribute_not_exists(#deleting)";
+const LIVE_INCARNATION: &str =
+    "attribute_exists(#bucket) AND attribute_not_exists(#deleting) AND #created = :created";
+
 impl Store {
     /// Creates the bucket and its usage counter together; false when the bucket already exists.
     pub async fn create_bucket(
@@ -149,13 +156,12 @@ impl Store {
         bucket: &str,
         incarnation: Option<u64>,
     ) -> Result<BucketRecord, StoreError> {
-        let live = "attribute_exists(#bucket) AND attribute_not_exists(#deleting)";
         let request = match incarnation {
-            None => self.client.update_item().condition_expression(live),
+            None => self.client.update_item().condition_expression(LIVE),
             Some(incarnation) => self
                 .client
                 .update_item()
-                .condition_expression(format!("{live} AND #created = :created"))
+                .condition_expression(LIVE_INCARNATION)
                 .expression_attribute_names("#created", CREATED)
                 .expression_attribute_values(":created", n(incarnation)),
         };
@@ -204,9 +210,7 @@ impl Store {
             .table_name(&self.buckets)
             .key(BUCKET, s(bucket))
             .update_expression("SET #alloc = :now")
-            .condition_expression(
-                "attribute_exists(#bucket) AND attribute_not_exists(#deleting) AND #created = :created",
-            )
+            .condition_expression(LIVE_INCARNATION)
             .expression_attribute_names("#alloc", LAST_ALLOCATED)
             .expression_attribute_names("#bucket", BUCKET)
             .expression_attribute_names("#deleting", DELETING)

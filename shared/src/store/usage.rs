@@ -171,13 +171,15 @@ impl Store {
             if refused(0) {
                 return Ok(vec![false; changes.len()]);
             }
-            let gone: Vec<usize> = (0..included.len()).filter(|at| refused(at + 1)).collect();
-            if !gone.is_empty() {
-                let mut position = 0;
-                included.retain(|_| {
-                    position += 1;
-                    !gone.contains(&(position - 1))
-                });
+            // The transaction's items are the token, then `included` in order.
+            let live: Vec<usize> = included
+                .iter()
+                .enumerate()
+                .filter(|(position, _)| !refused(position + 1))
+                .map(|(_, index)| *index)
+                .collect();
+            if live.len() < included.len() {
+                included = live;
                 continue;
             }
             // Consumers of other shards counting the same bucket at the same moment collide
