@@ -46,6 +46,16 @@ pub struct Meter {
     reading: Arc<Mutex<Reading>>,
 }
 
+impl Reading {
+    /// The operations of the requests recorded, in order (`GetItem`, `UpdateItem`, ...).
+    pub fn operations(&self) -> Vec<String> {
+        self.requests
+            .iter()
+            .map(|request| request.operation.clone())
+            .collect()
+    }
+}
+
 impl Meter {
     pub fn new() -> Meter {
         Meter::default()

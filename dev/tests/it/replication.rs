@@ -858,14 +858,7 @@ async fn a_bucket_with_nothing_to_replicate_costs_one_read_per_batch() {
             .await
             .unwrap();
         assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
-        let reading = meter.take();
-        sent.push(
-            reading
-                .requests
-                .iter()
-                .map(|request| request.operation.clone())
-                .collect::<Vec<_>>(),
-        );
+        sent.push(meter.take().operations());
     }
     // The first batch reads the configuration once; later ones only the usage item.
     assert_eq!(sent[0], ["GetItem", "GetItem"], "{sent:?}");
@@ -902,11 +895,6 @@ async fn a_bucket_with_nothing_to_replicate_costs_one_read_per_batch() {
     meter.take();
     let answer = invoke(&kv, Function::ItemsReplicate, batch).await.unwrap();
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
-    let operations: Vec<String> = meter
-        .take()
-        .requests
-        .iter()
-        .map(|request| request.operation.clone())
-        .collect();
+    let operations = meter.take().operations();
     assert!(operations.contains(&"Query".to_string()), "{operations:?}");
 }

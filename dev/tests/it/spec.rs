@@ -819,12 +819,7 @@ async fn request_counts_per_operation() {
     put(&kv, &single, "a", json!("v")).await;
     meter.take();
     put(&kv, &single, "b", json!("v")).await;
-    let operations: Vec<String> = meter
-        .take()
-        .requests
-        .iter()
-        .map(|request| request.operation.clone())
-        .collect();
+    let operations = meter.take().operations();
     assert_eq!(operations, ["UpdateItem", "UpdateItem"]);
 
     assert_eq!(
